@@ -1,0 +1,45 @@
+"""pyrodist: distributed computing for Python functions over Pyro4, without a broker."""
+
+from __future__ import annotations
+
+from .client import Client, Future, TaskOptions, as_completed
+from .cluster import LocalCluster
+from .config import Settings
+from .errors import (
+    ConfigError,
+    ConnectionFailed,
+    FunctionNotAllowed,
+    FunctionRefError,
+    MasterNotFound,
+    MasterRejected,
+    NameServerNotFound,
+    PyrodistError,
+    TaskError,
+    TaskLost,
+    ValueEncodingError,
+)
+from .protocol import TaskState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ConfigError",
+    "ConnectionFailed",
+    "FunctionNotAllowed",
+    "FunctionRefError",
+    "Future",
+    "LocalCluster",
+    "MasterNotFound",
+    "MasterRejected",
+    "NameServerNotFound",
+    "PyrodistError",
+    "Settings",
+    "TaskError",
+    "TaskLost",
+    "TaskOptions",
+    "TaskState",
+    "ValueEncodingError",
+    "__version__",
+    "as_completed",
+]

@@ -1,0 +1,238 @@
+"""The `pyrodist` command: name server, master, worker, submit, status. The only place that configures logging."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, remote
+from .client import Client
+from .config import DEFAULT_MASTER_NAME, Settings
+from .errors import PyrodistError, TaskError
+from .master import RunningMaster
+from .worker import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+
+
+class Group(click.Group):
+    """A click group that shows pyrodist's own errors as one clear line, exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PyrodistError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def ns_options(func: F) -> F:
+    """--ns-host, --ns-port, --master, each also read from its PYRODIST_* variable."""
+    func = click.option("--master", "master_name", envvar="PYRODIST_MASTER", default=DEFAULT_MASTER_NAME,
+                        show_default=True, help="Name the master is registered under.")(func)  # fmt: skip
+    func = click.option("--ns-port", envvar="PYRODIST_NS_PORT", type=click.IntRange(1, 65535),
+                        help="Name server port (default: Pyro4's 9090).")(func)  # fmt: skip
+    func = click.option("--ns-host", envvar="PYRODIST_NS_HOST",
+                        help="Name server host (default: broadcast lookup, then localhost).")(func)  # fmt: skip
+    return func
+
+
+def loglevel_option(func: F) -> F:
+    """--loglevel for the long-running commands."""
+    return click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+                        envvar="PYRODIST_LOGLEVEL", show_default=True, help="How much to log.")(func)  # fmt: skip
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr with the actor in each line."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@contextmanager
+def stop_on_signals(on_stop: Callable[[], None], on_second: Callable[[], None] | None = None) -> Iterator[None]:
+    """Call on_stop on the first SIGINT/SIGTERM (and on_second on the next), then restore the handlers."""
+    count = 0
+
+    def handle(signum: int, _frame: Any) -> None:
+        nonlocal count
+        count += 1
+        log.info("received %s", signal.Signals(signum).name)
+        (on_stop if count == 1 or on_second is None else on_second)()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def settings_from(ns_host: str | None, ns_port: int | None, master_name: str, **extra: Any) -> Settings:
+    """Settings from the common options."""
+    return Settings.from_env(ns_host=ns_host, ns_port=ns_port, master_name=master_name, **extra)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pyrodist")
+def cli() -> None:
+    """pyrodist: run Python functions on a cluster of workers found through a Pyro4 name server.
+
+    Start order: nameserver, master, workers; then submit from the shell or from Python.
+    """
+
+
+@cli.command()
+@click.option("--host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_NS_HOST", help="Address to bind.")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), envvar="PYRODIST_NS_PORT",
+              help="Port to bind (0 picks a free one).")  # fmt: skip
+@click.option("--broadcast/--no-broadcast", default=True, help="Answer broadcast lookups (never on loopback).")
+@loglevel_option
+def nameserver(host: str, port: int, broadcast: bool, loglevel: str) -> None:
+    """Run a Pyro4 name server."""
+    setup_logging(loglevel)
+    ns = remote.start_nameserver(host, port, broadcast)
+    log.info("name server running at %s%s", ns.uri, " (answering broadcasts)" if ns.broadcast else "")
+    stop = threading.Event()
+    with stop_on_signals(stop.set):
+        try:
+            ns.serve(stop)
+        finally:
+            ns.close()
+
+
+@cli.command()
+@click.option("--name", "name", default=None, help="Name to register under (default: --master, pyrodist.master).")
+@click.option("--host", default=remote.LOOPBACK, show_default=True, help="Address to bind the master's daemon to.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
+@click.option("--lease-timeout", type=click.FloatRange(min=0.1), help="Seconds a lease lives without heartbeats.")
+@click.option("--max-connections", type=click.IntRange(min=4), help="Size of the Pyro4 thread pool.")
+@ns_options
+@loglevel_option
+def master(name: str | None, host: str, port: int, lease_timeout: float | None, max_connections: int | None,
+           ns_host: str | None, ns_port: int | None, master_name: str, loglevel: str) -> None:  # fmt: skip
+    """Run the master and register it in the name server."""
+    setup_logging(loglevel)
+    settings = settings_from(ns_host, ns_port, name or master_name, lease_timeout=lease_timeout,
+                             max_connections=max_connections)  # fmt: skip
+    running = RunningMaster(settings, host, port)
+    stop = threading.Event()
+    with stop_on_signals(stop.set):
+        running.serve_forever(stop)
+    log.info("master stopped")
+
+
+@cli.command()
+@click.option("-I", "--import", "imports", multiple=True, required=True, metavar="MODULE",
+              help="Module whose functions this worker may run (repeat for more).")  # fmt: skip
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Tasks run at once (default: CPUs).")
+@click.option("--prefetch", type=click.IntRange(min=1), help="Tasks fetched per call (1 = fair dispatch).")
+@click.option("--id", "worker_id", help="Worker id (default: HOST-PID).")
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--max-tasks", type=click.IntRange(min=1), help="Exit after this many tasks.")
+@click.option("--heartbeat", type=click.FloatRange(min=0.05), help="Seconds between heartbeats.")
+@ns_options
+@loglevel_option
+def worker(imports: tuple[str, ...], concurrency: int | None, prefetch: int | None, worker_id: str | None,
+           burst: bool, max_tasks: int | None, heartbeat: float | None, ns_host: str | None, ns_port: int | None,
+           master_name: str, loglevel: str) -> None:  # fmt: skip
+    """Fetch tasks from the master and run them."""
+    setup_logging(loglevel)
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules in the current directory can be given with -I
+    settings = settings_from(ns_host, ns_port, master_name, heartbeat=heartbeat)
+    engine = Worker(settings, imports, concurrency, prefetch, worker_id, burst, max_tasks)
+    with stop_on_signals(engine.stop, engine.abort):
+        code = engine.run()
+    sys.exit(code)
+
+
+def parse_arg(text: str) -> Any:
+    """A shell argument as a Python literal, or the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("func")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for the result.")
+@ns_options
+def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | None, ns_host: str | None,
+           ns_port: int | None, master_name: str) -> None:  # fmt: skip
+    """Run FUNC ('package.module:name') with ARGS (Python literals, else strings); print the result."""
+    values = [parse_arg(a) for a in args]
+    with Client(settings=settings_from(ns_host, ns_port, master_name)) as client:
+        future = client.submit(func, *values)
+        if no_wait:
+            click.echo(future.task_id)
+            return
+        try:
+            value = future.result(timeout)
+        except TimeoutError:
+            raise click.ClickException(f"task {future.task_id} not finished after {timeout} s; it goes on") from None
+        except TaskError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+    click.echo(value if isinstance(value, str) else repr(value))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@ns_options
+def status(as_json: bool, ns_host: str | None, ns_port: int | None, master_name: str) -> None:
+    """Show the workers, the queue and the totals."""
+    with Client(settings=settings_from(ns_host, ns_port, master_name)) as client:
+        stats = client.stats()
+    if as_json:
+        click.echo(json.dumps(stats, indent=2, sort_keys=True))
+        return
+    click.echo(format_status(stats))
+
+
+def format_status(stats: dict[str, Any]) -> str:
+    """The stats as aligned text."""
+    header = ("WORKER", "HOST", "PID", "RUNNING", "DONE", "FAILED", "LAST SEEN")
+    rows = [header] + [
+        (
+            w["id"],
+            w["host"],
+            str(w["pid"]),
+            str(w["running"]),
+            str(w["done"]),
+            str(w["failed"]),
+            f"{w['last_seen']:.1f}s ago",
+        )
+        for w in stats["workers"]
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if not stats["workers"]:
+        lines.append("(no live workers)")
+    counts = "  ".join(f"{state} {n}" for state, n in stats["counts"].items())
+    lines += [
+        "",
+        f"tasks: {counts}",
+        f"totals: submitted {stats['submitted']}  done {stats['done']}  failed {stats['failed']}",
+    ]
+    if stats.get("lost_workers"):
+        lines.append("lost workers: " + ", ".join(w["id"] for w in stats["lost_workers"]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Entry point of the `pyrodist` console script."""
+    cli(prog_name="pyrodist")

@@ -1,0 +1,78 @@
+"""The exceptions pyrodist raises; every one derives from `PyrodistError`.
+
+::
+
+    PyrodistError
+    ├── ConfigError             bad settings or arguments (also a ValueError)
+    ├── ValueEncodingError      a value serpent cannot carry faithfully (also a ValueError)
+    ├── FunctionRefError        a function no worker could import (also a ValueError)
+    ├── FunctionNotAllowed      a worker refuses a function outside its allow-list
+    ├── ConnectionFailed        a part of the cluster cannot be reached
+    │   ├── NameServerNotFound
+    │   └── MasterNotFound
+    ├── MasterRejected          the master refused a call (bad input); carries its message
+    └── TaskError               a task failed on its worker; carries the remote type, message, traceback
+        └── TaskLost            the master no longer knows the task (for example it restarted in memory)
+
+Remote methods raise builtin exceptions only (they must cross the wire to plain Pyro4 shells);
+`remote.py` and `client.py` map them onto this tree.
+"""
+
+from __future__ import annotations
+
+
+class PyrodistError(Exception):
+    """Root of every pyrodist error."""
+
+
+class ConfigError(PyrodistError, ValueError):
+    """A setting or argument is invalid."""
+
+
+class ValueEncodingError(PyrodistError, ValueError):
+    """A value cannot be carried by serpent without changing its type or meaning."""
+
+
+class FunctionRefError(PyrodistError, ValueError):
+    """A function cannot be turned into a reference that a worker could import."""
+
+
+class FunctionNotAllowed(PyrodistError):
+    """A worker refuses a function that its allow-list does not cover."""
+
+
+class ConnectionFailed(PyrodistError):
+    """A part of the cluster (name server, master) cannot be reached."""
+
+
+class NameServerNotFound(ConnectionFailed):
+    """No Pyro4 name server answers where we looked."""
+
+
+class MasterNotFound(ConnectionFailed):
+    """The name server has no master registered under the name, or it does not answer."""
+
+
+class MasterRejected(PyrodistError):
+    """The master refused a call because of bad input."""
+
+
+class TaskError(PyrodistError):
+    """A task failed; carries the remote exception's type name, message and traceback."""
+
+    def __init__(self, task_id: str, type_name: str, message: str, remote_traceback: str = "") -> None:
+        self.task_id = task_id
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(task_id, type_name, message, remote_traceback)
+
+    def __str__(self) -> str:
+        text = f"task {self.task_id} failed: {self.type_name}: {self.message}"
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
+        return text
+
+
+class TaskLost(TaskError):
+    """The master does not know the task any more."""

@@ -1,0 +1,533 @@
+"""The `Master`: one Pyro4 object that queues tasks, leases them to workers and keeps results.
+
+::
+
+    client ──submit/submit_encoded──▶ Master ──▶ TaskStore (pending, by priority, FIFO)
+    worker ──fetch(worker, n, wait)──▶   │  long-poll: wait on `_work` until a task is pending
+                                         │  lease: running, token, deadline (heartbeats renew it)
+    worker ──report(worker, results)─▶   │  first valid token wins; stale reports are ignored
+                                         ├─▶ outbox of the submitting client ──▶ collect(client) long-poll
+                                         ├─▶ result(task_id, timeout) waiters
+                                         └─▶ Notifier ──▶ callback proxies (own threads, never blocking report)
+    reaper thread: expired leases back to pending, silent workers marked lost.
+
+The master never decodes arguments or results on the hot path: they stay serpent text (`payload`)
+from the client to the worker and back. Only the plain-Pyro4 methods (`submit`, `submit_many`,
+`result`, plain callbacks) encode or decode, so a Python shell with nothing but Pyro4 can use it.
+Remote methods raise builtin exceptions only (ValueError, TypeError), so any Pyro4 client can read them.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol, remote
+from .config import Settings
+from .errors import ConfigError, PyrodistError
+from .notify import Notifier
+from .protocol import FINISHED_STATES, MAX_BATCH, MAX_PAYLOAD, MAX_WAIT, TaskState
+from .store import MemoryStore, Outcome, Task
+
+log = logging.getLogger(__name__)
+
+OUTBOX_IDLE = 600.0
+"""Seconds after which a client that stopped collecting loses its undelivered outbox."""
+LOST_WORKER_MEMORY = 3600.0
+"""Seconds a lost worker stays listed in stats."""
+MAX_SUBSCRIPTIONS = 1000
+
+
+@dataclass
+class WorkerInfo:
+    """What the master knows of one worker."""
+
+    id: str
+    host: str = "?"
+    pid: int = 0
+    concurrency: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    last_seen: float = 0.0
+    state: str = "live"
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """The worker's row in stats."""
+        row = dict(vars(self))
+        row["last_seen"] = round(now - self.last_seen, 3)
+        return row
+
+
+@dataclass
+class Outbox:
+    """Finished records waiting for the client that submitted them."""
+
+    ready: threading.Condition
+    records: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
+    last_seen: float = 0.0
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise TypeError(f"{what} must be a non-empty string of at most 128 characters, not {value!r}")
+    return value
+
+
+def _check_number(value: Any, what: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{what} must be a number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _plain(call: Callable[[], Any]) -> Any:
+    """Run call, turning pyrodist's ValueError subclasses into plain ValueErrors for the wire."""
+    try:
+        return call()
+    except PyrodistError as exc:
+        raise ValueError(str(exc)) from None
+
+
+@remote.expose
+class Master:
+    """The master's remote API (see the module docstring for the flow)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: MemoryStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._settings = settings
+        self._store = store if store is not None else MemoryStore()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._finished = threading.Condition(self._lock)
+        self._outboxes: dict[str, Outbox] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._notifier = Notifier()
+        self._epoch = secrets.token_hex(3)
+        self._ids = itertools.count(1)
+        self._funcs: dict[str, str] = {}  # function references as given -> checked and normalized
+        self._totals = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0}
+        self._started = clock()
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="master-reaper", daemon=True)
+
+    # ---- submitting
+
+    def submit(self, func: Any, args: Any = None, kwargs: Any = None, options: Any = None) -> str:
+        """Queue one task: func is 'package.module:name'; returns its id."""
+        return self.submit_many([{"func": func, "args": args, "kwargs": kwargs, "options": options}])[0]
+
+    def submit_many(self, tasks: Any) -> list[str]:
+        """Queue tasks given as dicts {"func", "args", "kwargs", "options"}; returns their ids."""
+        self._check_batch(tasks, "tasks")
+        new = []
+        for i, spec in enumerate(tasks):
+            if not isinstance(spec, dict):
+                raise TypeError(f"tasks[{i}] must be a dict with 'func', 'args', 'kwargs', 'options'")
+            unknown = set(spec) - {"func", "args", "kwargs", "options"}
+            if unknown:
+                raise ValueError(f"tasks[{i}] has unknown fields {sorted(unknown)}")
+            args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
+            if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+                raise TypeError(f"tasks[{i}]: args must be a list and kwargs a dict")
+            payload = _plain(lambda: protocol.encode_call(args, kwargs))  # noqa: B023 - called at once
+            new.append(
+                self._new_task(
+                    f"m{self._epoch}.{next(self._ids)}",
+                    spec.get("func"),
+                    payload,
+                    spec.get("options"),
+                    None,
+                )
+            )
+        self._queue(new)
+        return [t.id for t in new]
+
+    def submit_encoded(self, client_id: Any, tasks: Any) -> int:
+        """Queue tasks given as [task_id, func, payload, options] with pre-encoded payloads (the client's path)."""
+        _check_name(client_id, "client_id")
+        self._check_batch(tasks, "tasks")
+        new = []
+        for i, item in enumerate(tasks):
+            if not isinstance(item, (list, tuple)) or len(item) != 4:
+                raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
+            task_id, func, payload, options = item
+            protocol.check_task_id(task_id)
+            if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD:
+                raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {MAX_PAYLOAD} bytes")
+            new.append(self._new_task(task_id, func, payload, options, client_id))
+        self._queue(new, client_id)
+        return len(new)
+
+    def _new_task(self, task_id: str, func: Any, payload: str, options: Any, owner: str | None) -> Task:
+        ref = self._funcs.get(func) if isinstance(func, str) else None
+        if ref is None:
+            if not isinstance(func, str):
+                raise TypeError(f"func must be a 'package.module:name' string, not {type(func).__name__}")
+            ref = _plain(lambda: protocol.function_ref(func))
+            if len(self._funcs) >= 10_000:
+                self._funcs.clear()
+            self._funcs[func] = ref
+        return Task(task_id, ref, payload, protocol.check_options(options) if options else {}, owner)
+
+    def _queue(self, tasks: list[Task], owner: str | None = None) -> None:
+        with self._lock:
+            self._store.add(tasks, self._clock())
+            self._totals["submitted"] += len(tasks)
+            if owner is not None:
+                self._outbox(owner)
+            self._work.notify(len(tasks))
+
+    # ---- workers
+
+    def fetch(self, worker: Any, max_tasks: Any = 1, wait: Any = 0.0) -> list[dict[str, Any]]:
+        """Lease up to max_tasks tasks to worker, waiting up to wait seconds for one to be pending."""
+        _check_name(worker, "worker")
+        count = int(_check_number(max_tasks, "max_tasks", 1, MAX_BATCH))
+        deadline = time.monotonic() + _check_number(wait, "wait", 0, MAX_WAIT)
+        with self._lock:
+            info = self._seen(worker)
+            while not self._store.has_pending():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return []
+                self._work.wait(remaining)
+            leased = self._store.lease(worker, count, self._clock(), self._settings.lease_timeout)
+            info.running += len(leased)
+            if self._store.has_pending():
+                self._work.notify()  # more work is left for the next waiting worker
+        return [
+            {
+                "id": t.id,
+                "func": t.func,
+                "payload": t.payload,
+                "token": t.token,
+                "options": t.options,
+            }
+            for t in leased
+        ]
+
+    def report(self, worker: Any, results: Any) -> dict[str, Any]:
+        """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
+        _check_name(worker, "worker")
+        self._check_batch(results, "results")
+        outcomes = [self._outcome(i, r) for i, r in enumerate(results)]
+        with self._lock:
+            info = self._seen(worker)
+            accepted, ignored = self._store.finish(worker, outcomes, self._clock())
+            info.running = max(0, info.running - len(accepted))
+            for task in accepted:
+                if task.state is TaskState.DONE:
+                    info.done += 1
+                else:
+                    info.failed += 1
+            self._completed(accepted)
+        if ignored:
+            log.info(
+                "worker %s: ignored %d stale or unknown results: %s",
+                worker,
+                len(ignored),
+                ignored[:5],
+            )
+        return {"accepted": len(accepted), "ignored": ignored}
+
+    def _outcome(self, i: int, result: Any) -> Outcome:
+        if not isinstance(result, dict):
+            raise TypeError(f"results[{i}] must be a dict, not {type(result).__name__}")
+        task_id, token = result.get("id"), result.get("token")
+        if not isinstance(task_id, str) or isinstance(token, bool) or not isinstance(token, int):
+            raise TypeError(f"results[{i}] needs 'id' (a string) and 'token' (an int from fetch)")
+        if result.get("state") == TaskState.DONE:
+            payload = result.get("payload")
+            if payload is None and "value" in result:
+                payload = _plain(lambda: protocol.encode_value(result["value"], "the result"))
+            if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD:
+                raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {MAX_PAYLOAD} bytes")
+            return Outcome(task_id, token, True, result=payload)
+        if result.get("state") == TaskState.FAILED:
+            error = result.get("error")
+            if not isinstance(error, dict) or not all(isinstance(error.get(k), str) for k in ("type", "message")):
+                raise TypeError(f"results[{i}]: 'error' must be a dict with 'type' and 'message' strings")
+            return Outcome(
+                task_id,
+                token,
+                False,
+                error={k: str(error.get(k, ""))[:65536] for k in ("type", "message", "traceback")},
+            )
+        raise ValueError(f"results[{i}]: 'state' must be 'done' or 'failed', not {result.get('state')!r}")
+
+    def heartbeat(self, worker: Any, info: Any = None) -> dict[str, Any]:
+        """A worker is alive: update its details and renew the leases of the tasks it runs."""
+        _check_name(worker, "worker")
+        info = info if isinstance(info, dict) else {}
+        with self._lock:
+            if info.get("state") == "stopped":
+                self._workers.pop(worker, None)
+                return {}
+            row = self._seen(worker)
+            for key in ("host", "pid", "concurrency"):
+                if isinstance(info.get(key), type(getattr(row, key))):
+                    setattr(row, key, info[key])
+            running = info.get("running")
+            if isinstance(running, list):
+                row.running = len(running)
+                self._store.renew(worker, running, self._clock(), self._settings.lease_timeout)
+            if info.get("state") == "stopping":
+                row.state = "stopping"
+        return {}
+
+    def release(self, worker: Any, task_ids: Any) -> int:
+        """Give back tasks worker fetched but will not run; they keep their place in the queue."""
+        _check_name(worker, "worker")
+        self._check_batch(task_ids, "task_ids")
+        with self._lock:
+            released = self._store.release(worker, task_ids)
+            row = self._seen(worker)
+            row.running = max(0, row.running - len(released))
+            self._work.notify(len(released))
+        return len(released)
+
+    def _seen(self, worker: str) -> WorkerInfo:
+        row = self._workers.get(worker)
+        if row is None or row.state == "lost":
+            row = self._workers[worker] = WorkerInfo(worker)
+            log.info("worker %s joined", worker)
+        row.last_seen = self._clock()
+        return row
+
+    # ---- results
+
+    def result(self, task_id: Any, timeout: Any = 0.0) -> dict[str, Any]:
+        """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""
+        protocol.check_task_id(task_id)
+        deadline = time.monotonic() + _check_number(timeout, "timeout", 0, 1e9)
+        with self._lock:
+            task = self._known(task_id)
+            while task.state not in FINISHED_STATES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._finished.wait(min(remaining, 60))
+            record = self._record(task)
+        return self._decoded(record)
+
+    def collect(self, client_id: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[dict[str, Any]]:
+        """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
+        _check_name(client_id, "client_id")
+        deadline = time.monotonic() + _check_number(timeout, "timeout", 0, MAX_WAIT)
+        limit = int(_check_number(max_items, "max_items", 1, 1_000_000))
+        with self._lock:
+            box = self._outbox(client_id)
+            while not box.records and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                box.ready.wait(remaining)
+            box.last_seen = self._clock()
+            return [box.records.popleft() for _ in range(min(limit, len(box.records)))]
+
+    def lookup(self, task_ids: Any) -> list[dict[str, Any] | None]:
+        """Encoded records of these tasks, None for ids this master does not know."""
+        self._check_batch(task_ids, "task_ids")
+        with self._lock:
+            return [self._record(t) if (t := self._store.get(i)) is not None else None for i in task_ids]
+
+    def cancel(self, task_id: Any) -> bool:
+        """Cancel a pending task; False when it already runs or finished."""
+        protocol.check_task_id(task_id)
+        with self._lock:
+            self._known(task_id)
+            task = self._store.cancel(task_id, self._clock())
+            if task is not None:
+                self._completed([task])
+        return task is not None
+
+    def subscribe(self, callback: Any, task_ids: Any = None, client_id: Any = None) -> str:
+        """Call callback.task_done(record) once per finished task (all from now on, or those listed)."""
+        if task_ids is not None:
+            self._check_batch(task_ids, "task_ids", limit=1_000_000)
+            for task_id in task_ids:
+                protocol.check_task_id(task_id)
+        if client_id is not None:
+            _check_name(client_id, "client_id")
+        if self._notifier.count() >= MAX_SUBSCRIPTIONS:
+            raise ValueError(f"too many subscriptions ({MAX_SUBSCRIPTIONS}); unsubscribe unused ones first")
+        sink = remote.CallbackSink(callback, self._settings, self._decoded)  # binds outside the lock
+        with self._lock:
+            done = []
+            for task_id in task_ids or ():
+                task = self._known(task_id)
+                if task.state in FINISHED_STATES:
+                    done.append(self._record(task))
+            sub_id = self._notifier.subscribe(sink, task_ids, client_id)
+            self._notifier.publish(done, only=sub_id)
+        return sub_id
+
+    def unsubscribe(self, subscription_id: Any) -> None:
+        """Stop a subscription."""
+        if not self._notifier.unsubscribe(subscription_id):
+            raise ValueError(f"unknown subscription {subscription_id!r}")
+
+    def stats(self) -> dict[str, Any]:
+        """Workers, tasks per state, totals and the master's own details."""
+        now = self._clock()
+        with self._lock:
+            workers = [w.as_dict(now) for w in self._workers.values()]
+            counts = self._store.counts()
+            totals = dict(self._totals)
+            clients = len(self._outboxes)
+        return {
+            "master": {"name": self._settings.master_name, "epoch": self._epoch, "pid": os.getpid(),
+                       "uptime": round(now - self._started, 3), "durable": self._store.durable},
+            "workers": [w for w in workers if w["state"] != "lost"],
+            "lost_workers": [w for w in workers if w["state"] == "lost"],
+            "counts": counts, **totals, "clients": clients, "subscriptions": self._notifier.count(),
+        }  # fmt: skip
+
+    def ping(self) -> str:
+        """Answer 'pong' (used to tell a live master from a stale name server entry)."""
+        return "pong"
+
+    # ---- internals (called with the lock held where noted)
+
+    def _known(self, task_id: str) -> Task:
+        task = self._store.get(task_id)
+        if task is None:
+            raise ValueError(
+                f"unknown task id {task_id!r}: this master (epoch {self._epoch}) never had it, or lost it "
+                "in a restart without --store"
+            )
+        return task
+
+    def _record(self, task: Task) -> dict[str, Any]:
+        record = task.record()
+        record["owner"] = task.owner
+        return record
+
+    @staticmethod
+    def _decoded(record: dict[str, Any]) -> dict[str, Any]:
+        record = dict(record)
+        payload = record.pop("payload", None)
+        record["value"] = protocol.decode_value(payload) if payload is not None else None
+        return record
+
+    def _completed(self, tasks: list[Task]) -> None:
+        """Hand finished tasks to their client's outbox, result() waiters and subscribers (lock held)."""
+        if not tasks:
+            return
+        records = [self._record(t) for t in tasks]
+        for record in records:
+            self._totals[record["state"]] += 1
+            owner = record["owner"]
+            if owner is not None:
+                box = self._outbox(owner)
+                box.records.append(record)
+                box.ready.notify()
+        self._finished.notify_all()
+        self._notifier.publish(records)
+
+    def _outbox(self, client_id: str) -> Outbox:
+        box = self._outboxes.get(client_id)
+        if box is None:
+            box = self._outboxes[client_id] = Outbox(threading.Condition(self._lock), last_seen=self._clock())
+        return box
+
+    def _check_batch(self, items: Any, what: str, limit: int = MAX_BATCH) -> None:
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"{what} must be a list, not {type(items).__name__}")
+        if len(items) > limit:
+            raise ValueError(f"{what} holds {len(items)} items; at most {limit} per call")
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self.reap()
+            except Exception:  # the reaper must survive anything; the error is logged with its traceback
+                log.exception("reaper failed")
+
+    def reap(self) -> None:
+        """Take back expired leases, mark silent workers lost, forget idle outboxes."""
+        now = self._clock()
+        with self._lock:
+            requeued, failed = self._store.expire(now)
+            if requeued:
+                log.warning(
+                    "%d leases expired; tasks back to pending: %s",
+                    len(requeued),
+                    [t.id for t in requeued[:5]],
+                )
+                self._work.notify(len(requeued))
+            self._completed(failed)
+            for row in list(self._workers.values()):
+                silent = now - row.last_seen
+                if row.state != "lost" and silent > self._settings.lease_timeout:
+                    row.state = "lost"
+                    log.warning("worker %s lost: silent for %.1f s", row.id, silent)
+                elif row.state == "lost" and silent > LOST_WORKER_MEMORY:
+                    del self._workers[row.id]
+            for client_id, box in list(self._outboxes.items()):
+                if now - box.last_seen > OUTBOX_IDLE:
+                    del self._outboxes[client_id]
+
+    def start(self) -> None:
+        """Start the reaper thread."""
+        self._reaper.start()
+
+    def close(self) -> None:
+        """Stop the reaper, wake every waiter and stop the notifier."""
+        self._stop.set()
+        with self._lock:
+            self._work.notify_all()
+            self._finished.notify_all()
+            for box in self._outboxes.values():
+                box.ready.notify_all()
+        self._notifier.close()
+
+
+class RunningMaster:
+    """A master served by a daemon and registered in the name server (for embedding and tests)."""
+
+    def __init__(self, settings: Settings, host: str = remote.LOOPBACK, port: int = 0) -> None:
+        remote.configure_pyro(threadpool_size=settings.max_connections)
+        existing = remote.master_answers(settings)
+        if existing is not None:
+            raise ConfigError(
+                f"a master is already registered as {settings.master_name!r} and answers ({existing}); "
+                "stop it first or start this one with another --name"
+            )
+        self.settings = settings
+        self.master = Master(settings)
+        self.server = remote.Server(host, port)
+        self.uri = self.server.register(self.master, settings.master_name)
+        remote.register(settings, settings.master_name, self.uri)
+        self.master.start()
+        log.info(
+            "master %r serving at %s (in-memory store: state will not survive a restart)",
+            settings.master_name,
+            self.uri,
+        )
+
+    def serve_forever(self, stop: threading.Event) -> None:
+        """Serve until stop is set, then unregister and close."""
+        try:
+            self.server.serve_forever(stop)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Unregister from the name server and stop serving."""
+        remote.unregister(self.settings, self.settings.master_name, self.uri)
+        self.master.close()
+        self.server.close()

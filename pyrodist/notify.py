@@ -1,0 +1,167 @@
+"""Delivering finished-task records to callback subscribers, off the report path.
+
+`Notifier.publish` only appends to bounded per-subscriber queues, so `report` never waits for a
+client. Each subscription has its own delivery thread: a slow subscriber delays nobody else, and one
+whose sink fails (the client vanished) or whose queue overflows is dropped and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+MAX_QUEUE = 100_000
+"""Records one subscriber may fall behind before it is dropped."""
+MAX_BATCH = 500
+"""Most records handed to a sink in one delivery."""
+
+
+class Sink(Protocol):
+    """Where a subscription's records go (a callback proxy, in the master)."""
+
+    def deliver(self, records: list[Record]) -> None:
+        """Deliver records in order; raise when the subscriber cannot be reached."""
+
+    def close(self) -> None:
+        """Release the connection behind the sink."""
+
+
+class Subscription:
+    """One subscriber: a filter, a bounded queue and the thread that drains it."""
+
+    def __init__(
+        self,
+        sub_id: str,
+        sink: Sink,
+        task_ids: set[str] | None,
+        owner: str | None,
+        on_dead: Callable[[str], None],
+    ) -> None:
+        self.id = sub_id
+        self.sink = sink
+        self.task_ids = task_ids
+        self.owner = owner
+        self.delivered = 0
+        self._queue: queue.Queue[Record | None] = queue.Queue(MAX_QUEUE)
+        self._on_dead = on_dead
+        self._thread = threading.Thread(target=self._run, name=f"notify-{sub_id}", daemon=True)
+        self._thread.start()
+
+    def wants(self, record: Record) -> bool:
+        """Whether this subscriber asked for this record."""
+        if self.task_ids is not None:
+            return record["id"] in self.task_ids
+        return self.owner is None or record.get("owner") == self.owner
+
+    def put(self, record: Record) -> bool:
+        """Queue a record; False when the subscriber has fallen too far behind."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Stop delivering after what is already queued."""
+        # A full queue means the delivery thread is stuck on the sink; it exits when the sink fails.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._deliver(batch)
+                        return
+                    batch.append(item)
+                self._deliver(batch)
+        except Exception as exc:  # noqa: BLE001 - the subscriber vanished or broke; drop it, never the master
+            log.warning("subscription %s dropped: delivering to it failed: %s", self.id, exc)
+            self._on_dead(self.id)
+        finally:
+            self.sink.close()
+
+    def _deliver(self, batch: list[Record]) -> None:
+        self.sink.deliver(batch)
+        self.delivered += len(batch)
+
+
+class Notifier:
+    """All subscriptions of a master, and the fan-out of finished records to them."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, Subscription] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def subscribe(
+        self,
+        sink: Sink,
+        task_ids: Iterable[str] | None = None,
+        owner: str | None = None,
+    ) -> str:
+        """Start delivering to sink the records it asked for; returns the subscription id."""
+        with self._lock:
+            sub_id = f"sub-{next(self._ids)}"
+            wanted = None if task_ids is None else set(task_ids)
+            self._subs[sub_id] = Subscription(sub_id, sink, wanted, owner, self._drop)
+        return sub_id
+
+    def unsubscribe(self, sub_id: str) -> bool:
+        """Stop a subscription; False when there is none with that id."""
+        with self._lock:
+            sub = self._subs.pop(sub_id, None)
+        if sub is None:
+            return False
+        sub.stop()
+        return True
+
+    def publish(self, records: Iterable[Record], only: str | None = None) -> None:
+        """Queue records for every subscription that wants them (or only for subscription `only`)."""
+        with self._lock:
+            subs = [self._subs[only]] if only in self._subs else [] if only else list(self._subs.values())
+        if not subs:
+            return
+        overflowed = set()
+        for record in records:
+            for sub in subs:
+                if sub.wants(record) and not sub.put(record):
+                    overflowed.add(sub.id)
+        for sub_id in overflowed:
+            log.warning("subscription %s dropped: it fell %d records behind", sub_id, MAX_QUEUE)
+            self.unsubscribe(sub_id)
+
+    def count(self) -> int:
+        """How many subscriptions are live."""
+        with self._lock:
+            return len(self._subs)
+
+    def close(self) -> None:
+        """Stop every subscription."""
+        with self._lock:
+            subs = list(self._subs.values())
+            self._subs.clear()
+        for sub in subs:
+            sub.stop()
+
+    def _drop(self, sub_id: str) -> None:
+        with self._lock:
+            self._subs.pop(sub_id, None)

@@ -1,0 +1,244 @@
+"""The wire records and their rules: task states, function references, values, options, limits.
+
+Values (arguments and results) travel as serpent text (`encode_value`), which the master stores and
+forwards without decoding. Only types that come back equal and of the same type are accepted:
+None, bool, int, float, complex, str, bytes, list, tuple, dict, set and frozenset, nested freely.
+Subclasses of those (a namedtuple, an OrderedDict, an IntEnum) arrive as their builtin base type.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import serpent
+
+from .errors import FunctionRefError, ValueEncodingError
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
+
+MAX_PAYLOAD = 8 * 1024 * 1024
+"""Largest encoded arguments or result of one task, in bytes."""
+MAX_BATCH = 10_000
+"""Most tasks or results in one submit_many, fetch or report call."""
+MAX_WAIT = 300.0
+"""Longest a single long-poll may block, in seconds."""
+
+TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# ---- function references -------------------------------------------------------------------
+
+
+def function_ref(func: Callable[..., Any] | str) -> str:
+    """The importable reference `"package.module:name"` of a function (or a checked string)."""
+    if isinstance(func, str):
+        return ":".join(split_ref(func))
+    if not callable(func):
+        raise FunctionRefError(f"a task must be a function or a 'module:name' string, not {type(func).__name__}")
+    module: str | None = getattr(func, "__module__", None)
+    qualname: str | None = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    owner = getattr(func, "__self__", None)
+    what = repr(func)
+    if owner is not None and not isinstance(owner, type(math)):
+        raise FunctionRefError(f"{what} is a method bound to an object; workers can only run module-level functions")
+    if module is None or qualname is None:
+        raise FunctionRefError(f"{what} has no module and name, so no worker could import it")
+    if "<lambda>" in qualname or "<locals>" in qualname or "." in qualname:
+        raise FunctionRefError(
+            f"{what} is a lambda, nested function or method; workers can only import module-level functions"
+        )
+    if module == "__main__":
+        raise FunctionRefError(
+            f"{qualname} is defined in __main__, which no worker can import: move it into a module "
+            "and start the workers with -I that.module"
+        )
+    return f"{_public_module(module, qualname, func)}:{qualname}"
+
+
+def _public_module(module: str, name: str, func: object) -> str:
+    """Prefer the public module that re-exports a function (`_operator` -> `operator`)."""
+    if not module.startswith("_"):
+        return module
+    import sys
+
+    public = sys.modules.get(module.lstrip("_"))
+    if public is not None and getattr(public, name, None) is func:
+        return public.__name__
+    return module
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """Split `"pkg.mod:name"` or `"pkg.mod.name"` into module and name, refusing anything else."""
+    if not isinstance(ref, str):
+        raise FunctionRefError(f"a function reference must be a string, not {type(ref).__name__}")
+    if ":" in ref:
+        module, _, name = ref.partition(":")
+    else:
+        module, _, name = ref.rpartition(".")
+    parts = module.split(".") if module else []
+    if not parts or not all(_IDENTIFIER.match(p) for p in parts) or not _IDENTIFIER.match(name):
+        raise FunctionRefError(
+            f"bad function reference {ref!r}: write 'package.module:function' (one plain name after the colon)"
+        )
+    return module, name
+
+
+# ---- values ----------------------------------------------------------------------------------
+
+_SET_TAG = "__pyrodist_set__"
+_HEADER = b"# serpent utf-8 python3.2\n"
+_SCALARS = (type(None), bool, int, float, complex, str, bytes)
+# Subclasses (namedtuple, OrderedDict, IntEnum, str enums) are sent as their builtin base type.
+_BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (int, int),
+    (float, float),
+    (complex, complex),
+    (str, str.__str__),
+    (bytes, bytes),
+    (tuple, tuple),
+    (list, list),
+    (dict, dict),
+    (set, set),
+    (frozenset, frozenset),
+)
+
+
+def encode_value(value: Any, what: str = "value") -> str:
+    """Encode a value as serpent text, refusing anything that would not come back the same."""
+    checked = _check(value, what)
+    try:
+        data = serpent.dumps(checked, bytes_repr=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueEncodingError(f"{what} cannot be sent: {exc}") from None
+    text: bytes = data[len(_HEADER) :] if data.startswith(_HEADER) else data
+    return text.decode("utf-8")
+
+
+def decode_value(text: str) -> Any:
+    """Decode serpent text made by `encode_value`."""
+    value = serpent.loads(text.encode("utf-8"))
+    if _SET_TAG in text or "__class__" in text:
+        value = _restore(value)
+    return value
+
+
+def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str:
+    """Encode a call's arguments as one payload."""
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
+    return encode_value((tuple(args), dict(kwargs)), "the task's arguments")
+
+
+def decode_call(payload: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Decode a payload made by `encode_call`."""
+    args, kwargs = decode_value(payload)
+    return tuple(args), kwargs
+
+
+def _check(value: Any, what: str) -> Any:
+    """Return value, or a copy where subclasses became their base type and sets got tagged."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list or kind is tuple:
+        items = [_check(v, what) for v in value]
+        return items if kind is list else tuple(items)
+    if kind is dict:
+        if _SET_TAG in value:
+            raise ValueEncodingError(f"{what} cannot be sent: the dict key {_SET_TAG!r} is reserved")
+        return {_check(k, what): _check(v, what) for k, v in value.items()}
+    if kind is set or kind is frozenset:
+        items = [_check(v, what) for v in value]
+        if kind is set and items:
+            return set(items)
+        return {_SET_TAG: kind.__name__, "items": items}
+    for base, convert in _BASES:
+        if isinstance(value, base):
+            return _check(convert(value), what)
+    raise ValueEncodingError(
+        f"{what} cannot be sent: {kind.__module__}.{kind.__qualname__} is not a type serpent carries "
+        "faithfully (use None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)"
+    )
+
+
+def _restore(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_restore(v) for v in value]
+    if kind is tuple:
+        return tuple(_restore(v) for v in value)
+    if kind is dict:
+        tag = value.get(_SET_TAG)
+        if tag is not None and len(value) == 2 and "items" in value:
+            items = [_restore(v) for v in value["items"]]
+            return frozenset(items) if tag == "frozenset" else set(items)
+        if value.get("__class__") == "float" and len(value) == 2 and "value" in value:
+            return float(value["value"])
+        return {k: _restore(v) for k, v in value.items()}
+    return value
+
+
+# ---- errors and options -----------------------------------------------------------------------
+
+
+def error_info(exc: BaseException, tb: str | None = None) -> dict[str, str]:
+    """The record of an exception that crosses the wire: type name, message, traceback text."""
+    if tb is None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
+
+
+TASK_OPTIONS: dict[str, type] = {"priority": int, "timeout": float, "max_attempts": int}
+"""The per-task options the master understands, with their types."""
+
+
+def check_options(options: Any) -> dict[str, Any]:
+    """Validate a task's options dict, naming the first bad field."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, not {type(options).__name__}")
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
+        kind = TASK_OPTIONS.get(key) if isinstance(key, str) else None
+        if kind is None:
+            raise ValueError(f"unknown task option {key!r}: known options are {', '.join(sorted(TASK_OPTIONS))}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TypeError(f"task option {key!r} must be a finite number, not {value!r}")
+        if kind is int and value != int(value):
+            raise ValueError(f"task option {key!r} must be a whole number, not {value!r}")
+        checked[key] = kind(value)
+    if checked.get("timeout", 1) <= 0:
+        raise ValueError(f"task option 'timeout' must be positive, not {checked['timeout']}")
+    if not 1 <= checked.get("max_attempts", 1) <= 100:
+        raise ValueError(f"task option 'max_attempts' must be between 1 and 100, not {checked['max_attempts']}")
+    if abs(checked.get("priority", 0)) > 1_000_000:
+        raise ValueError(f"task option 'priority' must be within ±1000000, not {checked['priority']}")
+    return checked
+
+
+def check_task_id(task_id: Any) -> str:
+    """Validate a task id given by a caller."""
+    if not isinstance(task_id, str) or not TASK_ID_PATTERN.match(task_id):
+        raise ValueError(f"bad task id {task_id!r}: ids are 1-64 letters, digits, '.', '_' or '-'")
+    return task_id

@@ -1,0 +1,347 @@
+"""The Pyro4 adapter: configuring Pyro4, name server, daemons, proxies, and error translation.
+
+Everything else in pyrodist speaks Pyro4 only through this module (plus the thin remote objects in
+`master.py`, `worker.py` and `client.py`), so the transport can change in one place.
+
+Wire format: pyrodist's own processes talk json on the Pyro4 wire (about 6x faster than serpent
+for batches of small records, measured here); values inside the records are serpent text made by
+`protocol.encode_value`, so users keep serpent's types. Daemons also accept serpent, for plain
+Pyro4 shells.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import Pyro4
+import Pyro4.errors
+import Pyro4.naming
+import Pyro4.socketutil
+
+from .config import Settings
+from .errors import (
+    ConnectionFailed,
+    MasterNotFound,
+    MasterRejected,
+    NameServerNotFound,
+    PyrodistError,
+)
+
+log = logging.getLogger(__name__)
+
+WIRE_SERIALIZER = "json"
+ACCEPTED_SERIALIZERS = frozenset({"json", "serpent"})
+LOOPBACK = "127.0.0.1"
+
+CommunicationError = Pyro4.errors.CommunicationError
+"""Raised by a proxy when its peer cannot be reached; callers retry or translate it."""
+
+_configured = threading.Lock()
+
+
+def configure_pyro(threadpool_size: int | None = None) -> None:
+    """Set the Pyro4 options pyrodist relies on; the only code that touches `Pyro4.config`."""
+    with _configured:
+        # Pyro4 4.82 calls Event.isSet(), deprecated since Python 3.10; the warning is noise.
+        warnings.filterwarnings("ignore", message=r"isSet\(\) is deprecated", category=DeprecationWarning)
+        Pyro4.config.SERIALIZERS_ACCEPTED = set(ACCEPTED_SERIALIZERS)
+        Pyro4.config.SOCK_NODELAY = True  # small request/response messages: no Nagle delays
+        Pyro4.config.DETAILED_TRACEBACK = False
+        Pyro4.config.POLLTIMEOUT = 0.5  # how soon a daemon notices it should stop
+        if threadpool_size is not None:
+            Pyro4.config.THREADPOOL_SIZE = threadpool_size
+            Pyro4.config.THREADPOOL_SIZE_MIN = min(16, threadpool_size)
+
+
+def expose(cls: type) -> type:
+    """Expose a class's public methods to remote callers, one shared instance for all."""
+    return Pyro4.behavior(instance_mode="single")(Pyro4.expose(cls))  # type: ignore[no-any-return]
+
+
+def ns_address(settings: Settings) -> str:
+    """Where the name server is looked for, for messages."""
+    if settings.ns_host is None:
+        return "the local network (broadcast) or localhost:9090"
+    return f"{settings.ns_host}:{settings.ns_port or Pyro4.config.NS_PORT}"
+
+
+# ---- name server ------------------------------------------------------------------------------
+
+
+@dataclass
+class NameServer:
+    """A running name server: its URI, its daemon and the optional broadcast responder."""
+
+    uri: str
+    daemon: Any
+    broadcast: Any
+
+    def serve(self, stop: threading.Event) -> None:
+        """Serve requests (and broadcast lookups, from their own thread) until stop is set."""
+        if self.broadcast is not None:
+            self.broadcast.runInThread()
+        self.daemon.requestLoop(lambda: not stop.is_set())
+
+    def close(self) -> None:
+        """Close the daemon and the broadcast responder."""
+        if self.broadcast is not None:
+            self.broadcast.close()
+        self.daemon.close()
+
+
+def start_nameserver(host: str = LOOPBACK, port: int = 9090, broadcast: bool = True) -> NameServer:
+    """Start a Pyro4 name server daemon (not yet serving); broadcast is off on loopback."""
+    configure_pyro()
+    uri, daemon, bcserver = Pyro4.naming.startNS(host=host, port=port, enableBroadcast=broadcast)
+    return NameServer(str(uri), daemon, bcserver)
+
+
+def locate_nameserver(settings: Settings) -> Any:
+    """A proxy to the name server, or NameServerNotFound naming where we looked and why."""
+    try:
+        ns = Pyro4.locateNS(host=settings.ns_host, port=settings.ns_port)
+        ns._pyroTimeout = settings.connect_timeout
+        return ns
+    except Pyro4.errors.NamingError as exc:
+        cause = exc.__cause__ or exc
+        raise NameServerNotFound(
+            f"no name server found at {ns_address(settings)} ({cause}); start one with 'pyrodist nameserver' "
+            "or pass --ns-host/--ns-port"
+        ) from None
+
+
+def lookup_master(settings: Settings) -> str:
+    """The URI registered for the master, or MasterNotFound."""
+    ns = locate_nameserver(settings)
+    try:
+        with ns:
+            return str(ns.lookup(settings.master_name))
+    except Pyro4.errors.NamingError:
+        raise MasterNotFound(
+            f"no master registered as {settings.master_name!r} in the name server at {ns_address(settings)}; "
+            "start one with 'pyrodist master'"
+        ) from None
+    except CommunicationError as exc:
+        raise NameServerNotFound(f"the name server at {ns_address(settings)} stopped answering: {exc}") from None
+
+
+def register(settings: Settings, name: str, uri: str) -> None:
+    """Register uri under name in the name server (replacing what was there)."""
+    with locate_nameserver(settings) as ns:
+        ns.register(name, uri, safe=False)
+
+
+def unregister(settings: Settings, name: str, uri: str) -> None:
+    """Remove name from the name server if it still points at uri; failures are logged."""
+    try:
+        with locate_nameserver(settings) as ns:
+            if str(ns.lookup(name)) == uri:
+                ns.remove(name)
+    except (PyrodistError, Pyro4.errors.PyroError) as exc:
+        log.warning("could not remove %r from the name server: %s", name, exc)
+
+
+# ---- proxies --------------------------------------------------------------------------------
+
+
+def proxy(uri: str, settings: Settings, timeout: float | None = None) -> Any:
+    """A json-speaking proxy to uri with the call timeout from settings."""
+    p = Pyro4.Proxy(uri)
+    p._pyroSerializer = WIRE_SERIALIZER
+    p._pyroTimeout = (settings.call_timeout or None) if timeout is None else timeout
+    return p
+
+
+def connect_master(settings: Settings) -> Any:
+    """A bound proxy to the master, or a ConnectionFailed saying what is missing."""
+    uri = lookup_master(settings)
+    p = proxy(uri, settings)
+    try:
+        p._pyroTimeout = settings.connect_timeout
+        p._pyroBind()
+    except CommunicationError as exc:
+        p._pyroRelease()
+        raise MasterNotFound(
+            f"the master registered as {settings.master_name!r} ({uri}) does not answer: {exc}"
+        ) from None
+    p._pyroTimeout = settings.call_timeout or None
+    return p
+
+
+def master_answers(settings: Settings) -> str | None:
+    """The URI of a master registered under settings.master_name that answers a ping, else None."""
+    try:
+        with connect_master(settings) as p:
+            p.ping()
+            return str(p._pyroUri)
+    except (ConnectionFailed, CommunicationError):
+        return None
+
+
+def wait_for_master(settings: Settings, stop: threading.Event, who: str, max_delay: float = 5.0) -> Any:
+    """Connect to the master, retrying with capped backoff until it answers or stop is set (then None)."""
+    delay = 0.1
+    last = ""
+    while not stop.is_set():
+        try:
+            return connect_master(settings)
+        except ConnectionFailed as exc:
+            if str(exc) != last:
+                log.warning("%s waiting for the master: %s (retrying)", who, exc)
+                last = str(exc)
+        stop.wait(delay)
+        delay = min(delay * 2, max_delay)
+    return None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether exc means the peer could not be reached (as opposed to a refused call)."""
+    return isinstance(exc, (CommunicationError, ConnectionFailed, OSError))
+
+
+def remote_traceback(exc: BaseException) -> str:
+    """The remote traceback Pyro4 attached to an exception raised on the other side."""
+    return "".join(getattr(exc, "_pyroTraceback", []) or [])
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn transport failures and refused calls into PyrodistErrors with a clear message."""
+    try:
+        yield
+    except PyrodistError:
+        raise
+    except CommunicationError as exc:
+        raise ConnectionFailed(f"{what}: the master could not be reached: {exc}") from exc
+    except Pyro4.errors.SerializeError as exc:
+        raise MasterRejected(f"{what}: the call could not be serialized: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        if not remote_traceback(exc):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise MasterRejected(f"{what}: {message}") from exc
+
+
+# ---- daemons --------------------------------------------------------------------------------
+
+
+class Server:
+    """A Pyro4 daemon serving objects from a background thread."""
+
+    def __init__(self, host: str = LOOPBACK, port: int = 0, nathost: str | None = None) -> None:
+        configure_pyro()
+        self.daemon = Pyro4.Daemon(host=host, port=port, nathost=nathost)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def register(self, obj: object, object_id: str | None = None) -> str:
+        """Register obj and return its URI."""
+        return str(self.daemon.register(obj, objectId=object_id))
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(
+            target=self.daemon.requestLoop,
+            args=(lambda: not self._stop.is_set(),),
+            name="pyro-daemon",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def serve_forever(self, stop: threading.Event) -> None:
+        """Serve in the calling thread until stop is set."""
+        self.daemon.requestLoop(lambda: not stop.is_set())
+
+    def close(self) -> None:
+        """Stop serving and close the sockets."""
+        self._stop.set()
+        self.daemon.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.daemon.close()
+
+
+def interface_for(host: str) -> str:
+    """The local address that reaches host (for callback daemons the master must call back)."""
+    if host in ("localhost", LOOPBACK) or host.startswith("127."):
+        return LOOPBACK
+    return str(Pyro4.socketutil.getInterfaceAddress(host))
+
+
+def uri_host(uri: str) -> str:
+    """The host part of a Pyro URI."""
+    return str(Pyro4.URI(uri).host)
+
+
+# ---- callbacks ------------------------------------------------------------------------------
+
+
+class CallbackSink:
+    """A `notify.Sink` calling a subscriber's callback object through its own proxy.
+
+    pyrodist's own clients expose `task_batch(records)` and get the encoded records in batches over
+    json; any other callback gets one `task_done(record)` call per record, with the value decoded,
+    over serpent (a plain Pyro4 shell's default).
+    """
+
+    def __init__(
+        self,
+        callback: Any,
+        settings: Settings,
+        decode: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        if not isinstance(callback, Pyro4.Proxy):
+            raise TypeError(
+                "callback must be an object registered in the caller's Pyro4 daemon (it arrived as "
+                f"{type(callback).__name__}); register it with daemon.register(obj) before subscribing"
+            )
+        self._proxy = Pyro4.Proxy(callback._pyroUri)
+        self._proxy._pyroTimeout = settings.call_timeout or 30.0
+        self._proxy._pyroHmacKey = callback._pyroHmacKey
+        self._decode = decode
+        try:
+            self._proxy._pyroTimeout = settings.connect_timeout
+            self._proxy._pyroBind()
+        except CommunicationError as exc:
+            raise ValueError(
+                f"the master cannot call back {callback._pyroUri}: {exc}; callbacks need an address the master "
+                "can reach (synchronous results still work)"
+            ) from None
+        self._proxy._pyroTimeout = settings.call_timeout or 30.0
+        self.batched = "task_batch" in self._proxy._pyroMethods
+        if self.batched:
+            self._proxy._pyroSerializer = WIRE_SERIALIZER
+        elif "task_done" not in self._proxy._pyroMethods:
+            raise ValueError(f"callback {callback._pyroUri} exposes no method task_done(record)")
+
+    def deliver(self, records: list[dict[str, Any]]) -> None:
+        """Call the subscriber with these records."""
+        if self.batched:
+            self._proxy.task_batch(records)
+        else:
+            for record in records:
+                self._proxy.task_done(self._decode(record))
+
+    def close(self) -> None:
+        """Release the proxy's connection."""
+        self._proxy._pyroRelease()
+
+
+def retry_delays(start: float = 0.1, cap: float = 5.0) -> Iterator[float]:
+    """Capped exponential backoff: 0.1, 0.2, 0.4, ... up to cap, forever."""
+    delay = start
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
+def monotonic() -> float:
+    """The clock used for timeouts."""
+    return time.monotonic()

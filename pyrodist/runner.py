@@ -1,0 +1,239 @@
+"""Running tasks: resolving function references against an allow-list, in child processes.
+
+A worker runs each task in one of its long-lived child processes (`python -m pyrodist.runner`), so a
+task that crashes or runs past its time limit kills a child, never the worker. Parent and child
+speak json lines over private pipes (no pickle): the child moves its own stdout to stderr at start,
+so a task's print() cannot corrupt the protocol.
+
+    parent ──[task_id, func, payload]──▶ child: resolve, decode, call, encode
+    parent ◀──[task_id, true, result] or [task_id, false, {type, message, traceback}]──
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import protocol
+from .errors import ConfigError, FunctionNotAllowed, FunctionRefError
+
+Result = tuple[bool, Any]
+"""(True, encoded result) or (False, error record)."""
+
+
+class AllowList:
+    """The modules whose public functions a worker may run."""
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        self.modules: dict[str, types.ModuleType] = {}
+        for name in modules:
+            try:
+                self.modules[name] = importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see, with its cause
+                raise ConfigError(f"cannot import module {name!r} given with -I: {type(exc).__name__}: {exc}") from None
+        self._cache: dict[str, Callable[..., Any]] = {}
+
+    def describe(self) -> str:
+        """The allowed modules, for messages."""
+        return ", ".join(sorted(self.modules)) or "none"
+
+    def resolve(self, ref: str) -> Callable[..., Any]:
+        """The function ref names, or FunctionNotAllowed saying why not."""
+        func = self._cache.get(ref)
+        if func is None:
+            func = self._cache[ref] = self._resolve(ref)
+        return func
+
+    def _resolve(self, ref: str) -> Callable[..., Any]:
+        try:
+            module_name, name = protocol.split_ref(ref)
+        except FunctionRefError as exc:
+            raise FunctionNotAllowed(str(exc)) from None
+        hint = f"this worker allows modules {self.describe()} (start it with -I MODULE to allow more)"
+        if name.startswith("_"):
+            raise FunctionNotAllowed(f"function {ref!r} is not allowed: private names are never run; {hint}")
+        for allowed_name, module in self._candidates(module_name):
+            func = getattr(module, name, None)
+            if func is None or not callable(func) or isinstance(func, types.ModuleType):
+                continue
+            exported = name in getattr(module, "__all__", ())
+            defined_here = getattr(func, "__module__", None) in (allowed_name, "_" + allowed_name)
+            if (exported or defined_here) and (allowed_name == module_name or _same(module_name, name, func)):
+                return func  # type: ignore[no-any-return]
+        if module_name in self.modules:
+            raise FunctionNotAllowed(
+                f"unknown task function {ref!r}: module {module_name} has no public function {name!r}"
+            )
+        raise FunctionNotAllowed(f"function {ref!r} is not allowed on this worker: {hint}")
+
+    def _candidates(self, module_name: str) -> list[tuple[str, types.ModuleType]]:
+        """The allowed module itself, else allowed modules that may re-export from module_name."""
+        if module_name in self.modules:
+            return [(module_name, self.modules[module_name])]
+        if module_name not in sys.modules:
+            return []  # never import a module only because a task named it
+        return list(self.modules.items())
+
+
+def _same(module_name: str, name: str, func: object) -> bool:
+    """Whether module_name (already imported) defines name as this very object (a re-export)."""
+    return getattr(sys.modules.get(module_name), name, None) is func
+
+
+# ---- the child process ------------------------------------------------------------------------
+
+
+def run_task(allow: AllowList, func_ref: str, payload: str) -> Result:
+    """Resolve, decode, call and encode one task, turning every failure into an error record."""
+    try:
+        func = allow.resolve(func_ref)
+        args, kwargs = protocol.decode_call(payload)
+    except Exception as exc:  # noqa: BLE001 - refusals and undecodable arguments fail the task, not the child
+        return False, protocol.error_info(exc, tb="")
+    try:
+        value = func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the task's own error: keep its traceback for the client
+        return False, protocol.error_info(exc, _task_traceback(exc))
+    try:
+        result = protocol.encode_value(value, f"the result of {func_ref}")
+    except Exception as exc:  # noqa: BLE001 - a value serpent cannot carry: a failed task, not a broken worker
+        return False, protocol.error_info(exc, tb="")
+    if len(result) > protocol.MAX_PAYLOAD:
+        error = ValueError(
+            f"the result of {func_ref} is {len(result)} bytes encoded; the limit is {protocol.MAX_PAYLOAD}"
+        )
+        return False, protocol.error_info(error, tb="")
+    return True, result
+
+
+def _task_traceback(exc: BaseException) -> str:
+    """The traceback without this module's own frame."""
+    frames = traceback.extract_tb(exc.__traceback__)[1:]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
+def child_main(modules: Sequence[str]) -> None:
+    """The child's loop: read task lines, write result lines, until the parent closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop, not the terminal
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(2, 1)  # a task's print() goes to the worker's stderr, not into the protocol
+    sys.stdout = sys.stderr
+    allow = AllowList(modules)
+    for line in proto_in:
+        task_id, func_ref, payload = json.loads(line)
+        ok, result = run_task(allow, func_ref, payload)
+        proto_out.write(json.dumps([task_id, ok, result]).encode() + b"\n")
+        proto_out.flush()
+
+
+# ---- the parent's handle ----------------------------------------------------------------------
+
+
+class ChildProcess:
+    """One child process that runs tasks one at a time for a worker slot."""
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        self._modules = list(modules)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self._spawn()
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    def _spawn(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        args = [sys.executable, "-m", "pyrodist.runner", *self._modules]
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._buffer = b""
+
+    def run(self, task_id: str, func_ref: str, payload: str, timeout: float | None = None) -> Result:
+        """Run one task, killing the child (and starting a new one) on a time limit or crash."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps([task_id, func_ref, payload]).encode() + b"\n")
+            proc.stdin.flush()
+            line = self._read_line(proc, None if timeout is None else time.monotonic() + timeout)
+        except BrokenPipeError:
+            line = b""
+        if line is None:
+            self.restart()
+            late = TimeoutError(f"task {task_id} ran out of time: killed after {timeout:g} s (timeout={timeout:g})")
+            return False, protocol.error_info(late, tb="")
+        if not line:
+            code = proc.wait()
+            self._spawn()
+            how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            died = ChildProcessError(f"the process running task {task_id} ({func_ref}) died ({how})")
+            return False, protocol.error_info(died, tb="")
+        got_id, ok, result = json.loads(line)
+        if got_id != task_id:
+            raise RuntimeError(f"child answered for task {got_id} while running {task_id}")
+        return bool(ok), result
+
+    def _read_line(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | None:
+        """The next line from the child; b'' when it died, None when the deadline passed."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not sel.select(wait):
+                    return None
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return b""
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def restart(self) -> None:
+        """Kill the child and start a fresh one."""
+        self.kill()
+        self._spawn()
+
+    def kill(self) -> None:
+        """Kill the child at once."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Let the child exit by closing its input; kill it if it does not."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):  # it is gone already
+                proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])

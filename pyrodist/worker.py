@@ -1,0 +1,250 @@
+"""The worker: fetch tasks from the master, run them in child processes, report results.
+
+Threads, each with its own proxy where it talks to the master (a Pyro4 proxy serialises calls)::
+
+    main (fetch loop) ──fetch(id, n, wait)──▶ master      long-poll; n keeps `held` ≤ concurrency + prefetch - 1
+         │ buffer (fetched, not started)
+         ▼
+    slot x concurrency: ChildProcess.run(task) ──▶ results queue
+                                                    │
+    reporter ──report(id, batch)──▶ master ◀────────┘  batches whatever is ready; heartbeats renew leases
+
+Stopping (SIGINT/SIGTERM): stop fetching, give unstarted tasks back, finish the running ones, flush
+every result, say goodbye, exit 0. A lost master is waited for with capped backoff; results that
+could not be reported are kept and sent once it is back.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import remote
+from .config import Settings
+from .protocol import MAX_BATCH, TaskState
+from .runner import AllowList, ChildProcess
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT = 1.0
+"""Seconds one fetch long-polls; also how soon a stopping worker notices."""
+
+
+class Worker:
+    """A pyrodist worker process's engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        imports: Sequence[str],
+        concurrency: int | None = None,
+        prefetch: int | None = None,
+        worker_id: str | None = None,
+        burst: bool = False,
+        max_tasks: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.allow = AllowList(imports)  # fail now, clearly, if a module does not import
+        self.imports = list(imports)
+        self.concurrency = concurrency or os.cpu_count() or 1
+        self.prefetch = prefetch or min(4 * self.concurrency, 100)
+        if self.concurrency < 1 or self.prefetch < 1:
+            raise ValueError("concurrency and prefetch must be at least 1")
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.burst = burst
+        self.max_tasks = max_tasks
+        self.done = 0
+        self._cond = threading.Condition()
+        self._buffer: collections.deque[dict[str, Any]] = collections.deque()
+        self._running: dict[str, dict[str, Any]] = {}
+        self._results: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._fetched = 0
+        self._stopping = threading.Event()  # stop fetching, finish what runs
+        self._abort = threading.Event()  # give up on reaching the master
+        self._draining = False
+
+    def stop(self) -> None:
+        """Stop gracefully: no more fetching; running tasks finish and are reported."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: finishing %d running tasks", self.id, len(self._running))
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Stop now: also give up waiting for an absent master (the second Ctrl-C)."""
+        log.warning("worker %s aborting", self.id)
+        self._abort.set()
+        self.stop()
+
+    def run(self) -> int:
+        """Work until stopped (or, with burst/max_tasks, until done); returns the exit code."""
+        master = remote.wait_for_master(self.settings, self._stopping, f"worker {self.id}")
+        if master is None:
+            return 0
+        log.info(
+            "worker %s connected to %s: concurrency %d, prefetch %d, modules %s",
+            self.id, master._pyroUri, self.concurrency, self.prefetch, self.allow.describe(),
+        )  # fmt: skip
+        slots = [threading.Thread(target=self._slot, name=f"slot-{i}", daemon=True) for i in range(self.concurrency)]
+        reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
+        for thread in [*slots, reporter]:
+            thread.start()
+        try:
+            master = self._fetch_loop(master)
+            self._give_back(master)
+        finally:
+            with self._cond:
+                self._draining = True
+                self._cond.notify_all()
+            for thread in slots:
+                thread.join()
+            self._results.put(None)
+            reporter.join()
+            master._pyroRelease()
+        log.info("worker %s stopped after %d tasks", self.id, self.done)
+        return 0
+
+    # ---- fetching
+
+    def _fetch_loop(self, master: Any) -> Any:
+        max_held = self.concurrency + self.prefetch - 1
+        while not self._stopping.is_set():
+            with self._cond:
+                while len(self._buffer) + len(self._running) >= max_held and not self._stopping.is_set():
+                    self._cond.wait(0.5)
+                want = min(self.prefetch, max_held - len(self._buffer) - len(self._running))
+                if self.max_tasks is not None:
+                    want = min(want, self.max_tasks - self._fetched)
+            if self._stopping.is_set():
+                break
+            if want <= 0:  # max_tasks reached: finish and exit
+                break
+            try:
+                tasks = master.fetch(self.id, want, FETCH_WAIT)
+            except remote.CommunicationError as exc:
+                master = self._reconnect(master, exc)
+                if master is None:
+                    break
+                continue
+            with self._cond:
+                self._buffer.extend(tasks)
+                self._fetched += len(tasks)
+                idle = not self._buffer and not self._running
+                self._cond.notify_all()
+            if self.burst and not tasks and idle:
+                log.info("worker %s: queue empty, leaving (burst mode)", self.id)
+                break
+        return master
+
+    def _give_back(self, master: Any) -> None:
+        with self._cond:
+            unstarted = [t["id"] for t in self._buffer]
+            self._buffer.clear()
+        if unstarted and master is not None:
+            try:
+                count = master.release(self.id, unstarted)
+                log.info("worker %s gave back %d unstarted tasks", self.id, count)
+            except remote.CommunicationError as exc:
+                log.warning(
+                    "worker %s could not give back %d tasks (their leases will expire): %s",
+                    self.id,
+                    len(unstarted),
+                    exc,
+                )
+
+    def _reconnect(self, master: Any, exc: Exception) -> Any:
+        log.warning("worker %s lost the master: %s; reconnecting", self.id, exc)
+        master._pyroRelease()
+        return remote.wait_for_master(
+            self.settings, self._abort if self._stopping.is_set() else self._stopping, f"worker {self.id}"
+        )
+
+    # ---- running
+
+    def _slot(self) -> None:
+        child = ChildProcess(self.imports)
+        try:
+            while True:
+                with self._cond:
+                    while not self._buffer and not self._draining:
+                        self._cond.wait()
+                    if not self._buffer:
+                        return
+                    task = self._buffer.popleft()
+                    self._running[task["id"]] = task
+                timeout = task["options"].get("timeout")
+                ok, result = child.run(task["id"], task["func"], task["payload"], timeout)
+                report: dict[str, Any] = {"id": task["id"], "token": task["token"]}
+                if ok:
+                    report.update(state=TaskState.DONE.value, payload=result)
+                else:
+                    report.update(state=TaskState.FAILED.value, error=result)
+                    log.warning(
+                        "task %s (%s) failed: %s: %s", task["id"], task["func"], result["type"], result["message"]
+                    )
+                self._results.put(report)
+                with self._cond:
+                    del self._running[task["id"]]
+                    self.done += 1
+                    self._cond.notify_all()
+        finally:
+            child.close()
+
+    # ---- reporting and heartbeats
+
+    def _report_loop(self) -> None:
+        master = remote.wait_for_master(self.settings, self._abort, f"worker {self.id} reporter")
+        last_beat = 0.0
+        finished = False
+        pending: list[dict[str, Any]] = []
+        while master is not None:
+            try:
+                if time.monotonic() - last_beat >= self.settings.heartbeat:
+                    master.heartbeat(self.id, self._status())
+                    last_beat = time.monotonic()
+                if not pending and not finished:
+                    finished = self._collect(pending)
+                if pending:
+                    master.report(self.id, pending)
+                    pending = []
+                if finished:
+                    master.heartbeat(self.id, {"state": "stopped"})
+                    break
+            except remote.CommunicationError as exc:
+                log.warning("worker %s reporter lost the master: %s; %d results kept", self.id, exc, len(pending))
+                master._pyroRelease()
+                master = remote.wait_for_master(self.settings, self._abort, f"worker {self.id} reporter")
+        if master is not None:
+            master._pyroRelease()
+
+    def _collect(self, batch: list[dict[str, Any]]) -> bool:
+        """Wait up to a heartbeat for results, then take all that are ready; True at the end sentinel."""
+        try:
+            first = self._results.get(timeout=self.settings.heartbeat / 2)
+        except queue.Empty:
+            return False
+        while first is not None:
+            batch.append(first)
+            if len(batch) >= MAX_BATCH:
+                return False
+            try:
+                first = self._results.get_nowait()
+            except queue.Empty:
+                return False
+        return True
+
+    def _status(self) -> dict[str, Any]:
+        with self._cond:
+            running = list(self._running) + [t["id"] for t in self._buffer]
+        return {
+            "host": socket.gethostname(), "pid": os.getpid(), "concurrency": self.concurrency,
+            "running": running, "state": "stopping" if self._stopping.is_set() else "live",
+        }  # fmt: skip
