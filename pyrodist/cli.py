@@ -42,7 +42,7 @@ def ns_options(func: F) -> F:
     func = click.option("--ns-port", envvar="PYRODIST_NS_PORT", type=click.IntRange(1, 65535),
                         help="Name server port (default: Pyro4's 9090).")(func)  # fmt: skip
     func = click.option("--ns-host", envvar="PYRODIST_NS_HOST",
-                        help="Name server host (default: broadcast lookup, then localhost).")(func)  # fmt: skip
+                        help="Name server host (default: localhost, then a broadcast lookup).")(func)  # fmt: skip
     return func
 
 
@@ -113,7 +113,8 @@ def nameserver(host: str, port: int, broadcast: bool, loglevel: str) -> None:
 
 @cli.command()
 @click.option("--name", "name", default=None, help="Name to register under (default: --master, pyrodist.master).")
-@click.option("--host", default=remote.LOOPBACK, show_default=True, help="Address to bind the master's daemon to.")
+@click.option("--host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_MASTER_HOST",
+              help="Address to bind the master's daemon to.")  # fmt: skip
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
 @click.option("--lease-timeout", type=click.FloatRange(min=0.1), help="Seconds a lease lives without heartbeats.")
 @click.option("--max-connections", type=click.IntRange(min=4), help="Size of the Pyro4 thread pool.")
@@ -125,10 +126,11 @@ def master(name: str | None, host: str, port: int, lease_timeout: float | None, 
     setup_logging(loglevel)
     settings = settings_from(ns_host, ns_port, name or master_name, lease_timeout=lease_timeout,
                              max_connections=max_connections)  # fmt: skip
-    running = RunningMaster(settings, host, port)
     stop = threading.Event()
     with stop_on_signals(stop.set):
-        running.serve_forever(stop)
+        if not remote.wait_for_nameserver(settings, stop, "master"):
+            return
+        RunningMaster(settings, host, port).serve_forever(stop)
     log.info("master stopped")
 
 

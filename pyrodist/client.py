@@ -38,6 +38,7 @@ class Future(concurrent.futures.Future[Any]):
         super().__init__()
         self.task_id = task_id
         self._client = client
+        self._sent = False  # the master confirmed it has the task
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started yet."""
@@ -84,6 +85,7 @@ class Client:
         self._futures: dict[str, Future] = {}
         self._callbacks: list[Callable[[Record], Any]] = []
         self._callback_server: remote.Server | None = None
+        self._subscription: str | None = None
         self._closed = threading.Event()
         self._master_uri = str(self._proxy()._pyroUri)  # fail now if the master is not there
         self._collector = threading.Thread(target=self._collect_loop, name=f"collector-{self.id}", daemon=True)
@@ -147,6 +149,8 @@ class Client:
         try:
             with remote.translate_errors("submit"):
                 self._proxy().submit_encoded(self.id, items)
+            for f in futures:
+                f._sent = True
         except BaseException:
             with self._lock:
                 for f in futures:
@@ -166,7 +170,7 @@ class Client:
         uri = server.register(CallbackReceiver(self))
         server.start()
         with remote.translate_errors("subscribe"):
-            self._proxy().subscribe(remote.proxy(uri, self.settings), None, self.id)
+            self._subscription = self._proxy().subscribe(remote.proxy(uri, self.settings), None, self.id)
 
     def stats(self) -> dict[str, Any]:
         """The master's stats (workers, counts per state, totals)."""
@@ -183,6 +187,7 @@ class Client:
 
     def _collect_loop(self) -> None:
         master: Any = None
+        reconnecting = False
         while not self._closed.is_set():
             with self._lock:
                 while not self._futures and not self._closed.is_set():
@@ -192,7 +197,9 @@ class Client:
             try:
                 if master is None:
                     master = remote.connect_master(self.settings)
-                    self._recover(master)
+                    if reconnecting:
+                        self._recover(master)
+                    reconnecting = True
                 self._resolve(master.collect(self.id, COLLECT_WAIT, 10_000))
             except (remote.CommunicationError, ConnectionFailed) as exc:
                 log.warning("client %s lost the master: %s; reconnecting", self.id, exc)
@@ -207,9 +214,9 @@ class Client:
             master._pyroRelease()
 
     def _recover(self, master: Any) -> None:
-        """After (re)connecting: settle futures whose results we may have missed, fail those the master lost."""
+        """After reconnecting: settle futures whose results we may have missed, fail those the master lost."""
         with self._lock:
-            ids = list(self._futures)
+            ids = [task_id for task_id, f in self._futures.items() if f._sent]
         for start in range(0, len(ids), protocol.MAX_BATCH):
             chunk = ids[start : start + protocol.MAX_BATCH]
             records = master.lookup(chunk)
@@ -220,7 +227,7 @@ class Client:
                 with self._lock:
                     future = self._futures.pop(task_id, None)
                 if future is not None and not future.done():
-                    message = "the master does not know this task: it restarted without --store and lost it"
+                    message = "the master does not know this task any more: it restarted and lost it"
                     future.set_exception(TaskLost(task_id, "TaskLost", message))
 
     def _resolve(self, records: list[Record]) -> None:
@@ -264,6 +271,11 @@ class Client:
         """Stop the collector and callbacks and release connections; unfinished futures stay pending."""
         if self._closed.is_set():
             return
+        if self._subscription is not None:
+            try:
+                self._proxy().unsubscribe(self._subscription)
+            except (remote.CommunicationError, ValueError) as exc:  # gone already: the master drops it itself
+                log.info("client %s: could not unsubscribe: %s", self.id, exc)
         self._closed.set()
         with self._lock:
             self._outstanding.notify_all()

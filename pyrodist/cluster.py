@@ -78,6 +78,7 @@ class LocalCluster:
     def start(self) -> None:
         """Start the name server, the master and the workers; return once all workers are connected."""
         self.nameserver = self._spawn("nameserver", "--host", self.host, "--port", str(self.ns_port))
+        self._wait_for_port(self.ns_port)
         self.master = self._spawn("master", *self.ns_args, *self.master_args)
         for _ in range(self._n_workers):
             self.add_worker()
@@ -116,13 +117,27 @@ class LocalCluster:
         """A client connected to this cluster."""
         return Client(settings=self.settings)
 
+    def _wait_for_port(self, port: int) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with socket.socket() as sock:
+                if sock.connect_ex((self.host, port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise PyrodistError(f"local cluster: the name server did not listen on port {port} in time")
+
     def _check_alive(self) -> None:
-        for name, proc in (("name server", self.nameserver), ("master", self.master)):
-            if proc is not None and proc.poll() is not None:
+        named = [("name server", self.nameserver), ("master", self.master)]
+        named += [(f"worker {i}", proc) for i, proc in enumerate(self.workers)]
+        for name, proc in named:
+            if proc is not None and proc.poll() not in (None, 0):
                 raise PyrodistError(f"local cluster: the {name} exited with code {proc.returncode}")
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The cluster's own flags decide; PYRODIST_* variables of the caller must not redirect its processes.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYRODIST_")}
+        env["PYTHONUNBUFFERED"] = "1"
         cmd = [sys.executable, "-m", "pyrodist", *args]
         return subprocess.Popen(cmd, stdout=self._log_to, stderr=self._log_to, env=env, start_new_session=True)
 

@@ -7,6 +7,7 @@ explicitly to whatever needs them (no global mutable configuration).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -45,8 +46,15 @@ class Settings:
         if not self.master_name or any(c.isspace() for c in self.master_name):
             raise ConfigError(f"master name must be a non-empty name without spaces, not {self.master_name!r}")
         for field in ("connect_timeout", "heartbeat", "lease_timeout"):
-            if getattr(self, field) <= 0:
-                raise ConfigError(f"{field} must be positive, not {getattr(self, field)}")
+            value = getattr(self, field)
+            if not (0 < value < math.inf):  # also refuses nan, which compares false with everything
+                raise ConfigError(f"{field} must be a positive number of seconds, not {value}")
+        if not (0 <= self.call_timeout < math.inf):
+            raise ConfigError(
+                f"call_timeout must be zero (none) or a positive number of seconds, not {self.call_timeout}"
+            )
+        if self.max_connections < 4:
+            raise ConfigError(f"max_connections must be at least 4, not {self.max_connections}")
         if self.lease_timeout <= self.heartbeat:
             raise ConfigError(
                 f"lease_timeout ({self.lease_timeout}) must be longer than the heartbeat ({self.heartbeat})"
@@ -61,6 +69,11 @@ class Settings:
             key = _ENV_PREFIX + ("MASTER" if field.name == "master_name" else field.name.upper())
             if key in env and env[key] != "":
                 values[field.name] = _parse(key, env[key], field.type)
+                try:
+                    cls(**{field.name: values[field.name]})  # check this value alone, to name its variable
+                except ConfigError as exc:
+                    if "must be longer than" not in str(exc):
+                        raise ConfigError(f"environment variable {key}={env[key]!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -165,7 +165,7 @@ class Master:
                 raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
             task_id, func, payload, options = item
             protocol.check_task_id(task_id)
-            if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD:
+            if not isinstance(payload, str) or not protocol.payload_fits(payload):
                 raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {MAX_PAYLOAD} bytes")
             new.append(self._new_task(task_id, func, payload, options, client_id))
         self._queue(new, client_id)
@@ -253,7 +253,7 @@ class Master:
             payload = result.get("payload")
             if payload is None and "value" in result:
                 payload = _plain(lambda: protocol.encode_value(result["value"], "the result"))
-            if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD:
+            if not isinstance(payload, str) or not protocol.payload_fits(payload):
                 raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {MAX_PAYLOAD} bytes")
             return Outcome(task_id, token, True, result=payload)
         if result.get("state") == TaskState.FAILED:
@@ -364,6 +364,9 @@ class Master:
             _check_name(client_id, "client_id")
         if self._notifier.count() >= MAX_SUBSCRIPTIONS:
             raise ValueError(f"too many subscriptions ({MAX_SUBSCRIPTIONS}); unsubscribe unused ones first")
+        with self._lock:  # cheap checks before calling the subscriber back
+            for task_id in task_ids or ():
+                self._known(task_id)
         sink = remote.CallbackSink(callback, self._settings, self._decoded)  # binds outside the lock
         with self._lock:
             done = []
@@ -407,7 +410,7 @@ class Master:
         if task is None:
             raise ValueError(
                 f"unknown task id {task_id!r}: this master (epoch {self._epoch}) never had it, or lost it "
-                "in a restart without --store"
+                "when it restarted (it keeps tasks in memory)"
             )
         return task
 

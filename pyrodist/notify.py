@@ -58,8 +58,8 @@ class Subscription:
 
     def wants(self, record: Record) -> bool:
         """Whether this subscriber asked for this record."""
-        if self.task_ids is not None:
-            return record["id"] in self.task_ids
+        if self.task_ids is not None and record["id"] not in self.task_ids:
+            return False
         return self.owner is None or record.get("owner") == self.owner
 
     def put(self, record: Record) -> bool:
@@ -71,10 +71,14 @@ class Subscription:
         return True
 
     def stop(self) -> None:
-        """Stop delivering after what is already queued."""
-        # A full queue means the delivery thread is stuck on the sink; it exits when the sink fails.
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        """Stop delivering after what is already queued (a full queue is dropped: it was overflowing)."""
+        while True:
+            try:
+                self._queue.put_nowait(None)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
 
     def _run(self) -> None:
         try:

@@ -39,8 +39,8 @@ MAX_BATCH = 10_000
 MAX_WAIT = 300.0
 """Longest a single long-poll may block, in seconds."""
 
-TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # ---- function references -------------------------------------------------------------------
@@ -93,7 +93,7 @@ def split_ref(ref: str) -> tuple[str, str]:
     else:
         module, _, name = ref.rpartition(".")
     parts = module.split(".") if module else []
-    if not parts or not all(_IDENTIFIER.match(p) for p in parts) or not _IDENTIFIER.match(name):
+    if not parts or not all(_IDENTIFIER.fullmatch(p) for p in parts) or not _IDENTIFIER.fullmatch(name):
         raise FunctionRefError(
             f"bad function reference {ref!r}: write 'package.module:function' (one plain name after the colon)"
         )
@@ -102,25 +102,21 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 # ---- values ----------------------------------------------------------------------------------
 
-_SET_TAG = "__pyrodist_set__"
+# serpent has no literal for an empty set or a frozenset, refuses unhashable set members and dict
+# keys, and reads dicts with a "__class__" key as its own markers. Such values travel as a tagged
+# dict {_TAG: kind, "items": [...]}; a user dict that holds the tag key or "__class__" is tagged too,
+# so decoding can never mistake user data for a marker.
+_TAG = "__pyrodist__"
 _HEADER = b"# serpent utf-8 python3.2\n"
 _SCALARS = (type(None), bool, int, float, complex, str, bytes)
 # Subclasses (namedtuple, OrderedDict, IntEnum, str enums) are sent as their builtin base type.
 _BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (int, int),
-    (float, float),
-    (complex, complex),
-    (str, str.__str__),
-    (bytes, bytes),
-    (tuple, tuple),
-    (list, list),
-    (dict, dict),
-    (set, set),
-    (frozenset, frozenset),
-)
+    (int, int), (float, float), (complex, complex), (str, str.__str__), (bytes, bytes),
+    (tuple, tuple), (list, list), (dict, dict), (set, set), (frozenset, frozenset),
+)  # fmt: skip
 
 
-def encode_value(value: Any, what: str = "value") -> str:
+def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> str:
     """Encode a value as serpent text, refusing anything that would not come back the same."""
     checked = _check(value, what)
     try:
@@ -128,15 +124,22 @@ def encode_value(value: Any, what: str = "value") -> str:
     except (TypeError, ValueError) as exc:
         raise ValueEncodingError(f"{what} cannot be sent: {exc}") from None
     text: bytes = data[len(_HEADER) :] if data.startswith(_HEADER) else data
+    if len(text) > limit:
+        raise ValueEncodingError(f"{what} is {len(text)} bytes encoded; the limit is {limit}")
     return text.decode("utf-8")
 
 
 def decode_value(text: str) -> Any:
     """Decode serpent text made by `encode_value`."""
     value = serpent.loads(text.encode("utf-8"))
-    if _SET_TAG in text or "__class__" in text:
+    if _TAG in text or "__class__" in text:
         value = _restore(value)
     return value
+
+
+def payload_fits(text: str, limit: int = MAX_PAYLOAD) -> bool:
+    """Whether encoded text is at most limit bytes in UTF-8 (counting only when it could be over)."""
+    return len(text) <= limit // 4 or len(text.encode("utf-8")) <= limit
 
 
 def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str:
@@ -153,8 +156,16 @@ def decode_call(payload: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return tuple(args), kwargs
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _check(value: Any, what: str) -> Any:
-    """Return value, or a copy where subclasses became their base type and sets got tagged."""
+    """Return value, or a copy where subclasses became their base type and awkward containers got tagged."""
     kind = type(value)
     if kind in _SCALARS:
         return value
@@ -162,14 +173,15 @@ def _check(value: Any, what: str) -> Any:
         items = [_check(v, what) for v in value]
         return items if kind is list else tuple(items)
     if kind is dict:
-        if _SET_TAG in value:
-            raise ValueEncodingError(f"{what} cannot be sent: the dict key {_SET_TAG!r} is reserved")
-        return {_check(k, what): _check(v, what) for k, v in value.items()}
+        pairs = [(_check(k, what), _check(v, what)) for k, v in value.items()]
+        if _TAG in value or "__class__" in value or not all(_hashable(k) for k, _ in pairs):
+            return {_TAG: "dict", "items": [list(pair) for pair in pairs]}
+        return dict(pairs)
     if kind is set or kind is frozenset:
         items = [_check(v, what) for v in value]
-        if kind is set and items:
+        if kind is set and items and all(_hashable(v) for v in items):
             return set(items)
-        return {_SET_TAG: kind.__name__, "items": items}
+        return {_TAG: kind.__name__, "items": items}
     for base, convert in _BASES:
         if isinstance(value, base):
             return _check(convert(value), what)
@@ -185,15 +197,22 @@ def _restore(value: Any) -> Any:
         return [_restore(v) for v in value]
     if kind is tuple:
         return tuple(_restore(v) for v in value)
-    if kind is dict:
-        tag = value.get(_SET_TAG)
-        if tag is not None and len(value) == 2 and "items" in value:
-            items = [_restore(v) for v in value["items"]]
-            return frozenset(items) if tag == "frozenset" else set(items)
-        if value.get("__class__") == "float" and len(value) == 2 and "value" in value:
-            return float(value["value"])
-        return {k: _restore(v) for k, v in value.items()}
-    return value
+    if kind is set:
+        return value  # members are scalars or tuples of them: nothing tagged inside
+    if kind is not dict:
+        return value
+    tag = value.get(_TAG)
+    if tag is not None and len(value) == 2 and "items" in value:
+        if tag == "dict":
+            return {_restore(k): _restore(v) for k, v in value["items"]}
+        items = [_restore(v) for v in value["items"]]
+        return frozenset(items) if tag == "frozenset" else set(items)
+    marker = value.get("__class__")  # serpent's own: floats and complex numbers with nan parts
+    if marker == "float" and len(value) == 2:
+        return float(value["value"])
+    if marker == "complex" and len(value) == 3:
+        return complex(_restore(value["real"]), _restore(value["imag"]))
+    return {k: _restore(v) for k, v in value.items()}
 
 
 # ---- errors and options -----------------------------------------------------------------------
@@ -223,8 +242,10 @@ def check_options(options: Any) -> dict[str, Any]:
             raise ValueError(f"unknown task option {key!r}: known options are {', '.join(sorted(TASK_OPTIONS))}")
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TypeError(f"task option {key!r} must be a finite number, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"task option {key!r} must be a number, not {value!r}")
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > 1e9:
+            raise ValueError(f"task option {key!r} must be a finite number of reasonable size, not {value!r}")
         if kind is int and value != int(value):
             raise ValueError(f"task option {key!r} must be a whole number, not {value!r}")
         checked[key] = kind(value)
@@ -239,6 +260,6 @@ def check_options(options: Any) -> dict[str, Any]:
 
 def check_task_id(task_id: Any) -> str:
     """Validate a task id given by a caller."""
-    if not isinstance(task_id, str) or not TASK_ID_PATTERN.match(task_id):
+    if not isinstance(task_id, str) or not TASK_ID_PATTERN.fullmatch(task_id):
         raise ValueError(f"bad task id {task_id!r}: ids are 1-64 letters, digits, '.', '_' or '-'")
     return task_id

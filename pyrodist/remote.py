@@ -27,6 +27,7 @@ import Pyro4.socketutil
 
 from .config import Settings
 from .errors import (
+    ConfigError,
     ConnectionFailed,
     MasterNotFound,
     MasterRejected,
@@ -99,7 +100,10 @@ class NameServer:
 def start_nameserver(host: str = LOOPBACK, port: int = 9090, broadcast: bool = True) -> NameServer:
     """Start a Pyro4 name server daemon (not yet serving); broadcast is off on loopback."""
     configure_pyro()
-    uri, daemon, bcserver = Pyro4.naming.startNS(host=host, port=port, enableBroadcast=broadcast)
+    try:
+        uri, daemon, bcserver = Pyro4.naming.startNS(host=host, port=port, enableBroadcast=broadcast)
+    except OSError as exc:
+        raise ConfigError(f"the name server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return NameServer(str(uri), daemon, bcserver)
 
 
@@ -185,20 +189,33 @@ def master_answers(settings: Settings) -> str | None:
         return None
 
 
-def wait_for_master(settings: Settings, stop: threading.Event, who: str, max_delay: float = 5.0) -> Any:
+def wait_for_master(settings: Settings, stop: threading.Event, who: str) -> Any:
     """Connect to the master, retrying with capped backoff until it answers or stop is set (then None)."""
-    delay = 0.1
+    return _retry(lambda: connect_master(settings), stop, who, "the master")
+
+
+def wait_for_nameserver(settings: Settings, stop: threading.Event, who: str) -> bool:
+    """Wait until the name server answers (True) or stop is set (False), retrying with capped backoff."""
+    ns = _retry(lambda: locate_nameserver(settings), stop, who, "the name server")
+    if ns is None:
+        return False
+    ns._pyroRelease()
+    return True
+
+
+def _retry(connect: Callable[[], Any], stop: threading.Event, who: str, what: str) -> Any:
     last = ""
-    while not stop.is_set():
+    for delay in retry_delays():
+        if stop.is_set():
+            return None
         try:
-            return connect_master(settings)
+            return connect()
         except ConnectionFailed as exc:
-            if str(exc) != last:
-                log.warning("%s waiting for the master: %s (retrying)", who, exc)
+            if str(exc) != last:  # say what we wait for once, not at every retry
+                log.warning("%s waiting for %s: %s (retrying)", who, what, exc)
                 last = str(exc)
         stop.wait(delay)
-        delay = min(delay * 2, max_delay)
-    return None
+    return None  # pragma: no cover - retry_delays never ends
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -237,7 +254,10 @@ class Server:
 
     def __init__(self, host: str = LOOPBACK, port: int = 0, nathost: str | None = None) -> None:
         configure_pyro()
-        self.daemon = Pyro4.Daemon(host=host, port=port, nathost=nathost)
+        try:
+            self.daemon = Pyro4.Daemon(host=host, port=port, nathost=nathost)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

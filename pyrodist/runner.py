@@ -106,21 +106,15 @@ def run_task(allow: AllowList, func_ref: str, payload: str) -> Result:
     except Exception as exc:  # noqa: BLE001 - the task's own error: keep its traceback for the client
         return False, protocol.error_info(exc, _task_traceback(exc))
     try:
-        result = protocol.encode_value(value, f"the result of {func_ref}")
-    except Exception as exc:  # noqa: BLE001 - a value serpent cannot carry: a failed task, not a broken worker
+        return True, protocol.encode_value(value, f"the result of {func_ref}")
+    except Exception as exc:  # noqa: BLE001 - a value serpent cannot carry (or too large): a failed task
         return False, protocol.error_info(exc, tb="")
-    if len(result) > protocol.MAX_PAYLOAD:
-        error = ValueError(
-            f"the result of {func_ref} is {len(result)} bytes encoded; the limit is {protocol.MAX_PAYLOAD}"
-        )
-        return False, protocol.error_info(error, tb="")
-    return True, result
 
 
 def _task_traceback(exc: BaseException) -> str:
     """The traceback without this module's own frame."""
     frames = traceback.extract_tb(exc.__traceback__)[1:]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
 
 
@@ -162,7 +156,11 @@ class ChildProcess:
     def _spawn(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         args = [sys.executable, "-m", "pyrodist.runner", *self._modules]
-        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        # Own session: a signal to the worker's process group (Ctrl-C, systemd) must not kill running tasks;
+        # the worker decides, and a child whose worker died exits when its input closes.
+        self._proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True
+        )
         self._buffer = b""
 
     def run(self, task_id: str, func_ref: str, payload: str, timeout: float | None = None) -> Result:

@@ -99,7 +99,8 @@ class Worker:
             thread.start()
         try:
             master = self._fetch_loop(master)
-            self._give_back(master)
+            if self._stopping.is_set():  # stopped by a signal: unstarted tasks go back to the queue
+                self._give_back(master)
         finally:
             with self._cond:
                 self._draining = True
@@ -216,7 +217,7 @@ class Worker:
                     master.report(self.id, pending)
                     pending = []
                 if finished:
-                    master.heartbeat(self.id, {"state": "stopped"})
+                    self._say_goodbye(master)
                     break
             except remote.CommunicationError as exc:
                 log.warning("worker %s reporter lost the master: %s; %d results kept", self.id, exc, len(pending))
@@ -224,6 +225,13 @@ class Worker:
                 master = remote.wait_for_master(self.settings, self._abort, f"worker {self.id} reporter")
         if master is not None:
             master._pyroRelease()
+
+    def _say_goodbye(self, master: Any) -> None:
+        """Tell the master this worker is gone; without a master there is nobody to tell."""
+        try:
+            master.heartbeat(self.id, {"state": "stopped"})
+        except remote.CommunicationError as exc:
+            log.info("worker %s could not say goodbye (the master will mark it lost): %s", self.id, exc)
 
     def _collect(self, batch: list[dict[str, Any]]) -> bool:
         """Wait up to a heartbeat for results, then take all that are ready; True at the end sentinel."""

@@ -1,0 +1,1 @@
+"""`python -m nameserver`: the name server of a pyrodist deployment, the same as `pyrodist nameserver`."""

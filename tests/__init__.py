@@ -1,0 +1,1 @@
+"""pyrodist's test suite (a package so workers can import `tests.tasks`)."""

@@ -1,0 +1,160 @@
+"""Shared fixtures: real pyrodist processes on 127.0.0.1 with free ports, stopped by pid in teardown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyrodist import Client, ConnectionFailed, LocalCluster, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK_MODULES = ["tests.tasks", "math", "operator"]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll predicate until it returns something truthy; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Processes:
+    """Starts `python -m pyrodist ...` processes and stops every one of them by pid."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start one pyrodist command; its stderr goes to a log file."""
+        log = open(self.log_dir / f"{len(self.procs)}-{args[0]}.log", "wb")  # noqa: SIM115 - closed with the process
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyrodist", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        """What the process wrote so far."""
+        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def stop_all(self) -> None:
+        """SIGTERM every live process (newest first), then SIGKILL what did not exit."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    """A process starter whose processes are all stopped after the test."""
+    starter = Processes(tmp_path)
+    try:
+        yield starter
+    finally:
+        starter.stop_all()
+
+
+class Cluster:
+    """Addresses of a running test cluster and helpers to reach it."""
+
+    def __init__(self, procs: Processes, ns_port: int) -> None:
+        self.procs = procs
+        self.ns_port = ns_port
+        self.settings = Settings(ns_host="127.0.0.1", ns_port=ns_port)
+        self.ns_args = ["--ns-host", "127.0.0.1", "--ns-port", str(ns_port)]
+
+    def client(self) -> Client:
+        """A client of this cluster."""
+        return Client(settings=self.settings)
+
+    def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
+        """One more worker allowed to run the test task modules."""
+        imports = [arg for module in TASK_MODULES for arg in ("-I", module)]
+        return self.procs.start("worker", *self.ns_args, *imports, "-c", "1", "--heartbeat", "0.5", *extra)
+
+    def master_up(self) -> bool:
+        """Whether the master is registered and answers."""
+        try:
+            with self.client():
+                return True
+        except ConnectionFailed:
+            return False
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        """The master's list of live workers (none while the master is not there yet)."""
+        try:
+            with self.client() as client:
+                return list(client.stats()["workers"])
+        except ConnectionFailed:
+            return []
+
+
+def start_cluster(procs: Processes, workers: int, master_args: tuple[str, ...] = ()) -> Cluster:
+    """Name server, master and workers as real processes; returns once the workers are connected."""
+    port = free_port()
+    procs.start("nameserver", "--host", "127.0.0.1", "--port", str(port))
+    wait_until(lambda: port_open(port), what="the name server")
+    cluster = Cluster(procs, port)
+    procs.start("master", *cluster.ns_args, "--lease-timeout", "3", *master_args)
+    wait_until(cluster.master_up, timeout=30, interval=0.05, what="the master")
+    for _ in range(workers):
+        cluster.start_worker()
+    wait_until(lambda: len(cluster.live_workers()) >= workers, timeout=30, interval=0.1, what="workers")
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster with two one-slot workers shared by a test module."""
+    starter = Processes(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield start_cluster(starter, workers=2)
+    finally:
+        starter.stop_all()
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> Iterator[Client]:
+    """A client of the module's cluster, closed after the test."""
+    with cluster.client() as c:
+        yield c
+
+
+__all__ = ["ROOT", "Cluster", "LocalCluster", "Processes", "free_port", "port_open", "start_cluster", "wait_until"]

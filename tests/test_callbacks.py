@@ -1,0 +1,177 @@
+"""Results pushed to callbacks: exactly once, never blocking report, dead subscribers dropped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import Pyro4
+import pytest
+
+from pyrodist import Client
+from tests import tasks
+from tests.conftest import Cluster, wait_until
+
+
+def test_on_result_receives_each_of_the_clients_tasks_exactly_once(cluster: Cluster) -> None:
+    with cluster.client() as client, cluster.client() as other:
+        seen: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def record(rec: dict[str, Any]) -> None:
+            with lock:
+                seen.append(rec)
+
+        client.on_result(record)
+        futures = client.map(tasks.inc, range(500))
+        other.gather(other.map(tasks.inc, range(50)), timeout=60)  # not this client's: never delivered
+        client.gather(futures, timeout=60)
+        wanted = {f.task_id for f in futures}
+        wait_until(lambda: len(seen) >= 500, what="500 callbacks")
+        assert sorted(r["id"] for r in seen) == sorted(wanted)
+        by_id = {r["id"]: r for r in seen}
+        assert all(by_id[f.task_id]["value"] == f.result() for f in futures)
+        assert all(r["state"] == "done" for r in seen)
+
+
+def test_a_raising_callback_does_not_stop_delivery(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        seen: list[str] = []
+
+        def bad(rec: dict[str, Any]) -> None:
+            raise RuntimeError("callback bug")
+
+        client.on_result(bad)
+        client.on_result(lambda rec: seen.append(rec["id"]))
+        client.gather(client.map(tasks.inc, range(20)), timeout=30)
+        wait_until(lambda: len(seen) == 20, what="20 callbacks")
+
+
+@Pyro4.expose
+class PlainCallback:
+    """A callback object as a plain Pyro4 user writes it."""
+
+    def __init__(self, delay: threading.Event | None = None) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.delay = delay
+
+    def task_done(self, record: dict[str, Any]) -> None:
+        if self.delay is not None:
+            self.delay.wait(30)
+        self.records.append(record)
+
+
+@pytest.fixture
+def daemon() -> Iterator[Pyro4.Daemon]:
+    d = Pyro4.Daemon(host="127.0.0.1", port=0)
+    thread = threading.Thread(target=d.requestLoop, daemon=True)
+    thread.start()
+    yield d
+    d.shutdown()
+    thread.join(timeout=10)
+    d.close()
+
+
+def plain_master(cluster: Cluster) -> Any:
+    return Pyro4.Proxy(f"PYRONAME:pyrodist.master@127.0.0.1:{cluster.ns_port}")
+
+
+def test_plain_subscriber_gets_listed_tasks_including_finished_ones(cluster: Cluster, daemon: Pyro4.Daemon) -> None:
+    callback = PlainCallback()
+    daemon.register(callback)
+    with plain_master(cluster) as master:
+        first = master.submit("tests.tasks:inc", [1])
+        assert master.result(first, timeout=20)["state"] == "done"
+        second = master.submit("tests.tasks:echo", [b"raw"])
+        sub = master.subscribe(callback, [first, second])
+        wait_until(lambda: len(callback.records) == 2, what="both records")
+        master.unsubscribe(sub)
+    values = {r["id"]: r["value"] for r in callback.records}
+    assert values[first] == 2
+    assert values[second] in (b"raw", {"data": "cmF3", "encoding": "base64"})  # serpent wire: base64 dict
+
+
+def test_subscribe_refuses_what_it_cannot_call(cluster: Cluster) -> None:
+    with plain_master(cluster) as master:
+        with pytest.raises(TypeError, match="registered"):
+            master.subscribe({"not": "a proxy"})
+        with pytest.raises(ValueError, match="unknown subscription"):
+            master.unsubscribe("sub-none")
+        with pytest.raises(ValueError, match="unknown task id"):
+            master.subscribe(Pyro4.Proxy("PYRO:x@127.0.0.1:1"), ["no-such-task"])
+
+
+def test_slow_and_dead_subscribers_never_block_others(cluster: Cluster, daemon: Pyro4.Daemon) -> None:
+    release = threading.Event()
+    slow = PlainCallback(delay=release)
+    daemon.register(slow)
+    dead_daemon = Pyro4.Daemon(host="127.0.0.1", port=0)
+    dead = PlainCallback()
+    dead_daemon.register(dead)  # never served: calls to it fail
+    with plain_master(cluster) as master:
+        master.subscribe(slow)
+        dead_uri = Pyro4.Proxy(dead_daemon.uriFor(dead))
+        with pytest.raises(ValueError, match="cannot call back"):
+            dead_daemon.close()
+            master.subscribe(dead_uri)
+        with cluster.client() as client:
+            fast: list[str] = []
+            client.on_result(lambda r: fast.append(r["id"]))
+            futures = client.map(tasks.inc, range(200))
+            assert client.gather(futures, timeout=30) == list(range(1, 201))  # report was never blocked
+            wait_until(lambda: len(fast) == 200, what="the fast subscriber")
+        assert len(slow.records) == 0
+        release.set()
+        wait_until(lambda: len(slow.records) >= 200, what="the slow subscriber to catch up")
+
+
+SUBSCRIBER = """
+import sys, threading, Pyro4
+@Pyro4.expose
+class Callback:
+    def task_done(self, record):
+        pass
+daemon = Pyro4.Daemon(host="127.0.0.1", port=0)
+callback = daemon.register(Callback())
+threading.Thread(target=daemon.requestLoop, daemon=True).start()
+master = Pyro4.Proxy(f"PYRONAME:pyrodist.master@127.0.0.1:{sys.argv[1]}")
+print(master.subscribe(Pyro4.Proxy(callback)), flush=True)
+threading.Event().wait(120)
+"""
+
+
+def test_subscriber_that_vanishes_is_dropped(cluster: Cluster) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(cluster.ns_port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("sub-")
+        with plain_master(cluster) as master:
+            before = master.stats()["subscriptions"]
+            proc.kill()
+            proc.wait(timeout=10)
+            with cluster.client() as client:
+                client.gather(client.map(tasks.inc, range(10)), timeout=30)  # results still flow
+            wait_until(lambda: master.stats()["subscriptions"] < before, what="the dead subscription to be dropped")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_closing_a_client_ends_its_subscription(cluster: Cluster) -> None:
+    with cluster.client() as watcher:
+        before = watcher.stats()["subscriptions"]
+        with cluster.client() as client:
+            client.on_result(lambda record: None)
+            assert watcher.stats()["subscriptions"] == before + 1
+        assert watcher.stats()["subscriptions"] == before
+
+
+def test_client_callbacks_carry_failures_too(client: Client) -> None:
+    seen: list[dict[str, Any]] = []
+    client.on_result(seen.append)
+    future = client.submit(tasks.boom, "cb")
+    wait_until(lambda: seen, what="the failure record")
+    assert future.exception(timeout=10) is not None
+    assert seen[0]["state"] == "failed" and seen[0]["error"]["message"] == "cb"

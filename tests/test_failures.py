@@ -1,0 +1,90 @@
+"""Tasks that fail in every way a task can: each is a clear failed task, and the worker goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pyrodist import Client, TaskError
+from pyrodist.protocol import MAX_PAYLOAD
+from tests import tasks
+
+
+def failure(client: Client, func: Callable[..., Any] | str, *args: Any, **options: Any) -> TaskError:
+    """Submit a task that must fail, and return its TaskError."""
+    submitter = client.options(**options) if options else client
+    with pytest.raises(TaskError) as info:
+        submitter.submit(func, *args).result(timeout=30)
+    return info.value
+
+
+def assert_workers_still_work(client: Client) -> None:
+    assert client.gather(client.map(tasks.inc, range(20)), timeout=30) == list(range(1, 21))
+    assert len(client.stats()["workers"]) == 2
+
+
+def test_raising_task_carries_type_message_and_remote_traceback(client: Client) -> None:
+    error = failure(client, tasks.boom, "no luck")
+    assert (error.type_name, error.message) == ("ValueError", "no luck")
+    assert "tasks.py" in error.remote_traceback and "raise ValueError(message)" in error.remote_traceback
+    assert "Remote traceback" in str(error) and "no luck" in str(error)
+    assert error.task_id
+    assert_workers_still_work(client)
+
+
+def test_disallowed_function_is_refused_naming_it_and_the_allowed_modules(client: Client) -> None:
+    error = failure(client, "os:getcwd")
+    assert error.type_name == "FunctionNotAllowed"
+    assert "os:getcwd" in error.message and "tests.tasks" in error.message and "-I MODULE" in error.message
+    assert_workers_still_work(client)
+
+
+def test_unknown_module_is_a_clear_failure(client: Client) -> None:
+    error = failure(client, "no_such_module_xyz:run")
+    assert "no_such_module_xyz:run" in error.message and "not allowed" in error.message
+    assert_workers_still_work(client)
+
+
+def test_unknown_function_in_an_allowed_module(client: Client) -> None:
+    error = failure(client, "tests.tasks:does_not_exist")
+    assert "unknown task function" in error.message
+    assert_workers_still_work(client)
+
+
+@pytest.mark.parametrize("ref", ["tests.tasks:os", "tests.tasks:_private", "builtins:eval", "math:sqrt.__call__"])
+def test_allow_list_is_strict(client: Client, ref: str) -> None:
+    with pytest.raises((TaskError, ValueError)) as info:
+        client.submit(ref).result(timeout=30)
+    assert ref.split(":")[0] in str(info.value)
+
+
+def test_unserializable_result_is_a_failed_task(client: Client) -> None:
+    error = failure(client, tasks.unserializable)
+    assert error.type_name == "ValueEncodingError" and "builtins.object" in error.message
+    assert_workers_still_work(client)
+
+
+def test_too_large_result_is_a_failed_task(client: Client) -> None:
+    error = failure(client, tasks.big_result, MAX_PAYLOAD + 100)
+    assert "limit" in error.message
+    assert_workers_still_work(client)
+
+
+def test_crashing_task_kills_its_child_not_the_worker(client: Client) -> None:
+    error = failure(client, tasks.crash, 7)
+    assert error.type_name == "ChildProcessError" and "exit code 7" in error.message
+    assert_workers_still_work(client)
+
+
+def test_time_limit_kills_the_task_and_the_worker_goes_on(client: Client) -> None:
+    error = failure(client, tasks.sleep_return, 30, timeout=0.5)
+    assert error.type_name == "TimeoutError" and "ran out of time" in error.message
+    assert_workers_still_work(client)
+
+
+def test_failures_are_counted(client: Client) -> None:
+    before = client.stats()["failed"]
+    failure(client, tasks.boom)
+    assert client.stats()["failed"] == before + 1

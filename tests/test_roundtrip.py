@@ -1,0 +1,188 @@
+"""Tasks through a real cluster: the Client and a plain Pyro4 proxy, values, map, futures."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import operator
+from typing import Any
+
+import Pyro4
+import pytest
+
+from pyrodist import Client, FunctionRefError, ValueEncodingError, as_completed
+from pyrodist.protocol import MAX_PAYLOAD
+from tests import tasks
+from tests.conftest import Cluster
+
+VALUES = [
+    None, True, False, 0, -1, 10**40, -(10**40), 1.5, -0.0, float("inf"), 1 + 2j, "", "héllo \u2028 wörld",
+    b"", b"\x00\xff bytes", [], [1, [2, [3]]], (), (1,), ((),), {}, {"a": {"b": b"c"}}, {(1, 2): b"k", b"x": None},
+    set(), {1, 2, 3}, frozenset(), frozenset({"a"}), [set(), frozenset(), (b"",)],
+]  # fmt: skip
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same type, all the way down."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    return bool(a == b)
+
+
+def test_submit_returns_the_result(client: Client) -> None:
+    assert client.submit(math.factorial, 20).result(timeout=20) == math.factorial(20)
+    assert client.submit("tests.tasks:add", 2, b=3).result(timeout=20) == 5
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_values_come_back_equal_and_of_the_same_type(client: Client, value: Any) -> None:
+    assert same(client.submit(tasks.echo, value).result(timeout=20), value)
+
+
+def test_nan_comes_back_as_nan(client: Client) -> None:
+    assert math.isnan(client.submit(tasks.echo, float("nan")).result(timeout=20))
+
+
+def test_map_of_10000_tasks_loses_and_duplicates_nothing(client: Client) -> None:
+    before = client.stats()
+    futures = client.map(tasks.inc, range(10_000))
+    assert len({f.task_id for f in futures}) == 10_000
+    assert client.gather(futures, timeout=120) == [i + 1 for i in range(10_000)]
+    after = client.stats()
+    assert after["done"] - before["done"] == 10_000
+    assert after["submitted"] - before["submitted"] == 10_000
+    workers = {w["id"]: w["done"] for w in after["workers"]}
+    assert len(workers) == 2 and all(n > 0 for n in workers.values()), workers
+
+
+def test_map_zips_several_iterables_like_the_builtin(client: Client) -> None:
+    futures = client.map(operator.pow, range(100), [2] * 100, chunksize=7)
+    assert client.gather(futures, timeout=30) == [i * i for i in range(100)]
+
+
+def test_as_completed_and_wait_work_on_pyrodist_futures(client: Client) -> None:
+    futures = [client.submit(operator.mul, i, 3) for i in range(50)]
+    assert sorted(f.result() for f in as_completed(futures, timeout=30)) == [i * 3 for i in range(50)]
+    done, not_done = concurrent.futures.wait(futures, timeout=30)
+    assert len(done) == 50 and not not_done
+    assert all(isinstance(f, concurrent.futures.Future) and f.task_id for f in futures)
+
+
+def test_future_result_times_out_while_the_task_runs(client: Client) -> None:
+    future = client.submit(tasks.sleep_return, 1.0, "late")
+    with pytest.raises(TimeoutError):
+        future.result(timeout=0.05)
+    assert future.result(timeout=20) == "late"
+
+
+def test_a_task_printing_to_stdout_does_not_disturb_its_worker(client: Client) -> None:
+    assert client.gather([client.submit(tasks.noisy, i) for i in range(10)], timeout=20) == list(range(10))
+
+
+@pytest.mark.parametrize(
+    "func",
+    [lambda x: x, Client.submit, [].append, type("Local", (), {"f": staticmethod(lambda: 1)}).f],
+    ids=["lambda", "method", "bound-method", "nested"],
+)
+def test_functions_no_worker_can_import_are_refused_at_once(client: Client, func: Any) -> None:
+    with pytest.raises(FunctionRefError, match=r"import|method|lambda"):
+        client.submit(func, 1)
+
+
+def test_function_from_main_is_refused_with_advice(client: Client) -> None:
+    def local() -> None: ...
+
+    local.__module__ = "__main__"
+    local.__qualname__ = "local"
+    with pytest.raises(FunctionRefError, match=r"__main__.*-I"):
+        client.submit(local)
+
+
+def test_unsendable_argument_is_refused_before_anything_is_sent(client: Client) -> None:
+    before = client.stats()["submitted"]
+    with pytest.raises(ValueEncodingError, match="object"):
+        client.map(tasks.echo, [1, 2, object()])
+    assert client.stats()["submitted"] == before
+
+
+def test_cancel_a_pending_task(cluster: Cluster, client: Client) -> None:
+    # Two workers hold at most 2 x (concurrency + prefetch - 1) = 8 tasks; the rest stays pending.
+    blockers = client.map(tasks.sleep_return, [0.1] * 16)
+    queued = client.submit(tasks.inc, 1)
+    assert queued.cancel()
+    assert queued.cancelled()
+    client.gather(blockers, timeout=30)
+    assert client.stats()["counts"]["cancelled"] >= 1
+
+
+def test_bad_options_are_refused_naming_the_field(client: Client) -> None:
+    with pytest.raises(ValueError, match="unknown task option 'retires'"):
+        client.options(retires=3)
+    with pytest.raises(TypeError, match="priority"):
+        client.options(priority="high")
+
+
+def test_priority_runs_higher_first(cluster: Cluster, client: Client) -> None:
+    blockers = client.map(tasks.sleep_return, [0.1] * 16)  # more than the workers hold
+    normal = client.submit(tasks.echo, "normal")
+    urgent = client.options(priority=10).submit(tasks.echo, "urgent")
+    order: list[str] = []
+    for f in as_completed([normal, urgent], timeout=60):
+        order.append(f.result())
+    client.gather(blockers, timeout=60)
+    assert order == ["urgent", "normal"]
+
+
+# ---- the plain Pyro4 way
+
+
+def plain_proxy(cluster: Cluster) -> Any:
+    return Pyro4.Proxy(f"PYRONAME:pyrodist.master@127.0.0.1:{cluster.ns_port}")
+
+
+def test_plain_pyro4_shell_session(cluster: Cluster) -> None:
+    with plain_proxy(cluster) as master:
+        tid = master.submit("math:factorial", [20])
+        record = master.result(tid, timeout=20)
+        assert record["value"] == 2432902008176640000
+        assert record["state"] == "done" and record["id"] == tid and record["error"] is None
+        ids = master.submit_many([{"func": "operator:add", "args": [i, 1]} for i in range(5)])
+        assert [master.result(i, timeout=20)["value"] for i in ids] == [1, 2, 3, 4, 5]
+        assert {"workers", "counts"} <= set(master.stats())
+
+
+def test_plain_pyro4_errors_arrive_readable(cluster: Cluster) -> None:
+    with plain_proxy(cluster) as master:
+        with pytest.raises(ValueError, match="unknown task id 'nope'"):
+            master.result("nope")
+        with pytest.raises(ValueError, match="bad function reference"):
+            master.submit("not a function")
+        with pytest.raises(TypeError, match="args must be a list"):
+            master.submit("math:sqrt", 4)
+        with pytest.raises(ValueError, match="unknown task option"):
+            master.submit("math:sqrt", [4], {}, {"colour": "red"})
+        assert master.ping() == "pong"  # the master is unharmed
+
+
+def test_plain_result_with_zero_timeout_returns_the_current_state(cluster: Cluster) -> None:
+    with plain_proxy(cluster) as master:
+        tid = master.submit("tests.tasks:sleep_return", [0.5, 1])
+        assert master.result(tid)["state"] in ("pending", "running")
+        assert master.result(tid, timeout=20)["state"] == "done"
+
+
+def test_failed_task_record_carries_the_remote_error(cluster: Cluster) -> None:
+    with plain_proxy(cluster) as master:
+        record = master.result(master.submit("tests.tasks:boom", ["kaput"]), timeout=20)
+    assert record["state"] == "failed"
+    assert record["error"]["type"] == "ValueError" and record["error"]["message"] == "kaput"
+    assert "def boom" in record["error"]["traceback"] or "boom" in record["error"]["traceback"]
+
+
+def test_oversized_arguments_are_refused_at_the_client(client: Client) -> None:
+    with pytest.raises(ValueEncodingError, match="limit"):
+        client.submit(tasks.echo, b"x" * (MAX_PAYLOAD + 1))
