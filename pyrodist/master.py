@@ -28,16 +28,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import protocol, remote
 from .config import Settings
 from .errors import ConfigError, PyrodistError
 from .notify import Notifier
-from .protocol import FINISHED_STATES, MAX_BATCH, MAX_PAYLOAD, MAX_WAIT, TaskState
-from .store import MemoryStore, Outcome, Task
+from .protocol import FINISHED_STATES, MAX_BATCH, MAX_WAIT, TaskState, check_batch, check_name, check_number
+from .store import MemoryStore, Task
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OUTBOX_IDLE = 600.0
 """Seconds after which a client that stopped collecting loses its undelivered outbox."""
@@ -76,22 +77,10 @@ class Outbox:
     last_seen: float = 0.0
 
 
-def _check_name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 128:
-        raise TypeError(f"{what} must be a non-empty string of at most 128 characters, not {value!r}")
-    return value
-
-
-def _check_number(value: Any, what: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{what} must be a number from {low} to {high}, not {value!r}")
-    return value
-
-
-def _plain(call: Callable[[], Any]) -> Any:
-    """Run call, turning pyrodist's ValueError subclasses into plain ValueErrors for the wire."""
+def _plain(func: Callable[..., T], *args: Any) -> T:
+    """Call func, turning pyrodist's ValueError subclasses into plain ValueErrors for the wire."""
     try:
-        return call()
+        return func(*args)
     except PyrodistError as exc:
         raise ValueError(str(exc)) from None
 
@@ -100,12 +89,7 @@ def _plain(call: Callable[[], Any]) -> Any:
 class Master:
     """The master's remote API (see the module docstring for the flow)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: MemoryStore | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
+    def __init__(self, settings: Settings, store: MemoryStore | None = None, clock: Callable[[], float] = time.time):
         self._settings = settings
         self._store = store if store is not None else MemoryStore()
         self._clock = clock
@@ -131,43 +115,18 @@ class Master:
 
     def submit_many(self, tasks: Any) -> list[str]:
         """Queue tasks given as dicts {"func", "args", "kwargs", "options"}; returns their ids."""
-        self._check_batch(tasks, "tasks")
-        new = []
-        for i, spec in enumerate(tasks):
-            if not isinstance(spec, dict):
-                raise TypeError(f"tasks[{i}] must be a dict with 'func', 'args', 'kwargs', 'options'")
-            unknown = set(spec) - {"func", "args", "kwargs", "options"}
-            if unknown:
-                raise ValueError(f"tasks[{i}] has unknown fields {sorted(unknown)}")
-            args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
-            if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-                raise TypeError(f"tasks[{i}]: args must be a list and kwargs a dict")
-            payload = _plain(lambda: protocol.encode_call(args, kwargs))  # noqa: B023 - called at once
-            new.append(
-                self._new_task(
-                    f"m{self._epoch}.{next(self._ids)}",
-                    spec.get("func"),
-                    payload,
-                    spec.get("options"),
-                    None,
-                )
-            )
+        specs = [_plain(protocol.parse_task_spec, i, spec) for i, spec in enumerate(check_batch(tasks, "tasks"))]
+        new = [self._new_task(f"m{self._epoch}.{next(self._ids)}", *spec, None) for spec in specs]
         self._queue(new)
         return [t.id for t in new]
 
     def submit_encoded(self, client_id: Any, tasks: Any) -> int:
         """Queue tasks given as [task_id, func, payload, options] with pre-encoded payloads (the client's path)."""
-        _check_name(client_id, "client_id")
-        self._check_batch(tasks, "tasks")
-        new = []
-        for i, item in enumerate(tasks):
-            if not isinstance(item, (list, tuple)) or len(item) != 4:
-                raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
-            task_id, func, payload, options = item
-            protocol.check_task_id(task_id)
-            if not isinstance(payload, str) or not protocol.payload_fits(payload):
-                raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {MAX_PAYLOAD} bytes")
-            new.append(self._new_task(task_id, func, payload, options, client_id))
+        check_name(client_id, "client_id")
+        new = [
+            self._new_task(*protocol.parse_encoded_task(i, t), client_id)
+            for i, t in enumerate(check_batch(tasks, "tasks"))
+        ]
         self._queue(new, client_id)
         return len(new)
 
@@ -176,7 +135,7 @@ class Master:
         if ref is None:
             if not isinstance(func, str):
                 raise TypeError(f"func must be a 'package.module:name' string, not {type(func).__name__}")
-            ref = _plain(lambda: protocol.function_ref(func))
+            ref = _plain(protocol.function_ref, func)
             if len(self._funcs) >= 10_000:
                 self._funcs.clear()
             self._funcs[func] = ref
@@ -194,9 +153,9 @@ class Master:
 
     def fetch(self, worker: Any, max_tasks: Any = 1, wait: Any = 0.0) -> list[dict[str, Any]]:
         """Lease up to max_tasks tasks to worker, waiting up to wait seconds for one to be pending."""
-        _check_name(worker, "worker")
-        count = int(_check_number(max_tasks, "max_tasks", 1, MAX_BATCH))
-        deadline = time.monotonic() + _check_number(wait, "wait", 0, MAX_WAIT)
+        check_name(worker, "worker")
+        count = int(check_number(max_tasks, "max_tasks", 1, MAX_BATCH))
+        deadline = time.monotonic() + check_number(wait, "wait", 0, MAX_WAIT)
         with self._lock:
             info = self._seen(worker)
             while not self._store.has_pending():
@@ -209,21 +168,13 @@ class Master:
             if self._store.has_pending():
                 self._work.notify()  # more work is left for the next waiting worker
         return [
-            {
-                "id": t.id,
-                "func": t.func,
-                "payload": t.payload,
-                "token": t.token,
-                "options": t.options,
-            }
-            for t in leased
+            {"id": t.id, "func": t.func, "payload": t.payload, "token": t.token, "options": t.options} for t in leased
         ]
 
     def report(self, worker: Any, results: Any) -> dict[str, Any]:
         """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
-        _check_name(worker, "worker")
-        self._check_batch(results, "results")
-        outcomes = [self._outcome(i, r) for i, r in enumerate(results)]
+        check_name(worker, "worker")
+        outcomes = [_plain(protocol.parse_outcome, i, r) for i, r in enumerate(check_batch(results, "results"))]
         with self._lock:
             info = self._seen(worker)
             accepted, ignored = self._store.finish(worker, outcomes, self._clock())
@@ -235,42 +186,12 @@ class Master:
                     info.failed += 1
             self._completed(accepted)
         if ignored:
-            log.info(
-                "worker %s: ignored %d stale or unknown results: %s",
-                worker,
-                len(ignored),
-                ignored[:5],
-            )
+            log.info("worker %s: ignored %d stale or unknown results: %s", worker, len(ignored), ignored[:5])
         return {"accepted": len(accepted), "ignored": ignored}
-
-    def _outcome(self, i: int, result: Any) -> Outcome:
-        if not isinstance(result, dict):
-            raise TypeError(f"results[{i}] must be a dict, not {type(result).__name__}")
-        task_id, token = result.get("id"), result.get("token")
-        if not isinstance(task_id, str) or isinstance(token, bool) or not isinstance(token, int):
-            raise TypeError(f"results[{i}] needs 'id' (a string) and 'token' (an int from fetch)")
-        if result.get("state") == TaskState.DONE:
-            payload = result.get("payload")
-            if payload is None and "value" in result:
-                payload = _plain(lambda: protocol.encode_value(result["value"], "the result"))
-            if not isinstance(payload, str) or not protocol.payload_fits(payload):
-                raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {MAX_PAYLOAD} bytes")
-            return Outcome(task_id, token, True, result=payload)
-        if result.get("state") == TaskState.FAILED:
-            error = result.get("error")
-            if not isinstance(error, dict) or not all(isinstance(error.get(k), str) for k in ("type", "message")):
-                raise TypeError(f"results[{i}]: 'error' must be a dict with 'type' and 'message' strings")
-            return Outcome(
-                task_id,
-                token,
-                False,
-                error={k: str(error.get(k, ""))[:65536] for k in ("type", "message", "traceback")},
-            )
-        raise ValueError(f"results[{i}]: 'state' must be 'done' or 'failed', not {result.get('state')!r}")
 
     def heartbeat(self, worker: Any, info: Any = None) -> dict[str, Any]:
         """A worker is alive: update its details and renew the leases of the tasks it runs."""
-        _check_name(worker, "worker")
+        check_name(worker, "worker")
         info = info if isinstance(info, dict) else {}
         with self._lock:
             if info.get("state") == "stopped":
@@ -290,8 +211,8 @@ class Master:
 
     def release(self, worker: Any, task_ids: Any) -> int:
         """Give back tasks worker fetched but will not run; they keep their place in the queue."""
-        _check_name(worker, "worker")
-        self._check_batch(task_ids, "task_ids")
+        check_name(worker, "worker")
+        check_batch(task_ids, "task_ids")
         with self._lock:
             released = self._store.release(worker, task_ids)
             row = self._seen(worker)
@@ -312,7 +233,7 @@ class Master:
     def result(self, task_id: Any, timeout: Any = 0.0) -> dict[str, Any]:
         """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""
         protocol.check_task_id(task_id)
-        deadline = time.monotonic() + _check_number(timeout, "timeout", 0, 1e9)
+        deadline = time.monotonic() + check_number(timeout, "timeout", 0, 1e9)
         with self._lock:
             task = self._known(task_id)
             while task.state not in FINISHED_STATES:
@@ -325,9 +246,9 @@ class Master:
 
     def collect(self, client_id: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[dict[str, Any]]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
-        _check_name(client_id, "client_id")
-        deadline = time.monotonic() + _check_number(timeout, "timeout", 0, MAX_WAIT)
-        limit = int(_check_number(max_items, "max_items", 1, 1_000_000))
+        check_name(client_id, "client_id")
+        deadline = time.monotonic() + check_number(timeout, "timeout", 0, MAX_WAIT)
+        limit = int(check_number(max_items, "max_items", 1, 1_000_000))
         with self._lock:
             box = self._outbox(client_id)
             while not box.records and not self._stop.is_set():
@@ -340,7 +261,7 @@ class Master:
 
     def lookup(self, task_ids: Any) -> list[dict[str, Any] | None]:
         """Encoded records of these tasks, None for ids this master does not know."""
-        self._check_batch(task_ids, "task_ids")
+        check_batch(task_ids, "task_ids")
         with self._lock:
             return [self._record(t) if (t := self._store.get(i)) is not None else None for i in task_ids]
 
@@ -357,11 +278,11 @@ class Master:
     def subscribe(self, callback: Any, task_ids: Any = None, client_id: Any = None) -> str:
         """Call callback.task_done(record) once per finished task (all from now on, or those listed)."""
         if task_ids is not None:
-            self._check_batch(task_ids, "task_ids", limit=1_000_000)
+            check_batch(task_ids, "task_ids", limit=1_000_000)
             for task_id in task_ids:
                 protocol.check_task_id(task_id)
         if client_id is not None:
-            _check_name(client_id, "client_id")
+            check_name(client_id, "client_id")
         if self._notifier.count() >= MAX_SUBSCRIPTIONS:
             raise ValueError(f"too many subscriptions ({MAX_SUBSCRIPTIONS}); unsubscribe unused ones first")
         with self._lock:  # cheap checks before calling the subscriber back
@@ -447,12 +368,6 @@ class Master:
             box = self._outboxes[client_id] = Outbox(threading.Condition(self._lock), last_seen=self._clock())
         return box
 
-    def _check_batch(self, items: Any, what: str, limit: int = MAX_BATCH) -> None:
-        if not isinstance(items, (list, tuple)):
-            raise TypeError(f"{what} must be a list, not {type(items).__name__}")
-        if len(items) > limit:
-            raise ValueError(f"{what} holds {len(items)} items; at most {limit} per call")
-
     def _reap_loop(self) -> None:
         while not self._stop.wait(0.25):
             try:
@@ -466,11 +381,7 @@ class Master:
         with self._lock:
             requeued, failed = self._store.expire(now)
             if requeued:
-                log.warning(
-                    "%d leases expired; tasks back to pending: %s",
-                    len(requeued),
-                    [t.id for t in requeued[:5]],
-                )
+                log.warning("%d leases expired; tasks back to pending: %s", len(requeued), [t.id for t in requeued[:5]])
                 self._work.notify(len(requeued))
             self._completed(failed)
             for row in list(self._workers.values()):

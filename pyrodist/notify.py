@@ -39,12 +39,7 @@ class Subscription:
     """One subscriber: a filter, a bounded queue and the thread that drains it."""
 
     def __init__(
-        self,
-        sub_id: str,
-        sink: Sink,
-        task_ids: set[str] | None,
-        owner: str | None,
-        on_dead: Callable[[str], None],
+        self, sub_id: str, sink: Sink, task_ids: set[str] | None, owner: str | None, on_dead: Callable[[str], None]
     ) -> None:
         self.id = sub_id
         self.sink = sink
@@ -116,12 +111,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def subscribe(
-        self,
-        sink: Sink,
-        task_ids: Iterable[str] | None = None,
-        owner: str | None = None,
-    ) -> str:
+    def subscribe(self, sink: Sink, task_ids: Iterable[str] | None = None, owner: str | None = None) -> str:
         """Start delivering to sink the records it asked for; returns the subscription id."""
         with self._lock:
             sub_id = f"sub-{next(self._ids)}"

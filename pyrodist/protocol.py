@@ -13,6 +13,7 @@ import math
 import re
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import serpent
@@ -263,3 +264,90 @@ def check_task_id(task_id: Any) -> str:
     if not isinstance(task_id, str) or not TASK_ID_PATTERN.fullmatch(task_id):
         raise ValueError(f"bad task id {task_id!r}: ids are 1-64 letters, digits, '.', '_' or '-'")
     return task_id
+
+
+# ---- wire records ------------------------------------------------------------------------------
+# Remote methods raise builtin exceptions that name the bad field, so any Pyro4 client can read them.
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A worker's report on one task."""
+
+    task_id: str
+    token: int
+    ok: bool
+    result: str | None = None
+    error: dict[str, str] | None = None
+
+
+def check_name(value: Any, what: str) -> str:
+    """A worker or client id: a non-empty string of at most 128 characters."""
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise TypeError(f"{what} must be a non-empty string of at most 128 characters, not {value!r}")
+    return value
+
+
+def check_number(value: Any, what: str, low: float, high: float) -> float:
+    """A number within [low, high] (bools and nan refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{what} must be a number from {low} to {high}, not {value!r}")
+    return value
+
+
+def check_batch(items: Any, what: str, limit: int = MAX_BATCH) -> list[Any] | tuple[Any, ...]:
+    """A list of at most limit items."""
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"{what} must be a list, not {type(items).__name__}")
+    if len(items) > limit:
+        raise ValueError(f"{what} holds {len(items)} items; at most {limit} per call")
+    return items
+
+
+def parse_task_spec(i: int, spec: Any) -> tuple[Any, str, Any]:
+    """A plain submit_many entry {"func", "args", "kwargs", "options"} as (func, payload, options)."""
+    if not isinstance(spec, dict):
+        raise TypeError(f"tasks[{i}] must be a dict with 'func', 'args', 'kwargs', 'options'")
+    unknown = set(spec) - {"func", "args", "kwargs", "options"}
+    if unknown:
+        raise ValueError(f"tasks[{i}] has unknown fields {sorted(map(str, unknown))}")
+    args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise TypeError(f"tasks[{i}]: args must be a list and kwargs a dict")
+    return spec.get("func"), encode_call(args, kwargs), spec.get("options")
+
+
+def parse_encoded_task(i: int, item: Any) -> tuple[str, Any, str, Any]:
+    """A client's [task_id, func, payload, options] entry, checked."""
+    if not isinstance(item, (list, tuple)) or len(item) != 4:
+        raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
+    task_id, func, payload, options = item
+    check_task_id(task_id)
+    if not isinstance(payload, str) or not payload_fits(payload):
+        raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {MAX_PAYLOAD} bytes")
+    return task_id, func, payload, options
+
+
+def parse_outcome(i: int, result: Any) -> Outcome:
+    """A worker's report on one task: {"id", "token", "state", "payload" or "value", "error"}."""
+    if not isinstance(result, dict):
+        raise TypeError(f"results[{i}] must be a dict, not {type(result).__name__}")
+    task_id, token = result.get("id"), result.get("token")
+    if not isinstance(task_id, str) or isinstance(token, bool) or not isinstance(token, int):
+        raise TypeError(f"results[{i}] needs 'id' (a string) and 'token' (an int from fetch)")
+    if result.get("state") == TaskState.DONE:
+        payload = result.get("payload")
+        if payload is None and "value" in result:
+            payload = encode_value(result["value"], "the result")
+        if not isinstance(payload, str) or not payload_fits(payload):
+            raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {MAX_PAYLOAD} bytes")
+        return Outcome(task_id, token, True, result=payload)
+    if result.get("state") == TaskState.FAILED:
+        error = result.get("error")
+        if not isinstance(error, dict) or not all(isinstance(error.get(k), str) for k in ("type", "message")):
+            raise TypeError(f"results[{i}]: 'error' must be a dict with 'type' and 'message' strings")
+        return Outcome(task_id, token, False, error={k: str(error.get(k, ""))[:65536] for k in ERROR_FIELDS})
+    raise ValueError(f"results[{i}]: 'state' must be 'done' or 'failed', not {result.get('state')!r}")
+
+
+ERROR_FIELDS = ("type", "message", "traceback")

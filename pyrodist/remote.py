@@ -26,14 +26,7 @@ import Pyro4.naming
 import Pyro4.socketutil
 
 from .config import Settings
-from .errors import (
-    ConfigError,
-    ConnectionFailed,
-    MasterNotFound,
-    MasterRejected,
-    NameServerNotFound,
-    PyrodistError,
-)
+from .errors import ConfigError, ConnectionFailed, MasterNotFound, MasterRejected, NameServerNotFound, PyrodistError
 
 log = logging.getLogger(__name__)
 
@@ -268,10 +261,7 @@ class Server:
     def start(self) -> None:
         """Serve in a daemon thread."""
         self._thread = threading.Thread(
-            target=self.daemon.requestLoop,
-            args=(lambda: not self._stop.is_set(),),
-            name="pyro-daemon",
-            daemon=True,
+            target=self.daemon.requestLoop, args=(lambda: not self._stop.is_set(),), name="pyro-daemon", daemon=True
         )
         self._thread.start()
 
@@ -311,12 +301,7 @@ class CallbackSink:
     over serpent (a plain Pyro4 shell's default).
     """
 
-    def __init__(
-        self,
-        callback: Any,
-        settings: Settings,
-        decode: Callable[[dict[str, Any]], dict[str, Any]],
-    ) -> None:
+    def __init__(self, callback: Any, settings: Settings, decode: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         if not isinstance(callback, Pyro4.Proxy):
             raise TypeError(
                 "callback must be an object registered in the caller's Pyro4 daemon (it arrived as "

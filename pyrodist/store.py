@@ -18,10 +18,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from .protocol import FINISHED_STATES, TaskState
+from .protocol import FINISHED_STATES, Outcome, TaskState
 
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -49,14 +48,7 @@ class Task:
         "worker",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        task_id: str,
-        func: str,
-        payload: str,
-        options: dict[str, Any],
-        owner: str | None,
-    ) -> None:
+    def __init__(self, task_id: str, func: str, payload: str, options: dict[str, Any], owner: str | None) -> None:
         self.id = task_id
         self.func = func
         self.payload: str | None = payload
@@ -82,17 +74,6 @@ class Task:
             "error": self.error, "worker": self.worker, "attempts": self.attempts,
             "submitted": self.submitted, "started": self.started, "finished": self.finished,
         }  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A worker's report on one task."""
-
-    task_id: str
-    token: int
-    ok: bool
-    result: str | None = None
-    error: dict[str, str] | None = None
 
 
 class MemoryStore:
@@ -184,12 +165,7 @@ class MemoryStore:
                     f"task {task.id} was lost with its worker {task.attempts} times "
                     f"(max_attempts={limit}); last worker: {task.worker}"
                 )
-                self._finish(
-                    task,
-                    now,
-                    None,
-                    {"type": "WorkerLost", "message": message, "traceback": ""},
-                )
+                self._finish(task, now, None, {"type": "WorkerLost", "message": message, "traceback": ""})
                 failed.append(task)
             else:
                 self._requeue(task)
@@ -205,12 +181,7 @@ class MemoryStore:
             if task is None or task.worker != worker or task.token != outcome.token:
                 ignored.append(outcome.task_id)
                 continue
-            self._finish(
-                task,
-                now,
-                outcome.result if outcome.ok else None,
-                None if outcome.ok else outcome.error,
-            )
+            self._finish(task, now, outcome.result if outcome.ok else None, None if outcome.ok else outcome.error)
             accepted.append(task)
         return accepted, ignored
 
