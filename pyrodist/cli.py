@@ -16,8 +16,8 @@ import click
 
 from . import __version__, remote
 from .client import Client
-from .config import DEFAULT_MASTER_NAME, Settings
-from .errors import PyrodistError, TaskError
+from .config import DEFAULT_MASTER_NAME, Settings, read_key_file
+from .errors import ConfigError, PyrodistError, TaskError
 from .master import RunningMaster
 from .worker import Worker
 
@@ -78,9 +78,55 @@ def stop_on_signals(on_stop: Callable[[], None], on_second: Callable[[], None] |
             signal.signal(sig, handler)
 
 
-def settings_from(ns_host: str | None, ns_port: int | None, master_name: str, **extra: Any) -> Settings:
-    """Settings from the common options."""
-    return Settings.from_env(ns_host=ns_host, ns_port=ns_port, master_name=master_name, **extra)
+def security_options(func: F) -> F:
+    """--key, --key-file and the TLS files, each also read from its PYRODIST_* variable."""
+    options = [
+        click.option("--key", envvar="PYRODIST_KEY", help="Shared secret authenticating every connection."),
+        click.option("--key-file", envvar="PYRODIST_KEY_FILE", type=click.Path(dir_okay=False),
+                     help="File holding the shared key (keeps it out of the process list)."),
+        click.option("--tls-cert", envvar="PYRODIST_TLS_CERT", type=click.Path(dir_okay=False),
+                     help="This process's TLS certificate (PEM); turns TLS on."),
+        click.option("--tls-key", envvar="PYRODIST_TLS_KEY", type=click.Path(dir_okay=False),
+                     help="Private key of --tls-cert, if not in the same file."),
+        click.option("--tls-ca", envvar="PYRODIST_TLS_CA", type=click.Path(dir_okay=False),
+                     help="CA certificate to verify peers; servers then require client certificates."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def settings_from(
+    ns_host: str | None = None,
+    ns_port: int | None = None,
+    master_name: str = DEFAULT_MASTER_NAME,
+    key: str | None = None,
+    key_file: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_ca: str | None = None,
+    **extra: Any,
+) -> Settings:
+    """Settings from the common options (flags win over PYRODIST_* variables)."""
+    if key and key_file:
+        raise ConfigError("give either --key or --key-file, not both")
+    if key_file:
+        key = read_key_file(key_file)
+    return Settings.from_env(
+        ns_host=ns_host, ns_port=ns_port, master_name=master_name, key=key, tls_cert=tls_cert, tls_key=tls_key,
+        tls_ca=tls_ca, **extra,
+    )  # fmt: skip
+
+
+def warn_if_exposed(what: str, host: str, settings: Settings, insecure: bool) -> None:
+    """Warn when a server listens beyond this machine with neither a key nor TLS."""
+    if insecure or settings.key or settings.tls or host in ("localhost", "::1") or host.startswith("127."):
+        return
+    log.warning(
+        "the %s listens on %s without --key or TLS: anyone who can reach it can make your workers run "
+        "the functions they allow. Set --key (or PYRODIST_KEY), add TLS, or pass --insecure on a trusted network.",
+        what, host,
+    )  # fmt: skip
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,16 +138,25 @@ def cli() -> None:
     """
 
 
+insecure_option = click.option(
+    "--insecure", is_flag=True, help="Do not warn about listening beyond this machine without a key or TLS."
+)
+
+
 @cli.command()
 @click.option("--host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_NS_HOST", help="Address to bind.")
 @click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), envvar="PYRODIST_NS_PORT",
               help="Port to bind (0 picks a free one).")  # fmt: skip
 @click.option("--broadcast/--no-broadcast", default=True, help="Answer broadcast lookups (never on loopback).")
+@insecure_option
+@security_options
 @loglevel_option
-def nameserver(host: str, port: int, broadcast: bool, loglevel: str) -> None:
+def nameserver(host: str, port: int, broadcast: bool, insecure: bool, loglevel: str, **security: Any) -> None:
     """Run a Pyro4 name server."""
     setup_logging(loglevel)
-    ns = remote.start_nameserver(host, port, broadcast)
+    settings = settings_from(None, None, DEFAULT_MASTER_NAME, **security)
+    warn_if_exposed("name server", host, settings, insecure)
+    ns = remote.start_nameserver(settings, host, port, broadcast)
     log.info("name server running at %s%s", ns.uri, " (answering broadcasts)" if ns.broadcast else "")
     stop = threading.Event()
     with stop_on_signals(stop.set):
@@ -118,14 +173,20 @@ def nameserver(host: str, port: int, broadcast: bool, loglevel: str) -> None:
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
 @click.option("--lease-timeout", type=click.FloatRange(min=0.1), help="Seconds a lease lives without heartbeats.")
 @click.option("--max-connections", type=click.IntRange(min=4), help="Size of the Pyro4 thread pool.")
+@click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
+              help="Largest encoded arguments or result of a task, in bytes (default 8 MiB).")  # fmt: skip
+@click.option("--max-pending", type=click.IntRange(min=1), envvar="PYRODIST_MAX_PENDING",
+              help="Most queued tasks; then submit fails with 'queue full' (Client.map waits).")  # fmt: skip
+@insecure_option
 @ns_options
+@security_options
 @loglevel_option
-def master(name: str | None, host: str, port: int, lease_timeout: float | None, max_connections: int | None,
-           ns_host: str | None, ns_port: int | None, master_name: str, loglevel: str) -> None:  # fmt: skip
+def master(name: str | None, host: str, port: int, insecure: bool, loglevel: str, master_name: str,
+           **options: Any) -> None:  # fmt: skip
     """Run the master and register it in the name server."""
     setup_logging(loglevel)
-    settings = settings_from(ns_host, ns_port, name or master_name, lease_timeout=lease_timeout,
-                             max_connections=max_connections)  # fmt: skip
+    settings = settings_from(master_name=name or master_name, **options)
+    warn_if_exposed("master", host, settings, insecure)
     stop = threading.Event()
     with stop_on_signals(stop.set):
         if not remote.wait_for_nameserver(settings, stop, "master"):
@@ -143,17 +204,18 @@ def master(name: str | None, host: str, port: int, lease_timeout: float | None, 
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--max-tasks", type=click.IntRange(min=1), help="Exit after this many tasks.")
 @click.option("--heartbeat", type=click.FloatRange(min=0.05), help="Seconds between heartbeats.")
+@click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
+              help="Largest encoded result of a task, in bytes (default 8 MiB).")  # fmt: skip
 @ns_options
+@security_options
 @loglevel_option
 def worker(imports: tuple[str, ...], concurrency: int | None, prefetch: int | None, worker_id: str | None,
-           burst: bool, max_tasks: int | None, heartbeat: float | None, ns_host: str | None, ns_port: int | None,
-           master_name: str, loglevel: str) -> None:  # fmt: skip
+           burst: bool, max_tasks: int | None, loglevel: str, **options: Any) -> None:  # fmt: skip
     """Fetch tasks from the master and run them."""
     setup_logging(loglevel)
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: modules in the current directory can be given with -I
-    settings = settings_from(ns_host, ns_port, master_name, heartbeat=heartbeat)
-    engine = Worker(settings, imports, concurrency, prefetch, worker_id, burst, max_tasks)
+    engine = Worker(settings_from(**options), imports, concurrency, prefetch, worker_id, burst, max_tasks)
     with stop_on_signals(engine.stop, engine.abort):
         code = engine.run()
     sys.exit(code)
@@ -173,11 +235,11 @@ def parse_arg(text: str) -> Any:
 @click.option("--no-wait", is_flag=True, help="Print the task id and return at once.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for the result.")
 @ns_options
-def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | None, ns_host: str | None,
-           ns_port: int | None, master_name: str) -> None:  # fmt: skip
+@security_options
+def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | None, **options: Any) -> None:
     """Run FUNC ('package.module:name') with ARGS (Python literals, else strings); print the result."""
     values = [parse_arg(a) for a in args]
-    with Client(settings=settings_from(ns_host, ns_port, master_name)) as client:
+    with Client(settings=settings_from(**options)) as client:
         future = client.submit(func, *values)
         if no_wait:
             click.echo(future.task_id)
@@ -195,9 +257,10 @@ def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | Non
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @ns_options
-def status(as_json: bool, ns_host: str | None, ns_port: int | None, master_name: str) -> None:
+@security_options
+def status(as_json: bool, **options: Any) -> None:
     """Show the workers, the queue and the totals."""
-    with Client(settings=settings_from(ns_host, ns_port, master_name)) as client:
+    with Client(settings=settings_from(**options)) as client:
         stats = client.stats()
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True))

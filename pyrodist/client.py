@@ -13,12 +13,13 @@ import itertools
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from . import protocol, remote
 from .config import Settings
-from .errors import ConnectionFailed, PyrodistError, TaskError, TaskLost
+from .errors import ConnectionFailed, MasterRejected, PyrodistError, TaskError, TaskLost
 from .protocol import TaskState
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ class Client:
         ns_host: str | None = None,
         ns_port: int | None = None,
         *,
+        key: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env(ns_host=ns_host, ns_port=ns_port, master_name=master)
-        remote.configure_pyro()
+        self.settings = settings or Settings.from_env(ns_host=ns_host, ns_port=ns_port, master_name=master, key=key)
+        remote.configure_pyro(self.settings)
         self.id = "c" + secrets.token_hex(5)
         self._ids = itertools.count(1)
         self._local = threading.local()
@@ -88,6 +90,8 @@ class Client:
         self._subscription: str | None = None
         self._closed = threading.Event()
         self._master_uri = str(self._proxy()._pyroUri)  # fail now if the master is not there
+        with remote.translate_errors("limits"):
+            self._max_payload = int(self._proxy().limits()["max_payload"])
         self._collector = threading.Thread(target=self._collect_loop, name=f"collector-{self.id}", daemon=True)
         self._collector.start()
 
@@ -133,22 +137,40 @@ class Client:
         futures: list[Future] = []
         calls: Iterator[tuple[tuple[Any, ...], dict[str, Any]]] = ((args, {}) for args in zip(*iterables, strict=False))
         while chunk := list(itertools.islice(calls, chunksize)):
-            futures.extend(self._submit(ref, chunk, options))
+            futures.extend(self._submit(ref, chunk, options, wait_when_full=True))
         return futures
 
     def _submit(
-        self, ref: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], options: dict[str, Any]
+        self,
+        ref: str,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        options: dict[str, Any],
+        wait_when_full: bool = False,
     ) -> list[Future]:
+        """Send calls as tasks; with wait_when_full, wait (capped backoff) while the master's queue is full."""
         # Encode everything first: a bad value is an error here, before anything is sent.
-        payloads = [protocol.encode_call(args, kwargs) for args, kwargs in calls]
+        payloads = [protocol.encode_call(args, kwargs, self._max_payload) for args, kwargs in calls]
         futures = [Future(self, f"{self.id}.{next(self._ids)}") for _ in payloads]
         items = [[f.task_id, ref, payload, options] for f, payload in zip(futures, payloads, strict=True)]
         with self._lock:
             self._futures.update((f.task_id, f) for f in futures)
             self._outstanding.notify_all()
         try:
-            with remote.translate_errors("submit"):
-                self._proxy().submit_encoded(self.id, items)
+            for delay in remote.retry_delays(0.05, 2.0):
+                try:
+                    with remote.translate_errors("submit"):
+                        self._proxy().submit_encoded(self.id, items)
+                    break
+                except MasterRejected as exc:
+                    if not (wait_when_full and "queue full" in str(exc)):
+                        raise
+                    log.info(
+                        "client %s: the master's queue is full; waiting %.2f s to send %d tasks",
+                        self.id,
+                        delay,
+                        len(items),
+                    )
+                    time.sleep(delay)
             for f in futures:
                 f._sent = True
         except BaseException:
@@ -166,11 +188,13 @@ class Client:
             self._callbacks.append(fn)
             if self._callback_server is not None:
                 return
-            server = self._callback_server = remote.Server(remote.interface_for(remote.uri_host(self._master_uri)))
+            server = self._callback_server = remote.Server(
+                self.settings, remote.interface_for(remote.uri_host(self._master_uri))
+            )
         uri = server.register(CallbackReceiver(self))
         server.start()
         with remote.translate_errors("subscribe"):
-            self._subscription = self._proxy().subscribe(remote.proxy(uri, self.settings), None, self.id)
+            self._subscription = self._proxy().subscribe(remote.callback_ref(uri), None, self.id)
 
     def stats(self) -> dict[str, Any]:
         """The master's stats (workers, counts per state, totals)."""

@@ -43,10 +43,11 @@ class LocalCluster:
         worker_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         log_to: IO[bytes] | int | None = subprocess.DEVNULL,
+        key: str | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.ns_port = free_port()
-        self.settings = Settings(ns_host=self.host, ns_port=self.ns_port)
+        self.settings = Settings(ns_host=self.host, ns_port=self.ns_port, key=key)
         self.imports = list(imports)
         self.concurrency = concurrency
         self.prefetch = prefetch
@@ -138,6 +139,8 @@ class LocalCluster:
         # The cluster's own flags decide; PYRODIST_* variables of the caller must not redirect its processes.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYRODIST_")}
         env["PYTHONUNBUFFERED"] = "1"
+        if self.settings.key:
+            env["PYRODIST_KEY"] = self.settings.key  # the environment, not argv: keys stay out of `ps`
         cmd = [sys.executable, "-m", "pyrodist", *args]
         return subprocess.Popen(cmd, stdout=self._log_to, stderr=self._log_to, env=env, start_new_session=True)
 

@@ -39,6 +39,18 @@ class Settings:
     """Seconds a lease lives without a heartbeat before its task goes back to pending."""
     max_connections: int = 800
     """Size of the master's Pyro4 thread pool: each worker holds 2 connections, each client up to 3."""
+    key: str | None = dataclasses.field(default=None, repr=False)
+    """Shared secret authenticating every connection (Pyro4 HMAC); None means no authentication."""
+    tls_cert: str | None = None
+    """This process's TLS certificate (PEM); turns TLS on."""
+    tls_key: str | None = None
+    """The private key of tls_cert (PEM), when not inside the certificate file."""
+    tls_ca: str | None = None
+    """CA certificate(s) to verify peers with; turns TLS on, and makes servers require client certificates."""
+    max_payload: int = 8 * 1024 * 1024
+    """Largest encoded arguments or result of one task, in bytes."""
+    max_pending: int = 10_000_000
+    """Most tasks the master queues; beyond it submit fails with 'queue full' (Client.map waits instead)."""
 
     def __post_init__(self) -> None:
         if self.ns_port is not None and not 0 < self.ns_port < 65536:
@@ -55,10 +67,32 @@ class Settings:
             )
         if self.max_connections < 4:
             raise ConfigError(f"max_connections must be at least 4, not {self.max_connections}")
+        if not 1024 <= self.max_payload <= 1 << 30:
+            raise ConfigError(f"max_payload must be from 1024 to {1 << 30} bytes, not {self.max_payload}")
+        if self.max_pending < 1:
+            raise ConfigError(f"max_pending must be at least 1, not {self.max_pending}")
+        if self.key is not None and not self.key:
+            raise ConfigError("the key must not be empty (leave it unset for no authentication)")
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("a TLS key (tls_key) needs its certificate (tls_cert)")
+        for field in ("tls_cert", "tls_key", "tls_ca"):
+            path = getattr(self, field)
+            if path is not None and not os.path.exists(path):
+                raise ConfigError(f"{field} file {path!r} does not exist")
         if self.lease_timeout <= self.heartbeat:
             raise ConfigError(
                 f"lease_timeout ({self.lease_timeout}) must be longer than the heartbeat ({self.heartbeat})"
             )
+
+    @property
+    def tls(self) -> bool:
+        """Whether connections use TLS."""
+        return bool(self.tls_cert or self.tls_ca)
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        """The key as Pyro4 wants it."""
+        return self.key.encode("utf-8") if self.key else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -67,6 +101,9 @@ class Settings:
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             key = _ENV_PREFIX + ("MASTER" if field.name == "master_name" else field.name.upper())
+            if key == "PYRODIST_KEY" and "PYRODIST_KEY_FILE" in env and not env.get(key):
+                values["key"] = read_key_file(env["PYRODIST_KEY_FILE"])
+                continue
             if key in env and env[key] != "":
                 values[field.name] = _parse(key, env[key], field.type)
                 try:
@@ -88,3 +125,15 @@ def _parse(key: str, text: str, type_name: Any) -> Any:
     except ValueError:
         raise ConfigError(f"environment variable {key}={text!r} is not a number") from None
     return text
+
+
+def read_key_file(path: str) -> str:
+    """The key stored in a file (surrounding whitespace removed)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            key = handle.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path!r}: {exc.strerror or exc}") from None
+    if not key:
+        raise ConfigError(f"the key file {path!r} is empty")
+    return key

@@ -7,6 +7,7 @@
     ├── ValueEncodingError      a value serpent cannot carry faithfully (also a ValueError)
     ├── FunctionRefError        a function no worker could import (also a ValueError)
     ├── FunctionNotAllowed      a worker refuses a function outside its allow-list
+    ├── AuthenticationFailed    the key (or TLS certificate) does not match the cluster's
     ├── ConnectionFailed        a part of the cluster cannot be reached
     │   ├── NameServerNotFound
     │   └── MasterNotFound
@@ -39,6 +40,10 @@ class FunctionRefError(PyrodistError, ValueError):
 
 class FunctionNotAllowed(PyrodistError):
     """A worker refuses a function that its allow-list does not cover."""
+
+
+class AuthenticationFailed(PyrodistError):
+    """A peer refused us (or we refused it): the shared key or the TLS certificates do not match."""
 
 
 class ConnectionFailed(PyrodistError):

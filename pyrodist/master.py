@@ -45,6 +45,7 @@ OUTBOX_IDLE = 600.0
 LOST_WORKER_MEMORY = 3600.0
 """Seconds a lost worker stays listed in stats."""
 MAX_SUBSCRIPTIONS = 1000
+MAX_SUBSCRIPTIONS_PER_CLIENT = 16
 
 
 @dataclass
@@ -115,7 +116,8 @@ class Master:
 
     def submit_many(self, tasks: Any) -> list[str]:
         """Queue tasks given as dicts {"func", "args", "kwargs", "options"}; returns their ids."""
-        specs = [_plain(protocol.parse_task_spec, i, spec) for i, spec in enumerate(check_batch(tasks, "tasks"))]
+        limit = self._settings.max_payload
+        specs = [_plain(protocol.parse_task_spec, i, s, limit) for i, s in enumerate(check_batch(tasks, "tasks"))]
         new = [self._new_task(f"m{self._epoch}.{next(self._ids)}", *spec, None) for spec in specs]
         self._queue(new)
         return [t.id for t in new]
@@ -123,10 +125,9 @@ class Master:
     def submit_encoded(self, client_id: Any, tasks: Any) -> int:
         """Queue tasks given as [task_id, func, payload, options] with pre-encoded payloads (the client's path)."""
         check_name(client_id, "client_id")
-        new = [
-            self._new_task(*protocol.parse_encoded_task(i, t), client_id)
-            for i, t in enumerate(check_batch(tasks, "tasks"))
-        ]
+        limit = self._settings.max_payload
+        items = enumerate(check_batch(tasks, "tasks"))
+        new = [self._new_task(*protocol.parse_encoded_task(i, t, limit), client_id) for i, t in items]
         self._queue(new, client_id)
         return len(new)
 
@@ -143,6 +144,12 @@ class Master:
 
     def _queue(self, tasks: list[Task], owner: str | None = None) -> None:
         with self._lock:
+            queued = self._store.pending_count()
+            if queued + len(tasks) > self._settings.max_pending:
+                raise ValueError(
+                    f"queue full: {queued} tasks pending and the limit is {self._settings.max_pending} "
+                    "(--max-pending); nothing of this call was queued, try again later"
+                )
             self._store.add(tasks, self._clock())
             self._totals["submitted"] += len(tasks)
             if owner is not None:
@@ -174,7 +181,10 @@ class Master:
     def report(self, worker: Any, results: Any) -> dict[str, Any]:
         """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
         check_name(worker, "worker")
-        outcomes = [_plain(protocol.parse_outcome, i, r) for i, r in enumerate(check_batch(results, "results"))]
+        outcomes = [
+            _plain(protocol.parse_outcome, i, r, self._settings.max_payload)
+            for i, r in enumerate(check_batch(results, "results"))
+        ]
         with self._lock:
             info = self._seen(worker)
             accepted, ignored = self._store.finish(worker, outcomes, self._clock())
@@ -285,6 +295,8 @@ class Master:
             check_name(client_id, "client_id")
         if self._notifier.count() >= MAX_SUBSCRIPTIONS:
             raise ValueError(f"too many subscriptions ({MAX_SUBSCRIPTIONS}); unsubscribe unused ones first")
+        if client_id is not None and self._notifier.count(client_id) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+            raise ValueError(f"client {client_id} has {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions, the most allowed")
         with self._lock:  # cheap checks before calling the subscriber back
             for task_id in task_ids or ():
                 self._known(task_id)
@@ -318,6 +330,13 @@ class Master:
             "workers": [w for w in workers if w["state"] != "lost"],
             "lost_workers": [w for w in workers if w["state"] == "lost"],
             "counts": counts, **totals, "clients": clients, "subscriptions": self._notifier.count(),
+        }  # fmt: skip
+
+    def limits(self) -> dict[str, int]:
+        """The limits this master enforces, so clients can check before sending."""
+        return {
+            "max_payload": self._settings.max_payload, "max_batch": MAX_BATCH,
+            "max_pending": self._settings.max_pending, "max_subscriptions_per_client": MAX_SUBSCRIPTIONS_PER_CLIENT,
         }  # fmt: skip
 
     def ping(self) -> str:
@@ -414,7 +433,7 @@ class RunningMaster:
     """A master served by a daemon and registered in the name server (for embedding and tests)."""
 
     def __init__(self, settings: Settings, host: str = remote.LOOPBACK, port: int = 0) -> None:
-        remote.configure_pyro(threadpool_size=settings.max_connections)
+        remote.configure_pyro(settings, threadpool_size=settings.max_connections)
         existing = remote.master_answers(settings)
         if existing is not None:
             raise ConfigError(
@@ -423,7 +442,7 @@ class RunningMaster:
             )
         self.settings = settings
         self.master = Master(settings)
-        self.server = remote.Server(host, port)
+        self.server = remote.Server(settings, host, port)
         self.uri = self.server.register(self.master, settings.master_name)
         remote.register(settings, settings.master_name, self.uri)
         self.master.start()

@@ -143,10 +143,10 @@ class Notifier:
             log.warning("subscription %s dropped: it fell %d records behind", sub_id, MAX_QUEUE)
             self.unsubscribe(sub_id)
 
-    def count(self) -> int:
-        """How many subscriptions are live."""
+    def count(self, owner: str | None = None) -> int:
+        """How many subscriptions are live (of one owner, if given)."""
         with self._lock:
-            return len(self._subs)
+            return sum(1 for sub in self._subs.values() if owner is None or sub.owner == owner)
 
     def close(self) -> None:
         """Stop every subscription."""

@@ -143,12 +143,12 @@ def payload_fits(text: str, limit: int = MAX_PAYLOAD) -> bool:
     return len(text) <= limit // 4 or len(text.encode("utf-8")) <= limit
 
 
-def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str:
+def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit: int = MAX_PAYLOAD) -> str:
     """Encode a call's arguments as one payload."""
     for key in kwargs:
         if not isinstance(key, str):
             raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
-    return encode_value((tuple(args), dict(kwargs)), "the task's arguments")
+    return encode_value((tuple(args), dict(kwargs)), "the task's arguments", limit)
 
 
 def decode_call(payload: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -304,7 +304,7 @@ def check_batch(items: Any, what: str, limit: int = MAX_BATCH) -> list[Any] | tu
     return items
 
 
-def parse_task_spec(i: int, spec: Any) -> tuple[Any, str, Any]:
+def parse_task_spec(i: int, spec: Any, limit: int = MAX_PAYLOAD) -> tuple[Any, str, Any]:
     """A plain submit_many entry {"func", "args", "kwargs", "options"} as (func, payload, options)."""
     if not isinstance(spec, dict):
         raise TypeError(f"tasks[{i}] must be a dict with 'func', 'args', 'kwargs', 'options'")
@@ -314,21 +314,21 @@ def parse_task_spec(i: int, spec: Any) -> tuple[Any, str, Any]:
     args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         raise TypeError(f"tasks[{i}]: args must be a list and kwargs a dict")
-    return spec.get("func"), encode_call(args, kwargs), spec.get("options")
+    return spec.get("func"), encode_call(args, kwargs, limit), spec.get("options")
 
 
-def parse_encoded_task(i: int, item: Any) -> tuple[str, Any, str, Any]:
+def parse_encoded_task(i: int, item: Any, limit: int = MAX_PAYLOAD) -> tuple[str, Any, str, Any]:
     """A client's [task_id, func, payload, options] entry, checked."""
     if not isinstance(item, (list, tuple)) or len(item) != 4:
         raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
     task_id, func, payload, options = item
     check_task_id(task_id)
-    if not isinstance(payload, str) or not payload_fits(payload):
-        raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {MAX_PAYLOAD} bytes")
+    if not isinstance(payload, str) or not payload_fits(payload, limit):
+        raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {limit} bytes")
     return task_id, func, payload, options
 
 
-def parse_outcome(i: int, result: Any) -> Outcome:
+def parse_outcome(i: int, result: Any, limit: int = MAX_PAYLOAD) -> Outcome:
     """A worker's report on one task: {"id", "token", "state", "payload" or "value", "error"}."""
     if not isinstance(result, dict):
         raise TypeError(f"results[{i}] must be a dict, not {type(result).__name__}")
@@ -338,9 +338,9 @@ def parse_outcome(i: int, result: Any) -> Outcome:
     if result.get("state") == TaskState.DONE:
         payload = result.get("payload")
         if payload is None and "value" in result:
-            payload = encode_value(result["value"], "the result")
-        if not isinstance(payload, str) or not payload_fits(payload):
-            raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {MAX_PAYLOAD} bytes")
+            payload = encode_value(result["value"], "the result", limit)
+        if not isinstance(payload, str) or not payload_fits(payload, limit):
+            raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {limit} bytes")
         return Outcome(task_id, token, True, result=payload)
     if result.get("state") == TaskState.FAILED:
         error = result.get("error")

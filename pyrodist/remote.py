@@ -26,7 +26,15 @@ import Pyro4.naming
 import Pyro4.socketutil
 
 from .config import Settings
-from .errors import ConfigError, ConnectionFailed, MasterNotFound, MasterRejected, NameServerNotFound, PyrodistError
+from .errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectionFailed,
+    MasterNotFound,
+    MasterRejected,
+    NameServerNotFound,
+    PyrodistError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +48,12 @@ CommunicationError = Pyro4.errors.CommunicationError
 _configured = threading.Lock()
 
 
-def configure_pyro(threadpool_size: int | None = None) -> None:
-    """Set the Pyro4 options pyrodist relies on; the only code that touches `Pyro4.config`."""
+def configure_pyro(settings: Settings | None = None, threadpool_size: int | None = None) -> None:
+    """Set the Pyro4 options pyrodist relies on; the only code that touches `Pyro4.config`.
+
+    TLS is a per-process setting in Pyro4 (one certificate, one CA for every connection), so the
+    settings of the last call win: one process talks to one cluster.
+    """
     with _configured:
         # Pyro4 4.82 calls Event.isSet(), deprecated since Python 3.10; the warning is noise.
         warnings.filterwarnings("ignore", message=r"isSet\(\) is deprecated", category=DeprecationWarning)
@@ -52,6 +64,13 @@ def configure_pyro(threadpool_size: int | None = None) -> None:
         if threadpool_size is not None:
             Pyro4.config.THREADPOOL_SIZE = threadpool_size
             Pyro4.config.THREADPOOL_SIZE_MIN = min(16, threadpool_size)
+        if settings is not None:
+            Pyro4.config.SSL = settings.tls
+            Pyro4.config.SSL_SERVERCERT = Pyro4.config.SSL_CLIENTCERT = settings.tls_cert or ""
+            Pyro4.config.SSL_SERVERKEY = Pyro4.config.SSL_CLIENTKEY = settings.tls_key or ""
+            Pyro4.config.SSL_CACERTS = settings.tls_ca or ""
+            # A server that has a CA to check against wants the peer's certificate too (two-way TLS).
+            Pyro4.config.SSL_REQUIRECLIENTCERT = bool(settings.tls_ca and settings.tls_cert)
 
 
 def expose(cls: type) -> type:
@@ -90,11 +109,13 @@ class NameServer:
         self.daemon.close()
 
 
-def start_nameserver(host: str = LOOPBACK, port: int = 9090, broadcast: bool = True) -> NameServer:
+def start_nameserver(settings: Settings, host: str = LOOPBACK, port: int = 9090, broadcast: bool = True) -> NameServer:
     """Start a Pyro4 name server daemon (not yet serving); broadcast is off on loopback."""
-    configure_pyro()
+    configure_pyro(settings)
     try:
-        uri, daemon, bcserver = Pyro4.naming.startNS(host=host, port=port, enableBroadcast=broadcast)
+        uri, daemon, bcserver = Pyro4.naming.startNS(
+            host=host, port=port, enableBroadcast=broadcast, hmac=settings.key_bytes
+        )
     except OSError as exc:
         raise ConfigError(f"the name server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return NameServer(str(uri), daemon, bcserver)
@@ -103,11 +124,12 @@ def start_nameserver(host: str = LOOPBACK, port: int = 9090, broadcast: bool = T
 def locate_nameserver(settings: Settings) -> Any:
     """A proxy to the name server, or NameServerNotFound naming where we looked and why."""
     try:
-        ns = Pyro4.locateNS(host=settings.ns_host, port=settings.ns_port)
+        ns = Pyro4.locateNS(host=settings.ns_host, port=settings.ns_port, hmac_key=settings.key_bytes)
         ns._pyroTimeout = settings.connect_timeout
         return ns
     except Pyro4.errors.NamingError as exc:
         cause = exc.__cause__ or exc
+        check_authentication(cause, "the name server's")
         raise NameServerNotFound(
             f"no name server found at {ns_address(settings)} ({cause}); start one with 'pyrodist nameserver' "
             "or pass --ns-host/--ns-port"
@@ -126,6 +148,7 @@ def lookup_master(settings: Settings) -> str:
             "start one with 'pyrodist master'"
         ) from None
     except CommunicationError as exc:
+        check_authentication(exc, "the name server's")
         raise NameServerNotFound(f"the name server at {ns_address(settings)} stopped answering: {exc}") from None
 
 
@@ -153,7 +176,28 @@ def proxy(uri: str, settings: Settings, timeout: float | None = None) -> Any:
     p = Pyro4.Proxy(uri)
     p._pyroSerializer = WIRE_SERIALIZER
     p._pyroTimeout = (settings.call_timeout or None) if timeout is None else timeout
+    p._pyroHmacKey = settings.key_bytes
     return p
+
+
+def callback_ref(uri: str) -> Any:
+    """A proxy to pass to the master as a callback: without our key (a keyed proxy would send it along)."""
+    return Pyro4.Proxy(uri)
+
+
+def check_authentication(exc: BaseException, whose: str) -> None:
+    """Raise AuthenticationFailed when exc says the key or the TLS handshake did not match."""
+    text = str(exc)
+    if "hmac" in text:
+        raise AuthenticationFailed(
+            f"authentication failed: the key does not match {whose} (set --key, --key-file or PYRODIST_KEY "
+            "to the cluster's key)"
+        ) from None
+    if "SSL" in text or "certificate" in text.lower():
+        peer = whose.removesuffix("'s")
+        raise AuthenticationFailed(
+            f"TLS handshake with {peer} failed: {text} (check --tls-cert, --tls-key, --tls-ca)"
+        ) from None
 
 
 def connect_master(settings: Settings) -> Any:
@@ -165,6 +209,7 @@ def connect_master(settings: Settings) -> Any:
         p._pyroBind()
     except CommunicationError as exc:
         p._pyroRelease()
+        check_authentication(exc, "the master's")
         raise MasterNotFound(
             f"the master registered as {settings.master_name!r} ({uri}) does not answer: {exc}"
         ) from None
@@ -242,15 +287,30 @@ def translate_errors(what: str) -> Iterator[None]:
 # ---- daemons --------------------------------------------------------------------------------
 
 
+class _Daemon(Pyro4.Daemon):  # type: ignore[misc]
+    """A Pyro4 daemon that logs the peers it refuses (wrong key, failed TLS, not Pyro4 at all)."""
+
+    def _handshake(self, conn: Any, denied_reason: str | None = None) -> bool:
+        accepted = bool(super()._handshake(conn, denied_reason))
+        if not accepted:
+            try:
+                peer = conn.sock.getpeername()
+            except OSError:
+                peer = "a peer that already left"
+            log.warning("refused a connection from %s: wrong or missing key, or not a pyrodist peer", peer)
+        return accepted
+
+
 class Server:
     """A Pyro4 daemon serving objects from a background thread."""
 
-    def __init__(self, host: str = LOOPBACK, port: int = 0, nathost: str | None = None) -> None:
-        configure_pyro()
+    def __init__(self, settings: Settings, host: str = LOOPBACK, port: int = 0, nathost: str | None = None) -> None:
+        configure_pyro(settings)
         try:
-            self.daemon = Pyro4.Daemon(host=host, port=port, nathost=nathost)
+            self.daemon = _Daemon(host=host, port=port, nathost=nathost)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.daemon._pyroHmacKey = settings.key_bytes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -309,7 +369,7 @@ class CallbackSink:
             )
         self._proxy = Pyro4.Proxy(callback._pyroUri)
         self._proxy._pyroTimeout = settings.call_timeout or 30.0
-        self._proxy._pyroHmacKey = callback._pyroHmacKey
+        self._proxy._pyroHmacKey = settings.key_bytes  # the cluster's key; an autoproxy carries none
         self._decode = decode
         try:
             self._proxy._pyroTimeout = settings.connect_timeout

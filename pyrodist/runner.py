@@ -94,7 +94,7 @@ def _same(module_name: str, name: str, func: object) -> bool:
 # ---- the child process ------------------------------------------------------------------------
 
 
-def run_task(allow: AllowList, func_ref: str, payload: str) -> Result:
+def run_task(allow: AllowList, func_ref: str, payload: str, limit: int = protocol.MAX_PAYLOAD) -> Result:
     """Resolve, decode, call and encode one task, turning every failure into an error record."""
     try:
         func = allow.resolve(func_ref)
@@ -106,7 +106,7 @@ def run_task(allow: AllowList, func_ref: str, payload: str) -> Result:
     except Exception as exc:  # noqa: BLE001 - the task's own error: keep its traceback for the client
         return False, protocol.error_info(exc, _task_traceback(exc))
     try:
-        return True, protocol.encode_value(value, f"the result of {func_ref}")
+        return True, protocol.encode_value(value, f"the result of {func_ref}", limit)
     except Exception as exc:  # noqa: BLE001 - a value serpent cannot carry (or too large): a failed task
         return False, protocol.error_info(exc, tb="")
 
@@ -118,7 +118,7 @@ def _task_traceback(exc: BaseException) -> str:
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
 
 
-def child_main(modules: Sequence[str]) -> None:
+def child_main(limit: int, modules: Sequence[str]) -> None:
     """The child's loop: read task lines, write result lines, until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop, not the terminal
     proto_in = os.fdopen(os.dup(0), "rb")
@@ -130,7 +130,7 @@ def child_main(modules: Sequence[str]) -> None:
     allow = AllowList(modules)
     for line in proto_in:
         task_id, func_ref, payload = json.loads(line)
-        ok, result = run_task(allow, func_ref, payload)
+        ok, result = run_task(allow, func_ref, payload, limit)
         proto_out.write(json.dumps([task_id, ok, result]).encode() + b"\n")
         proto_out.flush()
 
@@ -141,8 +141,9 @@ def child_main(modules: Sequence[str]) -> None:
 class ChildProcess:
     """One child process that runs tasks one at a time for a worker slot."""
 
-    def __init__(self, modules: Sequence[str]) -> None:
+    def __init__(self, modules: Sequence[str], max_payload: int = protocol.MAX_PAYLOAD) -> None:
         self._modules = list(modules)
+        self._max_payload = max_payload
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._spawn()
@@ -155,7 +156,7 @@ class ChildProcess:
 
     def _spawn(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        args = [sys.executable, "-m", "pyrodist.runner", *self._modules]
+        args = [sys.executable, "-m", "pyrodist.runner", str(self._max_payload), *self._modules]
         # Own session: a signal to the worker's process group (Ctrl-C, systemd) must not kill running tasks;
         # the worker decides, and a child whose worker died exits when its input closes.
         self._proc = subprocess.Popen(
@@ -234,4 +235,4 @@ class ChildProcess:
 
 
 if __name__ == "__main__":
-    child_main(sys.argv[1:])
+    child_main(int(sys.argv[1]), sys.argv[2:])

@@ -114,6 +114,10 @@ class MemoryStore:
         """Whether any task waits to be leased."""
         return self._counts[TaskState.PENDING] > 0
 
+    def pending_count(self) -> int:
+        """How many tasks wait to be leased."""
+        return self._counts[TaskState.PENDING]
+
     # -- leases
 
     def lease(self, worker: str, max_tasks: int, now: float, lease_timeout: float) -> list[Task]:

@@ -86,6 +86,7 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped (or, with burst/max_tasks, until done); returns the exit code."""
+        remote.configure_pyro(self.settings)
         master = remote.wait_for_master(self.settings, self._stopping, f"worker {self.id}")
         if master is None:
             return 0
@@ -171,7 +172,7 @@ class Worker:
     # ---- running
 
     def _slot(self) -> None:
-        child = ChildProcess(self.imports)
+        child = ChildProcess(self.imports, self.settings.max_payload)
         try:
             while True:
                 with self._cond:
