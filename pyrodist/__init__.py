@@ -6,6 +6,7 @@ from .client import Client, Future, TaskOptions, as_completed
 from .cluster import LocalCluster
 from .config import Settings
 from .errors import (
+    AuthenticationFailed,
     ConfigError,
     ConnectionFailed,
     FunctionNotAllowed,
@@ -23,6 +24,7 @@ from .protocol import TaskState
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthenticationFailed",
     "Client",
     "ConfigError",
     "ConnectionFailed",

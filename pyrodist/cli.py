@@ -187,6 +187,7 @@ def master(name: str | None, host: str, port: int, insecure: bool, loglevel: str
     setup_logging(loglevel)
     settings = settings_from(master_name=name or master_name, **options)
     warn_if_exposed("master", host, settings, insecure)
+    remote.configure_pyro(settings, threadpool_size=settings.max_connections)
     stop = threading.Event()
     with stop_on_signals(stop.set):
         if not remote.wait_for_nameserver(settings, stop, "master"):

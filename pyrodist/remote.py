@@ -130,9 +130,10 @@ def locate_nameserver(settings: Settings) -> Any:
     except Pyro4.errors.NamingError as exc:
         cause = exc.__cause__ or exc
         check_authentication(cause, "the name server's")
+        hint = "" if settings.tls or "reset" not in str(cause) else "; if the cluster uses TLS, pass --tls-ca"
         raise NameServerNotFound(
             f"no name server found at {ns_address(settings)} ({cause}); start one with 'pyrodist nameserver' "
-            "or pass --ns-host/--ns-port"
+            f"or pass --ns-host/--ns-port{hint}"
         ) from None
 
 
@@ -193,7 +194,7 @@ def check_authentication(exc: BaseException, whose: str) -> None:
             f"authentication failed: the key does not match {whose} (set --key, --key-file or PYRODIST_KEY "
             "to the cluster's key)"
         ) from None
-    if "SSL" in text or "certificate" in text.lower():
+    if "ssl" in text.lower() or "certificate" in text.lower():
         peer = whose.removesuffix("'s")
         raise AuthenticationFailed(
             f"TLS handshake with {peer} failed: {text} (check --tls-cert, --tls-key, --tls-ca)"
