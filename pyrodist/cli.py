@@ -175,6 +175,8 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, loglevel: 
 @click.option("--max-connections", type=click.IntRange(min=4), help="Size of the Pyro4 thread pool.")
 @click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
               help="Largest encoded arguments or result of a task, in bytes (default 8 MiB).")  # fmt: skip
+@click.option("--result-ttl", type=click.FloatRange(min=0.001), envvar="PYRODIST_RESULT_TTL",
+              help="Seconds finished tasks and their results are kept (default 3600).")  # fmt: skip
 @click.option("--max-pending", type=click.IntRange(min=1), envvar="PYRODIST_MAX_PENDING",
               help="Most queued tasks; then submit fails with 'queue full' (Client.map waits).")  # fmt: skip
 @insecure_option

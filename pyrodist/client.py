@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -28,6 +29,8 @@ COLLECT_WAIT = 2.0
 """Seconds one collect call long-polls."""
 MAP_CHUNK = 1000
 """Tasks sent per submit call by `map`."""
+MAX_IDLE_PROXIES = 4
+"""Idle connections a client keeps to the master (each holds one of the master's threads)."""
 
 Record = dict[str, Any]
 
@@ -42,18 +45,25 @@ class Future(concurrent.futures.Future[Any]):
         self._sent = False  # the master confirmed it has the task
 
     def cancel(self) -> bool:
-        """Cancel the task if it has not started yet."""
+        """Cancel the task if it has not started yet; False when it runs, finished, or the master is unreachable."""
         if self.done():
             return self.cancelled()
-        if not self._client._cancel(self.task_id):
+        try:
+            if not self._client._cancel(self.task_id):
+                return False
+        except PyrodistError as exc:
+            log.warning("could not cancel task %s: %s", self.task_id, exc)
             return False
         return self._cancel_locally()
 
     def _cancel_locally(self) -> bool:
-        cancelled = super().cancel()
-        if cancelled:
-            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
-        return cancelled
+        """Mark cancelled and wake wait()/as_completed(); safe to call from several threads."""
+        with self._condition:
+            if not super().cancel():
+                return False
+            if self._state == "CANCELLED":  # not yet notified: do it once
+                self.set_running_or_notify_cancel()
+        return True
 
     def __repr__(self) -> str:
         return f"<pyrodist.Future {self.task_id} {self._state.lower()}>"
@@ -80,23 +90,23 @@ class Client:
         remote.configure_pyro(self.settings)
         self.id = "c" + secrets.token_hex(5)
         self._ids = itertools.count(1)
-        self._local = threading.local()
-        self._proxies: list[Any] = []
+        self._idle: list[Any] = []  # pooled proxies; a proxy serialises its calls, so each call takes its own
         self._lock = threading.Lock()
         self._outstanding = threading.Condition(self._lock)
         self._futures: dict[str, Future] = {}
         self._callbacks: list[Callable[[Record], Any]] = []
         self._callback_server: remote.Server | None = None
+        self._callback_queue: queue.SimpleQueue[list[Record] | None] = queue.SimpleQueue()
         self._subscription: str | None = None
         self._closed = threading.Event()
-        self._master_uri = str(self._proxy()._pyroUri)  # fail now if the master is not there
-        with remote.translate_errors("limits"):
-            self._max_payload = int(self._proxy().limits()["max_payload"])
+        limits = self._call("limits")  # fails now, clearly, if the master is not there
+        self._max_payload = int(limits["max_payload"])
+        self._epoch = limits.get("epoch")
         self._collector = threading.Thread(target=self._collect_loop, name=f"collector-{self.id}", daemon=True)
         self._collector.start()
 
     def __repr__(self) -> str:
-        return f"<pyrodist.Client {self.id} master={self._master_uri} outstanding={len(self._futures)}>"
+        return f"<pyrodist.Client {self.id} master={self.settings.master_name!r} outstanding={len(self._futures)}>"
 
     def __enter__(self) -> Client:
         return self
@@ -158,8 +168,7 @@ class Client:
         try:
             for delay in remote.retry_delays(0.05, 2.0):
                 try:
-                    with remote.translate_errors("submit"):
-                        self._proxy().submit_encoded(self.id, items)
+                    self._call("submit_encoded", self.id, items)  # ids make a retried submit idempotent
                     break
                 except MasterRejected as exc:
                     if not (wait_when_full and "queue full" in str(exc)):
@@ -184,26 +193,56 @@ class Client:
 
     def on_result(self, fn: Callable[[Record], Any]) -> None:
         """Call fn(record) for each of this client's tasks that finishes from now on (from a background thread)."""
+        master_host = remote.uri_host(self._call_uri())  # before the lock: it may connect
         with self._lock:
             self._callbacks.append(fn)
             if self._callback_server is not None:
                 return
-            server = self._callback_server = remote.Server(
-                self.settings, remote.interface_for(remote.uri_host(self._master_uri))
-            )
-        uri = server.register(CallbackReceiver(self))
-        server.start()
-        with remote.translate_errors("subscribe"):
-            self._subscription = self._proxy().subscribe(remote.callback_ref(uri), None, self.id)
+            server = self._callback_server = remote.Server(self.settings, remote.interface_for(master_host))
+        try:
+            self._callback_uri = server.register(CallbackReceiver(self._callback_queue))
+            server.start()
+            threading.Thread(target=self._dispatch_callbacks, name=f"callbacks-{self.id}", daemon=True).start()
+            self._subscribe()
+        except BaseException:
+            with self._lock:
+                self._callbacks.remove(fn)
+                self._callback_server = None
+            server.close()
+            self._callback_queue.put(None)
+            raise
+
+    def _subscribe(self) -> None:
+        self._subscription = self._call(
+            "subscribe", remote.callback_ref(self._callback_uri), None, self.id, retry=False
+        )
+        with self._lock:
+            self._outstanding.notify_all()  # the collector keeps this client's outbox alive from now on
+
+    def _dispatch_callbacks(self) -> None:
+        """Run on_result functions here, never inside the master's call (a slow one must not get us dropped)."""
+        while (records := self._callback_queue.get()) is not None:
+            callbacks = list(self._callbacks)
+            for record in records:
+                record = dict(record)
+                payload = record.pop("payload", None)
+                try:
+                    record["value"] = protocol.decode_value(payload) if payload is not None else None
+                except Exception as exc:  # noqa: BLE001 - keep delivering the rest
+                    log.warning("result of task %s could not be decoded: %s", record.get("id"), exc)
+                    record["value"] = None
+                for fn in callbacks:
+                    try:
+                        fn(record)
+                    except Exception:  # a raising callback is logged, never propagated
+                        log.exception("on_result callback %r raised for task %s", fn, record.get("id"))
 
     def stats(self) -> dict[str, Any]:
         """The master's stats (workers, counts per state, totals)."""
-        with remote.translate_errors("stats"):
-            return self._proxy().stats()  # type: ignore[no-any-return]
+        return self._call("stats")  # type: ignore[no-any-return]
 
     def _cancel(self, task_id: str) -> bool:
-        with remote.translate_errors("cancel"):
-            cancelled = bool(self._proxy().cancel(task_id))
+        cancelled = bool(self._call("cancel", task_id))
         if cancelled:
             with self._lock:
                 self._futures.pop(task_id, None)
@@ -211,19 +250,16 @@ class Client:
 
     def _collect_loop(self) -> None:
         master: Any = None
-        reconnecting = False
         while not self._closed.is_set():
             with self._lock:
-                while not self._futures and not self._closed.is_set():
+                while not self._futures and self._subscription is None and not self._closed.is_set():
                     self._outstanding.wait()
             if self._closed.is_set():
                 break
             try:
                 if master is None:
                     master = remote.connect_master(self.settings)
-                    if reconnecting:
-                        self._recover(master)
-                    reconnecting = True
+                    self._recover(master)  # results may have finished, or been lost, while we were away
                 self._resolve(master.collect(self.id, COLLECT_WAIT, 10_000))
             except (remote.CommunicationError, ConnectionFailed) as exc:
                 log.warning("client %s lost the master: %s; reconnecting", self.id, exc)
@@ -238,7 +274,16 @@ class Client:
             master._pyroRelease()
 
     def _recover(self, master: Any) -> None:
-        """After reconnecting: settle futures whose results we may have missed, fail those the master lost."""
+        """On (re)connecting: settle futures whose results we may have missed, fail those the master lost.
+
+        Only futures the master confirmed are looked up: one still being submitted is not lost.
+        """
+        epoch = master.limits().get("epoch")
+        if epoch != self._epoch:
+            log.warning("client %s: the master restarted (epoch %s, was %s)", self.id, epoch, self._epoch)
+            self._epoch = epoch
+            if self._subscription is not None:
+                self._subscribe()  # the old subscription died with the old master
         with self._lock:
             ids = [task_id for task_id, f in self._futures.items() if f._sent]
         for start in range(0, len(ids), protocol.MAX_BATCH):
@@ -260,55 +305,95 @@ class Client:
         with self._lock:
             futures = [self._futures.pop(r["id"], None) for r in records]
         for record, future in zip(records, futures, strict=True):
-            if future is None or future.done():
-                continue
-            state = record["state"]
-            if state == TaskState.DONE:
+            if future is not None and not future.done():
                 try:
-                    future.set_result(protocol.decode_value(record["payload"]))
-                except Exception as exc:  # noqa: BLE001 - an undecodable result fails this future, not the collector
-                    future.set_exception(exc)
-            elif state == TaskState.CANCELLED:
-                future._cancel_locally()
-            else:
-                error = record.get("error") or {}
-                future.set_exception(
-                    TaskError(
-                        record["id"], error.get("type", "?"), error.get("message", ""), error.get("traceback", "")
-                    )
-                )
+                    self._settle(future, record)
+                except Exception:
+                    log.exception("client %s could not settle task %s", self.id, record.get("id"))
+
+    @staticmethod
+    def _settle(future: Future, record: Record) -> None:
+        """Complete future from its finished record."""
+        state = record["state"]
+        if state == TaskState.DONE:
+            try:
+                future.set_result(protocol.decode_value(record["payload"]))
+            except Exception as exc:  # noqa: BLE001 - an undecodable result fails this future, not the collector
+                future.set_exception(exc)
+        elif state == TaskState.CANCELLED:
+            future._cancel_locally()
+        else:
+            error = record.get("error") or {}
+            message, tb = error.get("message", ""), error.get("traceback", "")
+            future.set_exception(TaskError(record["id"], error.get("type", "?"), message, tb))
 
     # ---- plumbing
 
-    def _proxy(self) -> Any:
-        """This thread's proxy to the master (a proxy serialises calls, so each thread has its own)."""
-        proxy = getattr(self._local, "proxy", None)
-        if proxy is None:
+    def _call(self, method: str, *args: Any, retry: bool = True) -> Any:
+        """Call the master through a pooled proxy; when the master was lost, look it up again and retry once."""
+        for attempt in (1, 2):
+            proxy = self._checkout()
+            try:
+                with remote.translate_errors(method):
+                    result = getattr(proxy, method)(*args)
+            except ConnectionFailed:
+                proxy._pyroRelease()  # maybe a restarted master on a new port: the next proxy looks it up
+                if attempt == 2 or not retry:
+                    raise
+                continue
+            except BaseException:
+                self._checkin(proxy)
+                raise
+            self._checkin(proxy)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _call_uri(self) -> str:
+        proxy = self._checkout()
+        try:
+            return str(proxy._pyroUri)
+        finally:
+            self._checkin(proxy)
+
+    def _checkout(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
             if self._closed.is_set():
                 raise PyrodistError("this client is closed")
-            proxy = self._local.proxy = remote.connect_master(self.settings)
-            with self._lock:
-                self._proxies.append(proxy)
-        return proxy
+        return remote.connect_master(self.settings)
+
+    def _checkin(self, proxy: Any) -> None:
+        with self._lock:
+            if len(self._idle) < MAX_IDLE_PROXIES and not self._closed.is_set():
+                self._idle.append(proxy)
+                return
+        proxy._pyroRelease()
 
     def close(self) -> None:
-        """Stop the collector and callbacks and release connections; unfinished futures stay pending."""
+        """Stop the collector and callbacks and release connections; unfinished futures fail with PyrodistError."""
         if self._closed.is_set():
             return
         if self._subscription is not None:
             try:
-                self._proxy().unsubscribe(self._subscription)
-            except (remote.CommunicationError, ValueError) as exc:  # gone already: the master drops it itself
+                self._call("unsubscribe", self._subscription, retry=False)
+            except PyrodistError as exc:  # gone already: the master drops it itself
                 log.info("client %s: could not unsubscribe: %s", self.id, exc)
         self._closed.set()
         with self._lock:
             self._outstanding.notify_all()
-            proxies, self._proxies = self._proxies, []
+            idle, self._idle = self._idle, []
+            stranded, self._futures = list(self._futures.values()), {}
         self._collector.join(timeout=COLLECT_WAIT + 5)
         if self._callback_server is not None:
             self._callback_server.close()
-        for proxy in proxies:
+            self._callback_queue.put(None)
+        for proxy in idle:
             proxy._pyroRelease()
+        for future in stranded:
+            if not future.done():
+                message = f"the client was closed before task {future.task_id} finished (it may still run)"
+                future.set_exception(PyrodistError(message))
 
 
 class TaskOptions:
@@ -333,22 +418,9 @@ class TaskOptions:
 class CallbackReceiver:
     """The callback object the master pushes this client's finished records to."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, inbox: queue.SimpleQueue[list[Record] | None]) -> None:
+        self._inbox = inbox
 
     def task_batch(self, records: list[Record]) -> None:
-        """Decode a batch of records and hand each to every on_result function."""
-        callbacks = list(self._client._callbacks)
-        for record in records:
-            record = dict(record)
-            payload = record.pop("payload", None)
-            try:
-                record["value"] = protocol.decode_value(payload) if payload is not None else None
-            except Exception as exc:  # noqa: BLE001 - keep delivering the rest
-                log.warning("result of task %s could not be decoded: %s", record.get("id"), exc)
-                record["value"] = None
-            for fn in callbacks:
-                try:
-                    fn(record)
-                except Exception:
-                    log.exception("on_result callback %r raised for task %s", fn, record.get("id"))
+        """Queue a batch for the client's callback thread and return at once."""
+        self._inbox.put(records)

@@ -203,10 +203,11 @@ class Master:
         """A worker is alive: update its details and renew the leases of the tasks it runs."""
         check_name(worker, "worker")
         info = info if isinstance(info, dict) else {}
+        reply = {"lease_timeout": self._settings.lease_timeout}
         with self._lock:
             if info.get("state") == "stopped":
                 self._workers.pop(worker, None)
-                return {}
+                return reply
             row = self._seen(worker)
             for key in ("host", "pid", "concurrency"):
                 if isinstance(info.get(key), type(getattr(row, key))):
@@ -217,7 +218,7 @@ class Master:
                 self._store.renew(worker, running, self._clock(), self._settings.lease_timeout)
             if info.get("state") == "stopping":
                 row.state = "stopping"
-        return {}
+        return reply
 
     def release(self, worker: Any, task_ids: Any) -> int:
         """Give back tasks worker fetched but will not run; they keep their place in the queue."""
@@ -332,11 +333,12 @@ class Master:
             "counts": counts, **totals, "clients": clients, "subscriptions": self._notifier.count(),
         }  # fmt: skip
 
-    def limits(self) -> dict[str, int]:
+    def limits(self) -> dict[str, Any]:
         """The limits this master enforces, so clients can check before sending."""
         return {
             "max_payload": self._settings.max_payload, "max_batch": MAX_BATCH,
             "max_pending": self._settings.max_pending, "max_subscriptions_per_client": MAX_SUBSCRIPTIONS_PER_CLIENT,
+            "epoch": self._epoch,
         }  # fmt: skip
 
     def ping(self) -> str:
@@ -350,7 +352,7 @@ class Master:
         if task is None:
             raise ValueError(
                 f"unknown task id {task_id!r}: this master (epoch {self._epoch}) never had it, or lost it "
-                "when it restarted (it keeps tasks in memory)"
+                "when it restarted (it keeps tasks in memory), or the result expired (--result-ttl)"
             )
         return task
 
@@ -399,6 +401,7 @@ class Master:
         now = self._clock()
         with self._lock:
             requeued, failed = self._store.expire(now)
+            self._store.forget_finished(now - self._settings.result_ttl)
             if requeued:
                 log.warning("%d leases expired; tasks back to pending: %s", len(requeued), [t.id for t in requeued[:5]])
                 self._work.notify(len(requeued))
@@ -411,8 +414,9 @@ class Master:
                 elif row.state == "lost" and silent > LOST_WORKER_MEMORY:
                     del self._workers[row.id]
             for client_id, box in list(self._outboxes.items()):
-                if now - box.last_seen > OUTBOX_IDLE:
+                if now - box.last_seen > OUTBOX_IDLE:  # the client is gone: forget its results and callbacks
                     del self._outboxes[client_id]
+                    self._notifier.unsubscribe_owner(client_id)
 
     def start(self) -> None:
         """Start the reaper thread."""

@@ -128,6 +128,12 @@ class Notifier:
         sub.stop()
         return True
 
+    def unsubscribe_owner(self, owner: str) -> int:
+        """Stop every subscription of one owner (a client that went away); returns how many."""
+        with self._lock:
+            ids = [sub_id for sub_id, sub in self._subs.items() if sub.owner == owner]
+        return sum(self.unsubscribe(sub_id) for sub_id in ids)
+
     def publish(self, records: Iterable[Record], only: str | None = None) -> None:
         """Queue records for every subscription that wants them (or only for subscription `only`)."""
         with self._lock:

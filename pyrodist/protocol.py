@@ -223,7 +223,12 @@ def error_info(exc: BaseException, tb: str | None = None) -> dict[str, str]:
     """The record of an exception that crosses the wire: type name, message, traceback text."""
     if tb is None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
+    return {"type": type(exc).__name__, "message": _printable(str(exc)), "traceback": _printable(tb)}
+
+
+def _printable(text: str) -> str:
+    """Text that any wire format can carry: lone surrogates (from undecodable file names) become escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 TASK_OPTIONS: dict[str, type] = {"priority": int, "timeout": float, "max_attempts": int}

@@ -44,6 +44,8 @@ LOOPBACK = "127.0.0.1"
 
 CommunicationError = Pyro4.errors.CommunicationError
 """Raised by a proxy when its peer cannot be reached; callers retry or translate it."""
+ProtocolError = Pyro4.errors.ProtocolError
+"""Raised when a message is malformed on the wire."""
 
 _configured = threading.Lock()
 

@@ -15,6 +15,7 @@ Every operation is O(1) or O(log n) in the queue length, except `expire`, which 
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 from collections.abc import Iterable
@@ -88,6 +89,7 @@ class MemoryStore:
         self._counts = dict.fromkeys(TaskState, 0)
         self._seq = itertools.count()
         self._tokens = itertools.count(1)
+        self._finished: collections.deque[tuple[float, Task]] = collections.deque()  # in finishing order
 
     # -- submitting and reading
 
@@ -197,7 +199,18 @@ class MemoryStore:
         self._move(task, TaskState.CANCELLED)
         task.finished = now
         task.payload = None
+        self._finished.append((now, task))
         return task
+
+    def forget_finished(self, before: float) -> int:
+        """Forget tasks that finished before this time (their results expire); returns how many."""
+        forgotten = 0
+        while self._finished and self._finished[0][0] < before:
+            _, task = self._finished.popleft()
+            if self._tasks.pop(task.id, None) is not None:
+                self._counts[task.state] -= 1
+                forgotten += 1
+        return forgotten
 
     # -- internals
 
@@ -208,6 +221,7 @@ class MemoryStore:
         task.error = error
         task.finished = now
         task.payload = None  # the arguments are no longer needed; keep memory flat
+        self._finished.append((now, task))
 
     def _requeue(self, task: Task) -> None:
         del self._running[task.id]

@@ -26,8 +26,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import remote
+from . import protocol, remote
 from .config import Settings
+from .errors import ConnectionFailed
 from .protocol import MAX_BATCH, TaskState
 from .runner import AllowList, ChildProcess
 
@@ -69,6 +70,7 @@ class Worker:
         self._stopping = threading.Event()  # stop fetching, finish what runs
         self._abort = threading.Event()  # give up on reaching the master
         self._draining = False
+        self._heartbeat = settings.heartbeat
 
     def stop(self) -> None:
         """Stop gracefully: no more fetching; running tasks finish and are reported."""
@@ -110,7 +112,8 @@ class Worker:
                 thread.join()
             self._results.put(None)
             reporter.join()
-            master._pyroRelease()
+            if master is not None:
+                master._pyroRelease()
         log.info("worker %s stopped after %d tasks", self.id, self.done)
         return 0
 
@@ -182,8 +185,12 @@ class Worker:
                         return
                     task = self._buffer.popleft()
                     self._running[task["id"]] = task
-                timeout = task["options"].get("timeout")
-                ok, result = child.run(task["id"], task["func"], task["payload"], timeout)
+                try:
+                    ok, result = child.run(task["id"], task["func"], task["payload"], task["options"].get("timeout"))
+                except Exception as exc:
+                    log.exception("worker %s could not run task %s", self.id, task["id"])
+                    ok, result = False, protocol.error_info(exc, tb="")
+                    child = self._fresh_child(child)
                 report: dict[str, Any] = {"id": task["id"], "token": task["token"]}
                 if ok:
                     report.update(state=TaskState.DONE.value, payload=result)
@@ -200,22 +207,42 @@ class Worker:
         finally:
             child.close()
 
+    def _fresh_child(self, broken: ChildProcess) -> ChildProcess:
+        """Replace a child that failed; wait a little between attempts so a lasting cause does not spin."""
+        broken.kill()
+        for delay in remote.retry_delays(0.1, 5.0):
+            try:
+                return ChildProcess(self.imports, self.settings.max_payload)
+            except OSError as exc:
+                log.error("worker %s cannot start a child process: %s (retrying)", self.id, exc)
+                if self._abort.wait(delay):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - retry_delays never ends
+
     # ---- reporting and heartbeats
 
     def _report_loop(self) -> None:
-        master = remote.wait_for_master(self.settings, self._abort, f"worker {self.id} reporter")
+        """Report results in batches and heartbeat; never dies silently (a dead reporter stops the worker)."""
+        try:
+            self._report_until_done()
+        except Exception:
+            log.exception("worker %s reporter failed; stopping the worker", self.id)
+            self.abort()
+
+    def _report_until_done(self) -> None:
+        master = self._reconnect_reporter([])
         last_beat = 0.0
         finished = False
         pending: list[dict[str, Any]] = []
         while master is not None:
             try:
-                if time.monotonic() - last_beat >= self.settings.heartbeat:
-                    master.heartbeat(self.id, self._status())
+                if time.monotonic() - last_beat >= self._heartbeat:
+                    self._adopt(master.heartbeat(self.id, self._status()))
                     last_beat = time.monotonic()
                 if not pending and not finished:
                     finished = self._collect(pending)
                 if pending:
-                    master.report(self.id, pending)
+                    self._send(master, pending)
                     pending = []
                 if finished:
                     self._say_goodbye(master)
@@ -223,9 +250,44 @@ class Worker:
             except remote.CommunicationError as exc:
                 log.warning("worker %s reporter lost the master: %s; %d results kept", self.id, exc, len(pending))
                 master._pyroRelease()
-                master = remote.wait_for_master(self.settings, self._abort, f"worker {self.id} reporter")
+                master = self._reconnect_reporter(pending)
         if master is not None:
             master._pyroRelease()
+
+    def _send(self, master: Any, batch: list[dict[str, Any]]) -> None:
+        """Report a batch; a batch the wire cannot carry is sent again as failures saying why."""
+        try:
+            master.report(self.id, batch)
+        except (remote.CommunicationError, remote.ProtocolError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a string json cannot encode; fail those tasks, clearly
+            log.error("worker %s could not report %d results (%s); reporting them as failed", self.id, len(batch), exc)
+            error = protocol.error_info(RuntimeError(f"the worker could not report this task's result: {exc}"), "")
+            master.report(
+                self.id, [{"id": r["id"], "token": r["token"], "state": "failed", "error": error} for r in batch]
+            )
+
+    def _reconnect_reporter(self, pending: list[dict[str, Any]]) -> Any:
+        """Connect to the master; a stopping worker with nothing left to report gives up instead of waiting."""
+        for delay in remote.retry_delays():
+            if self._abort.is_set() or (self._stopping.is_set() and not pending and self._results.empty()):
+                if self._stopping.is_set() and not self._abort.is_set():
+                    log.info("worker %s: no master to say goodbye to; leaving", self.id)
+                return None
+            try:
+                return remote.connect_master(self.settings)
+            except ConnectionFailed as exc:
+                log.warning("worker %s reporter waiting for the master: %s", self.id, exc)
+            self._abort.wait(delay)
+        return None  # pragma: no cover - retry_delays never ends
+
+    def _adopt(self, reply: Any) -> None:
+        """Follow the master's lease timeout: heartbeat at least three times per lease."""
+        lease = reply.get("lease_timeout") if isinstance(reply, dict) else None
+        if isinstance(lease, (int, float)) and lease > 0 and self._heartbeat > lease / 3:
+            log.warning("worker %s: heartbeat %.2f s is too slow for the master's %.2f s leases; using %.2f s",
+                        self.id, self._heartbeat, lease, lease / 3)  # fmt: skip
+            self._heartbeat = lease / 3
 
     def _say_goodbye(self, master: Any) -> None:
         """Tell the master this worker is gone; without a master there is nobody to tell."""
@@ -237,7 +299,7 @@ class Worker:
     def _collect(self, batch: list[dict[str, Any]]) -> bool:
         """Wait up to a heartbeat for results, then take all that are ready; True at the end sentinel."""
         try:
-            first = self._results.get(timeout=self.settings.heartbeat / 2)
+            first = self._results.get(timeout=self._heartbeat / 2)
         except queue.Empty:
             return False
         while first is not None:

@@ -59,3 +59,8 @@ def big_result(size: int) -> bytes:
 def whoami() -> int:
     """The pid of the process running the task."""
     return os.getpid()
+
+
+def undecodable_error() -> None:
+    """Fail with a message holding a lone surrogate, as a file name read with os.listdir() can."""
+    raise ValueError("cannot parse " + b"caf\xe9.txt".decode("utf-8", "surrogateescape"))

@@ -88,3 +88,9 @@ def test_failures_are_counted(client: Client) -> None:
     before = client.stats()["failed"]
     failure(client, tasks.boom)
     assert client.stats()["failed"] == before + 1
+
+
+def test_error_message_with_undecodable_characters_is_reported(client: Client) -> None:
+    error = failure(client, tasks.undecodable_error)
+    assert "caf\\udce9.txt" in error.message
+    assert_workers_still_work(client)

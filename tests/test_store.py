@@ -505,3 +505,16 @@ def test_cancelling_twice_returns_none_the_second_time() -> None:
 
 def test_store_is_not_durable() -> None:
     assert MemoryStore.durable is False
+
+
+def test_forget_finished_expires_results_in_finishing_order() -> None:
+    store = MemoryStore()
+    store.add([Task(f"t{i}", "m:f", "((),{})", {}, None) for i in range(4)], now=0.0)
+    leased = store.lease("w", 4, now=0.0, lease_timeout=10.0)
+    for i, task in enumerate(leased[:3]):
+        store.finish("w", [Outcome(task.id, task.token, True, result=str(i))], now=float(i))
+    assert store.forget_finished(before=1.5) == 2
+    assert store.get("t0") is None and store.get("t1") is None and store.get("t2") is not None
+    assert store.counts() == {"pending": 0, "running": 1, "done": 1, "failed": 0, "cancelled": 0}
+    assert store.forget_finished(before=100.0) == 1
+    assert store.get("t3") is not None  # still running: never forgotten

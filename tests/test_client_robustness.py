@@ -1,0 +1,79 @@
+"""The client under stress: many threads, cancel storms, closing early, a master that restarts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import threading
+
+import pytest
+
+from pyrodist import PyrodistError, TaskLost
+from tests import tasks
+from tests.conftest import Processes, start_cluster, wait_until
+
+
+def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Processes) -> None:
+    cluster = start_cluster(procs, workers=1, master_args=("--max-connections", "12"))
+    with cluster.client() as client:
+        results: list[int] = []
+
+        def one(i: int) -> None:
+            results.append(client.submit(tasks.inc, i).result(timeout=30))
+
+        for batch in range(5):  # 40 threads in all, each gone after its call
+            threads = [threading.Thread(target=one, args=(batch * 8 + i,)) for i in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+        assert sorted(results) == list(range(1, 41))
+        with cluster.client() as other:  # the pool still has room for newcomers
+            assert other.submit(tasks.inc, 0).result(timeout=30) == 1
+
+
+def test_cancel_storm_never_raises_and_settles_every_future(procs: Processes) -> None:
+    cluster = start_cluster(procs, workers=0)
+    with cluster.client() as client:
+        futures = client.map(tasks.inc, range(400))
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(lambda f: f.cancel(), futures + futures))
+        assert all(isinstance(o, bool) for o in outcomes)
+        assert all(f.cancelled() for f in futures)
+        done, not_done = concurrent.futures.wait(futures, timeout=10)
+        assert len(done) == 400 and not not_done
+
+
+def test_closing_the_client_fails_its_unfinished_futures(procs: Processes) -> None:
+    cluster = start_cluster(procs, workers=0)
+    client = cluster.client()
+    future = client.submit(tasks.inc, 1)
+    client.close()
+    with pytest.raises(PyrodistError, match="closed before task"):
+        future.result(timeout=10)
+
+
+def test_client_rides_through_a_master_restart(procs: Processes) -> None:
+    cluster = start_cluster(procs, workers=0)
+    master = next(p for p in procs.procs if "master" in p.args)  # type: ignore[operator]
+    with cluster.client() as client:
+        lost = client.submit(tasks.inc, 1)  # no worker: still pending when the master goes
+        master.send_signal(signal.SIGKILL)
+        master.wait(timeout=10)
+        procs.start("master", *cluster.ns_args)
+        wait_until(cluster.master_up, timeout=30, what="the new master")
+        with pytest.raises(TaskLost, match="restarted and lost it"):
+            lost.result(timeout=30)
+        cluster.start_worker()
+        assert client.submit(tasks.inc, 41).result(timeout=30) == 42  # new proxies find the new master
+
+
+def test_worker_stops_cleanly_while_the_master_is_down(procs: Processes) -> None:
+    start_cluster(procs, workers=1)
+    master = next(p for p in procs.procs if "master" in p.args)  # type: ignore[operator]
+    worker = next(p for p in procs.procs if "worker" in p.args)  # type: ignore[operator]
+    master.send_signal(signal.SIGKILL)
+    master.wait(timeout=10)
+    wait_until(lambda: "lost the master" in procs.log(worker), timeout=20, what="the worker to notice")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
