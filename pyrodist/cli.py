@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, remote
+from .bench import format_result, run_bench
 from .client import Client
 from .config import DEFAULT_MASTER_NAME, Settings, read_key_file
 from .errors import ConfigError, PyrodistError, TaskError
@@ -269,6 +270,25 @@ def status(as_json: bool, **options: Any) -> None:
         click.echo(json.dumps(stats, indent=2, sort_keys=True))
         return
     click.echo(format_status(stats))
+
+
+@cli.command()
+@click.option("--tasks", "n_tasks", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="No-op tasks in the throughput run.")  # fmt: skip
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Workers (one slot each).")
+@click.option("--payload", default=0, show_default=True, type=click.IntRange(min=0), help="Bytes of argument per task.")
+@click.option("--store", type=click.Path(dir_okay=False), help="Durable store for the local master.")
+@click.option("--compare", is_flag=True, help="Also run multiprocessing.Pool and a raw Pyro4 loop, and print ratios.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--ns-host", envvar="PYRODIST_NS_HOST", help="Use the running cluster there instead of a local one.")
+@click.option("--ns-port", envvar="PYRODIST_NS_PORT", type=click.IntRange(1, 65535), help="Its name server port.")
+@security_options
+def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: bool, as_json: bool,
+          ns_host: str | None, ns_port: int | None, **security: Any) -> None:  # fmt: skip
+    """Measure throughput, latency and master cost on a local cluster (or a running one with --ns-host)."""
+    settings = settings_from(ns_host, ns_port, **security) if ns_host else None
+    result = run_bench(n_tasks, workers, payload, store, compare, settings)
+    click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else format_result(result))
 
 
 def format_status(stats: dict[str, Any]) -> str:

@@ -150,3 +150,11 @@ def test_submit_parses_negative_numbers_as_arguments() -> None:
     assert ctx.params["args"] == ("-1", "-2.5")
     assert ctx.params["timeout"] == 3 and ctx.params["no_wait"] is True
     assert CliRunner().invoke(cli, ["submit", "--help"]).exit_code == 0
+
+
+def test_bench_command_prints_well_formed_json() -> None:
+    result = pyrodist("bench", "--tasks", "100", "--workers", "1", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["tasks"] == 100 and figures["throughput"] > 0
+    assert 0 < figures["latency_median_ms"] <= figures["latency_p99_ms"]

@@ -1,0 +1,13 @@
+"""The task functions `pyrodist bench` runs; its workers are started with `-I pyrodist.benchtasks`."""
+
+from __future__ import annotations
+
+
+def inc(x: int) -> int:
+    """x + 1: a task that costs next to nothing, so a benchmark measures the framework."""
+    return x + 1
+
+
+def payload(data: bytes) -> int:
+    """The length of data: a task whose cost is moving its argument."""
+    return len(data)
