@@ -372,16 +372,17 @@ class Master:
         """Hand finished tasks to their client's outbox, result() waiters and subscribers (lock held)."""
         if not tasks:
             return
-        records = [self._record(t) for t in tasks]
-        for record in records:
-            self._totals[record["state"]] += 1
-            owner = record["owner"]
-            if owner is not None:
-                box = self._outbox(owner)
-                box.records.append(record)
+        for task in tasks:
+            self._totals[task.state.value] += 1
+            if task.owner is not None:  # compact: the client needs only these to settle its future
+                box = self._outbox(task.owner)
+                box.records.append(
+                    {"id": task.id, "state": task.state.value, "payload": task.result, "error": task.error}
+                )
                 box.ready.notify()
         self._finished.notify_all()
-        self._notifier.publish(records)
+        if self._notifier.count():
+            self._notifier.publish([self._record(t) for t in tasks])
 
     def _outbox(self, client_id: str) -> Outbox:
         box = self._outboxes.get(client_id)

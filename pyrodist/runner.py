@@ -22,14 +22,25 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 from . import protocol
 from .errors import ConfigError, FunctionNotAllowed, FunctionRefError
 
 Result = tuple[bool, Any]
 """(True, encoded result) or (False, error record)."""
+PIPELINE_BYTES = 32 * 1024
+"""Most input bytes written to a child in one batch (below a pipe's buffer, so writing never blocks)."""
+
+
+class TaskCall(NamedTuple):
+    """One task as a child runs it."""
+
+    task_id: str
+    func: str
+    payload: str
+    timeout: float | None = None
 
 
 class AllowList:
@@ -166,28 +177,49 @@ class ChildProcess:
 
     def run(self, task_id: str, func_ref: str, payload: str, timeout: float | None = None) -> Result:
         """Run one task, killing the child (and starting a new one) on a time limit or crash."""
+        return next(self.run_batch([TaskCall(task_id, func_ref, payload, timeout)]))
+
+    def run_batch(self, calls: Sequence[TaskCall]) -> Iterator[Result]:
+        """Run tasks in order, pipelined: all are written at once, results read as they come.
+
+        Yields one result per task. A crash or a time limit yields that task's failure and ends the
+        batch early: the child is replaced, and the tasks after it were not run (the caller runs them
+        again). Each time limit counts from the previous result, when the child starts that task.
+        Keep a batch's input small (PIPELINE_BYTES): the whole batch is written before anything is read.
+        """
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(json.dumps([task_id, func_ref, payload]).encode() + b"\n")
+            proc.stdin.write(b"".join(json.dumps([c.task_id, c.func, c.payload]).encode() + b"\n" for c in calls))
             proc.stdin.flush()
-            line = self._read_line(proc, None if timeout is None else time.monotonic() + timeout)
         except BrokenPipeError:
-            line = b""
-        if line is None:
-            self.restart()
-            late = TimeoutError(f"task {task_id} ran out of time: killed after {timeout:g} s (timeout={timeout:g})")
-            return False, protocol.error_info(late, tb="")
-        if not line:
-            code = proc.wait()
-            self._spawn()
-            how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            died = ChildProcessError(f"the process running task {task_id} ({func_ref}) died ({how})")
-            return False, protocol.error_info(died, tb="")
-        got_id, ok, result = json.loads(line)
-        if got_id != task_id:
-            raise RuntimeError(f"child answered for task {got_id} while running {task_id}")
-        return bool(ok), result
+            pass  # the child is gone: reading says so
+        started = time.monotonic()
+        for call in calls:
+            try:
+                line = self._read_line(proc, None if call.timeout is None else started + call.timeout)
+            except OSError:
+                line = b""
+            if line is None:
+                self.restart()
+                seconds = f"{call.timeout:g}"
+                late = TimeoutError(
+                    f"task {call.task_id} ran out of time: killed after {seconds} s (timeout={seconds})"
+                )
+                yield False, protocol.error_info(late, tb="")
+                return
+            if not line:
+                code = proc.wait()
+                self._spawn()
+                how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                died = ChildProcessError(f"the process running task {call.task_id} ({call.func}) died ({how})")
+                yield False, protocol.error_info(died, tb="")
+                return
+            got_id, ok, result = json.loads(line)
+            if got_id != call.task_id:
+                raise RuntimeError(f"child answered for task {got_id} while running {call.task_id}")
+            started = time.monotonic()
+            yield bool(ok), result
 
     def _read_line(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | None:
         """The next line from the child; b'' when it died, None when the deadline passed."""

@@ -30,12 +30,19 @@ from . import protocol, remote
 from .config import Settings
 from .errors import ConnectionFailed
 from .protocol import MAX_BATCH, TaskState
-from .runner import AllowList, ChildProcess
+from .runner import PIPELINE_BYTES, AllowList, ChildProcess, TaskCall
 
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0
 """Seconds one fetch long-polls; also how soon a stopping worker notices."""
+BUFFER_SECONDS = 0.05
+"""Adaptive prefetch holds about this much work per slot (judged from the observed task time)."""
+MAX_PREFETCH = 256
+PIPELINE_TASKS = 16
+"""Most tasks a slot hands its child at once (see runner.ChildProcess.run_batch)."""
+LINGER = 0.002
+"""Seconds the reporter waits for more results to batch, only while other tasks are in flight."""
 
 
 class Worker:
@@ -55,9 +62,10 @@ class Worker:
         self.allow = AllowList(imports)  # fail now, clearly, if a module does not import
         self.imports = list(imports)
         self.concurrency = concurrency or os.cpu_count() or 1
-        self.prefetch = prefetch or min(4 * self.concurrency, 100)
-        if self.concurrency < 1 or self.prefetch < 1:
+        self.prefetch = prefetch  # None: adaptive, from the observed task time
+        if self.concurrency < 1 or (prefetch is not None and prefetch < 1):
             raise ValueError("concurrency and prefetch must be at least 1")
+        self._task_time: float | None = None  # moving average of one task's run time, seconds
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.burst = burst
         self.max_tasks = max_tasks
@@ -93,8 +101,8 @@ class Worker:
         if master is None:
             return 0
         log.info(
-            "worker %s connected to %s: concurrency %d, prefetch %d, modules %s",
-            self.id, master._pyroUri, self.concurrency, self.prefetch, self.allow.describe(),
+            "worker %s connected to %s: concurrency %d, prefetch %s, modules %s",
+            self.id, master._pyroUri, self.concurrency, self.prefetch or "adaptive", self.allow.describe(),
         )  # fmt: skip
         slots = [threading.Thread(target=self._slot, name=f"slot-{i}", daemon=True) for i in range(self.concurrency)]
         reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
@@ -119,13 +127,26 @@ class Worker:
 
     # ---- fetching
 
+    def current_prefetch(self) -> int:
+        """Tasks fetched per call: the --prefetch given, else about BUFFER_SECONDS of work per slot."""
+        if self.prefetch is not None:
+            return self.prefetch
+        if self._task_time is None:
+            return self.concurrency  # nothing measured yet: fair
+        wanted = self.concurrency * BUFFER_SECONDS / max(self._task_time, 1e-6)
+        return max(1, min(MAX_PREFETCH, round(wanted)))
+
     def _fetch_loop(self, master: Any) -> Any:
-        max_held = self.concurrency + self.prefetch - 1
         while not self._stopping.is_set():
             with self._cond:
-                while len(self._buffer) + len(self._running) >= max_held and not self._stopping.is_set():
+                while not self._stopping.is_set():
+                    prefetch = self.current_prefetch()
+                    held = len(self._buffer) + len(self._running)
+                    # Refill at the low-water mark, half the prefetch used: a batch per call, not a task.
+                    if held <= self.concurrency - 1 + prefetch // 2:
+                        break
                     self._cond.wait(0.5)
-                want = min(self.prefetch, max_held - len(self._buffer) - len(self._running))
+                want = self.concurrency + prefetch - 1 - held
                 if self.max_tasks is not None:
                     want = min(want, self.max_tasks - self._fetched)
             if self._stopping.is_set():
@@ -177,35 +198,68 @@ class Worker:
     def _slot(self) -> None:
         child = ChildProcess(self.imports, self.settings.max_payload)
         try:
-            while True:
-                with self._cond:
-                    while not self._buffer and not self._draining:
-                        self._cond.wait()
-                    if not self._buffer:
-                        return
-                    task = self._buffer.popleft()
-                    self._running[task["id"]] = task
-                try:
-                    ok, result = child.run(task["id"], task["func"], task["payload"], task["options"].get("timeout"))
-                except Exception as exc:
-                    log.exception("worker %s could not run task %s", self.id, task["id"])
-                    ok, result = False, protocol.error_info(exc, tb="")
-                    child = self._fresh_child(child)
-                report: dict[str, Any] = {"id": task["id"], "token": task["token"]}
-                if ok:
-                    report.update(state=TaskState.DONE.value, payload=result)
-                else:
-                    report.update(state=TaskState.FAILED.value, error=result)
-                    log.warning(
-                        "task %s (%s) failed: %s: %s", task["id"], task["func"], result["type"], result["message"]
-                    )
-                self._results.put(report)
-                with self._cond:
-                    del self._running[task["id"]]
-                    self.done += 1
-                    self._cond.notify_all()
+            while (batch := self._take_batch()) is not None:
+                child = self._run_batch(child, batch)
         finally:
             child.close()
+
+    def _take_batch(self) -> list[dict[str, Any]] | None:
+        """The next tasks for one slot: a fair share of the buffer, small enough to pipeline to its child."""
+        with self._cond:
+            while not self._buffer and not self._draining:
+                self._cond.wait()
+            if not self._buffer:
+                return None
+            share = min(PIPELINE_TASKS, -(-len(self._buffer) // self.concurrency))
+            batch: list[dict[str, Any]] = []
+            size = 0
+            while self._buffer and len(batch) < share:
+                size += len(self._buffer[0]["payload"])
+                if batch and size > PIPELINE_BYTES:
+                    break
+                task = self._buffer.popleft()
+                self._running[task["id"]] = task
+                batch.append(task)
+            return batch
+
+    def _run_batch(self, child: ChildProcess, batch: list[dict[str, Any]]) -> ChildProcess:
+        """Run a batch on child and queue its results; tasks a crash left unrun go back to the buffer."""
+        calls = [TaskCall(t["id"], t["func"], t["payload"], t["options"].get("timeout")) for t in batch]
+        done = 0
+        last = time.perf_counter()
+        try:
+            for ok, result in child.run_batch(calls):
+                now = time.perf_counter()
+                self._finished_task(batch[done], ok, result, now - last)
+                done, last = done + 1, now
+        except Exception as exc:  # the child could not be run (fds, memory): fail that task, go on
+            log.exception("worker %s could not run task %s", self.id, batch[done]["id"])
+            self._finished_task(batch[done], False, protocol.error_info(exc, tb=""), 0.0)
+            done += 1
+            child = self._fresh_child(child)
+        finally:
+            unrun = batch[done:]
+            if unrun:
+                with self._cond:
+                    for task in unrun:
+                        del self._running[task["id"]]
+                    self._buffer.extendleft(reversed(unrun))
+                    self._cond.notify_all()
+        return child
+
+    def _finished_task(self, task: dict[str, Any], ok: bool, result: Any, elapsed: float) -> None:
+        report: dict[str, Any] = {"id": task["id"], "token": task["token"]}
+        if ok:
+            report.update(state=TaskState.DONE.value, payload=result)
+        else:
+            report.update(state=TaskState.FAILED.value, error=result)
+            log.warning("task %s (%s) failed: %s: %s", task["id"], task["func"], result["type"], result["message"])
+        self._results.put(report)
+        with self._cond:
+            del self._running[task["id"]]
+            self.done += 1
+            self._task_time = elapsed if self._task_time is None else 0.8 * self._task_time + 0.2 * elapsed
+            self._cond.notify_all()
 
     def _fresh_child(self, broken: ChildProcess) -> ChildProcess:
         """Replace a child that failed; wait a little between attempts so a lasting cause does not spin."""
@@ -302,14 +356,22 @@ class Worker:
             first = self._results.get(timeout=self._heartbeat / 2)
         except queue.Empty:
             return False
-        while first is not None:
-            batch.append(first)
+        linger_until = time.monotonic() + LINGER if self._running or self._buffer else None
+        item: dict[str, Any] | None = first
+        while item is not None:
+            batch.append(item)
             if len(batch) >= MAX_BATCH:
                 return False
             try:
-                first = self._results.get_nowait()
+                item = self._results.get_nowait()
             except queue.Empty:
-                return False
+                remaining = 0.0 if linger_until is None else linger_until - time.monotonic()
+                if remaining <= 0:
+                    return False
+                try:  # more results are on their way: one report for several
+                    item = self._results.get(timeout=remaining)
+                except queue.Empty:
+                    return False
         return True
 
     def _status(self) -> dict[str, Any]:

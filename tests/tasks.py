@@ -64,3 +64,17 @@ def whoami() -> int:
 def undecodable_error() -> None:
     """Fail with a message holding a lone surrogate, as a file name read with os.listdir() can."""
     raise ValueError("cannot parse " + b"caf\xe9.txt".decode("utf-8", "surrogateescape"))
+
+
+def crash_on(x: int, bad: int) -> int:
+    """x, except that the process dies when x == bad."""
+    if x == bad:
+        os._exit(9)
+    return x
+
+
+def sleep_on(x: int, bad: int, seconds: float) -> int:
+    """x, after sleeping `seconds` when x == bad."""
+    if x == bad:
+        time.sleep(seconds)
+    return x

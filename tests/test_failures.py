@@ -94,3 +94,23 @@ def test_error_message_with_undecodable_characters_is_reported(client: Client) -
     error = failure(client, tasks.undecodable_error)
     assert "caf\\udce9.txt" in error.message
     assert_workers_still_work(client)
+
+
+def test_a_crash_inside_a_pipelined_batch_fails_only_that_task(client: Client) -> None:
+    futures = client.map(tasks.crash_on, range(60), [17] * 60)
+    for i, future in enumerate(futures):
+        if i == 17:
+            assert "died" in str(future.exception(timeout=30))
+        else:
+            assert future.result(timeout=30) == i
+    assert_workers_still_work(client)
+
+
+def test_a_time_limit_inside_a_pipelined_batch_fails_only_that_task(client: Client) -> None:
+    futures = client.options(timeout=1.0).map(tasks.sleep_on, range(60), [23] * 60, [30] * 60)
+    for i, future in enumerate(futures):
+        if i == 23:
+            assert "ran out of time" in str(future.exception(timeout=30))
+        else:
+            assert future.result(timeout=30) == i
+    assert_workers_still_work(client)

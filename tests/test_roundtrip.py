@@ -13,7 +13,7 @@ import pytest
 from pyrodist import Client, FunctionRefError, ValueEncodingError, as_completed
 from pyrodist.protocol import MAX_PAYLOAD
 from tests import tasks
-from tests.conftest import Cluster
+from tests.conftest import Cluster, Processes, start_cluster
 
 VALUES = [
     None, True, False, 0, -1, 10**40, -(10**40), 1.5, -0.0, float("inf"), 1 + 2j, "", "héllo \u2028 wörld",
@@ -109,14 +109,15 @@ def test_unsendable_argument_is_refused_before_anything_is_sent(client: Client) 
     assert client.stats()["submitted"] == before
 
 
-def test_cancel_a_pending_task(cluster: Cluster, client: Client) -> None:
-    # Two workers hold at most 2 x (concurrency + prefetch - 1) = 8 tasks; the rest stays pending.
-    blockers = client.map(tasks.sleep_return, [0.1] * 16)
-    queued = client.submit(tasks.inc, 1)
-    assert queued.cancel()
-    assert queued.cancelled()
-    client.gather(blockers, timeout=30)
-    assert client.stats()["counts"]["cancelled"] >= 1
+def test_cancel_a_pending_task(procs: Processes) -> None:
+    cluster = start_cluster(procs, workers=0)  # nothing runs: the task stays pending
+    with cluster.client() as client:
+        queued = client.submit(tasks.inc, 1)
+        assert queued.cancel() and queued.cancelled()
+        assert client.stats()["counts"]["cancelled"] == 1
+        cluster.start_worker()
+        assert client.submit(tasks.inc, 2).result(timeout=30) == 3
+        assert client.stats()["counts"]["done"] == 1  # the cancelled task never ran
 
 
 def test_bad_options_are_refused_naming_the_field(client: Client) -> None:
@@ -126,15 +127,18 @@ def test_bad_options_are_refused_naming_the_field(client: Client) -> None:
         client.options(priority="high")
 
 
-def test_priority_runs_higher_first(cluster: Cluster, client: Client) -> None:
-    blockers = client.map(tasks.sleep_return, [0.1] * 16)  # more than the workers hold
-    normal = client.submit(tasks.echo, "normal")
-    urgent = client.options(priority=10).submit(tasks.echo, "urgent")
-    order: list[str] = []
-    for f in as_completed([normal, urgent], timeout=60):
-        order.append(f.result())
-    client.gather(blockers, timeout=60)
-    assert order == ["urgent", "normal"]
+def test_priority_runs_higher_first_fifo_within_one(procs: Processes) -> None:
+    cluster = start_cluster(procs, workers=0)
+    with cluster.client() as client:
+        order = ["low-1", "normal-1", "urgent-1", "normal-2", "urgent-2"]
+        priority = {"low": -5, "normal": 0, "urgent": 10}
+        futures = [client.options(priority=priority[name.split("-")[0]]).submit(tasks.whoami) for name in order]
+        cluster.start_worker("--prefetch", "1")
+        client.gather(futures, timeout=60)
+        started = {
+            name: client._call("lookup", [f.task_id])[0]["started"] for name, f in zip(order, futures, strict=True)
+        }
+    assert sorted(started, key=started.__getitem__) == ["urgent-1", "urgent-2", "normal-1", "normal-2", "low-1"]
 
 
 # ---- the plain Pyro4 way
