@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -259,11 +258,6 @@ def _retry(connect: Callable[[], Any], stop: threading.Event, who: str, what: st
     return None  # pragma: no cover - retry_delays never ends
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """Whether exc means the peer could not be reached (as opposed to a refused call)."""
-    return isinstance(exc, (CommunicationError, ConnectionFailed, OSError))
-
-
 def remote_traceback(exc: BaseException) -> str:
     """The remote traceback Pyro4 attached to an exception raised on the other side."""
     return "".join(getattr(exc, "_pyroTraceback", []) or [])
@@ -408,8 +402,3 @@ def retry_delays(start: float = 0.1, cap: float = 5.0) -> Iterator[float]:
     while True:
         yield delay
         delay = min(delay * 2, cap)
-
-
-def monotonic() -> float:
-    """The clock used for timeouts."""
-    return time.monotonic()
