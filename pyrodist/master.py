@@ -34,7 +34,7 @@ from . import protocol, remote
 from .config import Settings
 from .errors import ConfigError, PyrodistError
 from .notify import Notifier
-from .protocol import FINISHED_STATES, MAX_BATCH, MAX_WAIT, TaskState, check_batch, check_name, check_number
+from .protocol import FINISHED_STATES, MAX_BATCH, MAX_WAIT, TaskState, check_batch, check_ids, check_name, check_number
 from .store import MemoryStore, Task
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,13 @@ def _plain(func: Callable[..., T], *args: Any) -> T:
         raise ValueError(str(exc)) from None
 
 
-@remote.expose
+REMOTE_METHODS = (
+    "submit", "submit_many", "submit_encoded", "fetch", "report", "heartbeat", "release", "result", "collect",
+    "lookup", "cancel", "subscribe", "unsubscribe", "stats", "limits", "ping",
+)  # fmt: skip
+"""What remote callers may call; start, close and reap are for the process that runs the master."""
+
+
 class Master:
     """The master's remote API (see the module docstring for the flow)."""
 
@@ -129,7 +135,7 @@ class Master:
         check_name(client_id, "client_id")
         limit = self._settings.max_payload
         items = enumerate(check_batch(tasks, "tasks"))
-        new = [self._new_task(*protocol.parse_encoded_task(i, t, limit), client_id) for i, t in items]
+        new = [self._new_task(*protocol.parse_encoded_task(i, t, limit, client_id), client_id) for i, t in items]
         self._queue(new, client_id)
         return len(new)
 
@@ -152,8 +158,7 @@ class Master:
                     f"queue full: {queued} tasks pending and the limit is {self._settings.max_pending} "
                     "(--max-pending); nothing of this call was queued, try again later"
                 )
-            self._store.add(tasks, self._clock())
-            self._totals["submitted"] += len(tasks)
+            self._totals["submitted"] += self._store.add(tasks, self._clock())
             if owner is not None:
                 self._outbox(owner)
             self._work.notify(len(tasks))
@@ -216,6 +221,7 @@ class Master:
                     setattr(row, key, info[key])
             running = info.get("running")
             if isinstance(running, list):
+                running = [task_id for task_id in running if isinstance(task_id, str)]
                 row.running = len(running)
                 self._store.renew(worker, running, self._clock(), self._settings.lease_timeout)
             if info.get("state") == "stopping":
@@ -225,7 +231,7 @@ class Master:
     def release(self, worker: Any, task_ids: Any) -> int:
         """Give back tasks worker fetched but will not run; they keep their place in the queue."""
         check_name(worker, "worker")
-        check_batch(task_ids, "task_ids")
+        check_ids(task_ids, "task_ids")
         with self._lock:
             released = self._store.release(worker, task_ids)
             row = self._seen(worker)
@@ -274,9 +280,13 @@ class Master:
 
     def lookup(self, task_ids: Any) -> list[dict[str, Any] | None]:
         """Encoded records of these tasks, None for ids this master does not know."""
-        check_batch(task_ids, "task_ids")
+        check_ids(task_ids, "task_ids")
         with self._lock:
-            return [self._record(t) if (t := self._store.get(i)) is not None else None for i in task_ids]
+            records = [self._record(t) if (t := self._store.get(i)) is not None else None for i in task_ids]
+        for record in records:
+            if record is not None:
+                del record["owner"]  # a client's id lets its holder collect its results: keep it private
+        return records
 
     def cancel(self, task_id: Any) -> bool:
         """Cancel a pending task; False when it already runs or finished."""
@@ -316,7 +326,7 @@ class Master:
 
     def unsubscribe(self, subscription_id: Any) -> None:
         """Stop a subscription."""
-        if not self._notifier.unsubscribe(subscription_id):
+        if not isinstance(subscription_id, str) or not self._notifier.unsubscribe(subscription_id):
             raise ValueError(f"unknown subscription {subscription_id!r}")
 
     def stats(self) -> dict[str, Any]:
@@ -365,9 +375,22 @@ class Master:
 
     @staticmethod
     def _decoded(record: dict[str, Any]) -> dict[str, Any]:
+        """The record for a plain caller: the value decoded (json callers get the serpent text under payload)."""
         record = dict(record)
+        record.pop("owner", None)  # a client's id lets its holder collect its results: keep it private
+        if remote.caller_uses_json():
+            record["value"] = None  # json cannot carry bytes, tuples or sets: decode the payload yourself
+            return record
         payload = record.pop("payload", None)
-        record["value"] = protocol.decode_value(payload) if payload is not None else None
+        try:
+            record["value"] = protocol.decode_value(payload) if payload is not None else None
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            record["value"] = None
+            record["error"] = {
+                "type": "ValueError",
+                "message": f"the stored result cannot be decoded: {exc}",
+                "traceback": "",
+            }
         return record
 
     def _completed(self, tasks: list[Task]) -> None:
@@ -434,6 +457,9 @@ class Master:
             for box in self._outboxes.values():
                 box.ready.notify_all()
         self._notifier.close()
+
+
+remote.expose(Master, only=REMOTE_METHODS)
 
 
 class RunningMaster:

@@ -133,9 +133,11 @@ def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> s
     """Encode a value as serpent text, refusing anything that would not come back the same."""
     if _repr_safe(value):  # the common case, 20x faster than serpent, decoded by the same literal parser
         return _limited(repr(value), what, limit)
-    checked = _check(value, what)
     try:
+        checked = _check(value, what)
         data = serpent.dumps(checked, bytes_repr=True)
+    except RecursionError:
+        raise ValueEncodingError(f"{what} cannot be sent: it is nested too deeply") from None
     except (TypeError, ValueError) as exc:
         raise ValueEncodingError(f"{what} cannot be sent: {exc}") from None
     text: bytes = data[len(_HEADER) :] if data.startswith(_HEADER) else data
@@ -333,6 +335,15 @@ def check_batch(items: Any, what: str, limit: int = MAX_BATCH) -> list[Any] | tu
     return items
 
 
+def check_ids(items: Any, what: str, limit: int = MAX_BATCH) -> list[str] | tuple[str, ...]:
+    """A list of task ids (strings), at most limit of them."""
+    check_batch(items, what, limit)
+    for i, task_id in enumerate(items):
+        if not isinstance(task_id, str):
+            raise TypeError(f"{what}[{i}] must be a task id string, not {type(task_id).__name__}")
+    return items  # type: ignore[no-any-return]
+
+
 def parse_task_spec(i: int, spec: Any, limit: int = MAX_PAYLOAD) -> tuple[Any, str, Any]:
     """A plain submit_many entry {"func", "args", "kwargs", "options"} as (func, payload, options)."""
     if not isinstance(spec, dict):
@@ -346,12 +357,16 @@ def parse_task_spec(i: int, spec: Any, limit: int = MAX_PAYLOAD) -> tuple[Any, s
     return spec.get("func"), encode_call(args, kwargs, limit), spec.get("options")
 
 
-def parse_encoded_task(i: int, item: Any, limit: int = MAX_PAYLOAD) -> tuple[str, Any, str, Any]:
-    """A client's [task_id, func, payload, options] entry, checked."""
+def parse_encoded_task(
+    i: int, item: Any, limit: int = MAX_PAYLOAD, client_id: str | None = None
+) -> tuple[str, Any, str, Any]:
+    """A client's [task_id, func, payload, options] entry, checked; its id must start with 'client_id.'."""
     if not isinstance(item, (list, tuple)) or len(item) != 4:
         raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
     task_id, func, payload, options = item
     check_task_id(task_id)
+    if client_id is not None and not task_id.startswith(client_id + "."):
+        raise ValueError(f"tasks[{i}]: task id {task_id!r} must start with the client id {client_id + '.'!r}")
     if not isinstance(payload, str) or not payload_fits(payload, limit):
         raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {limit} bytes")
     return task_id, func, payload, options

@@ -74,9 +74,22 @@ def configure_pyro(settings: Settings | None = None, threadpool_size: int | None
             Pyro4.config.SSL_REQUIRECLIENTCERT = bool(settings.tls_ca and settings.tls_cert)
 
 
-def expose(cls: type) -> type:
-    """Expose a class's public methods to remote callers, one shared instance for all."""
-    return Pyro4.behavior(instance_mode="single")(Pyro4.expose(cls))  # type: ignore[no-any-return]
+def expose(cls: type, only: tuple[str, ...] | None = None) -> type:
+    """Expose a class's public methods (or only those named) to remote callers, one shared instance for all."""
+    if only is None:
+        cls = Pyro4.expose(cls)
+    else:
+        for name in only:
+            setattr(cls, name, Pyro4.expose(getattr(cls, name)))
+    return Pyro4.behavior(instance_mode="single")(cls)  # type: ignore[no-any-return]
+
+
+_JSON_ID = 2  # Pyro4's serializer id for json ("never change this", says Pyro4)
+
+
+def caller_uses_json() -> bool:
+    """Whether the remote call being served arrived in json (which cannot carry bytes, tuples or sets)."""
+    return getattr(Pyro4.current_context, "serializer_id", None) == _JSON_ID
 
 
 def ns_address(settings: Settings) -> str:
@@ -371,7 +384,7 @@ class CallbackSink:
         try:
             self._proxy._pyroTimeout = settings.connect_timeout
             self._proxy._pyroBind()
-        except CommunicationError as exc:
+        except Pyro4.errors.PyroError as exc:  # unreachable, or a PYRONAME the name server does not know
             raise ValueError(
                 f"the master cannot call back {callback._pyroUri}: {exc}; callbacks need an address the master "
                 "can reach (synchronous results still work)"

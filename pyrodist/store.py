@@ -93,16 +93,22 @@ class MemoryStore:
 
     # -- submitting and reading
 
-    def add(self, tasks: Iterable[Task], now: float) -> None:
-        """Queue new tasks; a task whose id is already known is left as it is (resubmits are idempotent)."""
+    def add(self, tasks: Iterable[Task], now: float) -> int:
+        """Queue new tasks; a task whose id is already known is left as it is (resubmits are idempotent).
+
+        Returns how many were new.
+        """
+        added = 0
         for task in tasks:
             if task.id in self._tasks:
                 continue
+            added += 1
             task.submitted = now
             task.seq = next(self._seq)
             self._tasks[task.id] = task
             self._counts[TaskState.PENDING] += 1
             heapq.heappush(self._queue, (-task.priority, task.seq, task))
+        return added
 
     def get(self, task_id: str) -> Task | None:
         """The task with this id, or None."""
