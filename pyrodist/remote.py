@@ -23,6 +23,7 @@ import Pyro4
 import Pyro4.errors
 import Pyro4.naming
 import Pyro4.socketutil
+import Pyro4.util
 
 from .config import Settings
 from .errors import (
@@ -62,6 +63,7 @@ def configure_pyro(settings: Settings | None = None, threadpool_size: int | None
         Pyro4.config.SOCK_NODELAY = True  # small request/response messages: no Nagle delays
         Pyro4.config.DETAILED_TRACEBACK = False
         Pyro4.config.POLLTIMEOUT = 0.5  # how soon a daemon notices it should stop
+        _harden_call_decoding()
         if threadpool_size is not None:
             Pyro4.config.THREADPOOL_SIZE = threadpool_size
             Pyro4.config.THREADPOOL_SIZE_MIN = min(16, threadpool_size)
@@ -72,6 +74,36 @@ def configure_pyro(settings: Settings | None = None, threadpool_size: int | None
             Pyro4.config.SSL_CACERTS = settings.tls_ca or ""
             # A server that has a CA to check against wants the peer's certificate too (two-way TLS).
             Pyro4.config.SSL_REQUIRECLIENTCERT = bool(settings.tls_ca and settings.tls_cert)
+
+
+def _harden_call_decoding() -> None:
+    """Make Pyro4 answer undecodable call arguments with a ValueError (once per process).
+
+    Pyro4 decodes a call's arguments before any of our code runs; a dict with a "__class__" key it does not
+    know, or arguments nested past the recursion limit, fail there with SerializeError, SecurityError (which
+    also drops the connection), KeyError or RecursionError. A caller should get one clear ValueError.
+    """
+    for serializer in (Pyro4.util.SerpentSerializer, Pyro4.util.JsonSerializer):
+        if getattr(serializer.loadsCall, "_pyrodist_hardened", False):
+            continue
+        decode = serializer.loadsCall
+
+        def loads_call(self: Any, data: Any, decode: Callable[..., Any] = decode) -> Any:
+            try:
+                return decode(self, data)
+            except RecursionError:
+                raise ValueError("the call's arguments are nested too deeply to decode") from None
+            except (
+                Pyro4.errors.SerializeError,
+                Pyro4.errors.SecurityError,
+                AttributeError,
+                KeyError,
+                TypeError,
+            ) as exc:
+                raise ValueError(f"the call's arguments cannot be decoded: {type(exc).__name__}: {exc}") from None
+
+        loads_call._pyrodist_hardened = True  # type: ignore[attr-defined]
+        serializer.loadsCall = loads_call
 
 
 def expose(cls: type, only: tuple[str, ...] | None = None) -> type:

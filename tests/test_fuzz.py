@@ -737,24 +737,12 @@ MARKERS = {
 
 
 @pytest.mark.parametrize("value", MARKERS.values(), ids=MARKERS.keys())
-@pytest.mark.xfail(
-    strict=True,
-    raises=(Pyro4.errors.SerializeError, Pyro4.errors.SecurityError, AttributeError, KeyError),
-    reason="BUG: arguments holding '__class__' dicts fail in Pyro4's decoding in the master with SerializeError, "
-    "SecurityError (connection dropped), AttributeError or KeyError instead of ValueError/TypeError",
-)
 def test_class_marker_dicts_are_refused_with_a_builtin_error(bare: Cluster, value: Any) -> None:
     with plain_proxy(bare) as master:
         answers_or_refuses(lambda: master.submit(value))
         assert master.ping() == "pong"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="LIMITATION: Pyro4's own json decoding (util.recreate_classes) recurses before pyrodist code runs; "
-    "arguments nested 500 deep get RecursionError (the master lives on)",
-)
 def test_deeply_nested_json_arguments_are_refused_with_a_builtin_error(bare: Cluster) -> None:
     nested: list[Any] = []
     for _ in range(500):
