@@ -19,6 +19,7 @@ from .errors import (
     TaskLost,
     ValueEncodingError,
 )
+from .executor import ClusterExecutor
 from .protocol import TaskState
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationFailed",
     "Client",
+    "ClusterExecutor",
     "ConfigError",
     "ConnectionFailed",
     "FunctionNotAllowed",

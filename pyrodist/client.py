@@ -16,12 +16,15 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import protocol, remote
 from .config import Settings
 from .errors import ConnectionFailed, MasterRejected, PyrodistError, TaskError, TaskLost
 from .protocol import TaskState
+
+if TYPE_CHECKING:
+    from .executor import ClusterExecutor
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,12 @@ class Client:
     def options(self, **options: Any) -> TaskOptions:
         """Submit with per-task options, e.g. `client.options(priority=5, timeout=30).submit(fn, x)`."""
         return TaskOptions(self, protocol.check_options(options))
+
+    def executor(self, **options: Any) -> ClusterExecutor:
+        """A `concurrent.futures.Executor` on this client with these task options; its shutdown keeps the client."""
+        from .executor import ClusterExecutor  # executor.py builds on this module, so it is imported on use
+
+        return ClusterExecutor(self, options=options)
 
     def gather(self, futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None) -> list[Any]:
         """The results of futures, in order; raises the first failure."""

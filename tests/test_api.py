@@ -8,7 +8,7 @@ import pyrodist
 def test_exported_names() -> None:
     assert sorted(pyrodist.__all__) == sorted(
         [
-            "AuthenticationFailed", "Client",
+            "AuthenticationFailed", "Client", "ClusterExecutor",
             "ConfigError", "ConnectionFailed", "FunctionNotAllowed", "FunctionRefError", "Future",
             "LocalCluster", "MasterNotFound", "MasterRejected", "NameServerNotFound", "PyrodistError", "Settings",
             "TaskError", "TaskLost", "TaskOptions", "TaskState", "ValueEncodingError", "__version__", "as_completed",

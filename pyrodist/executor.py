@@ -1,0 +1,164 @@
+"""`ClusterExecutor`: the standard library's `Executor` on a pyrodist cluster.
+
+Code written for `ProcessPoolExecutor` runs on the cluster once the line that makes the executor changes::
+
+    with ClusterExecutor(ns_host="10.0.0.5", ns_port=9090) as executor:  # was ProcessPoolExecutor()
+        for number, prime in zip(PRIMES, executor.map(is_prime, PRIMES)): ...
+
+What differs, because tasks run in other processes on other machines:
+
+- Functions must be module-level functions from modules the workers allow (`-I MODULE`), and values must be
+  ones serpent carries (no pickle).
+- A call that raises fails with `pyrodist.TaskError` carrying the remote type name (`type_name`, e.g.
+  "ZeroDivisionError"), message and traceback, not with the remote exception's own class.
+- `map(chunksize=n)` sends n calls to the master per submit call (default `client.MAP_CHUNK`); each call
+  stays its own task, with its own future, retries and time limit. `ProcessPoolExecutor` packs n calls into
+  one task instead, which would need a helper that every worker imports.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .client import MAP_CHUNK, Client, Future
+
+AnyFuture = concurrent.futures.Future[Any]
+
+
+class ClusterExecutor(concurrent.futures.Executor):
+    """A `concurrent.futures.Executor` that runs calls as tasks on a pyrodist cluster, through `self.client`."""
+
+    def __init__(
+        self, client: Client | None = None, *, options: dict[str, Any] | None = None, **client_kwargs: Any
+    ) -> None:
+        if client is not None and client_kwargs:
+            raise TypeError(f"give either a client or Client arguments, not both: {', '.join(client_kwargs)}")
+        self._owns_client = client is None
+        self.client = Client(**client_kwargs) if client is None else client
+        try:
+            self._submitter = self.client.options(**(options or {}))  # checks the options now
+        except BaseException:
+            if self._owns_client:
+                self.client.close()
+            raise
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when no submit is under way
+        self._submitting = 0
+        self._futures: set[AnyFuture] = set()  # submitted here and not finished yet
+        self._shutdown = False
+        self._closing = False
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shutdown else "running"
+        return f"<pyrodist.ClusterExecutor {state} client={self.client.id} unfinished={len(self._futures)}>"
+
+    def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Future:
+        """Run fn(*args, **kwargs) on the cluster; returns its Future."""
+        with self._submit_window():
+            future = self._submitter.submit(fn, *args, **kwargs)
+            self._track([future])
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any] | str,
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[Any]:
+        """Like `Executor.map`: submit every call now; yield the results in input order as they are reached.
+
+        The iterator raises TimeoutError when a result is not there `timeout` seconds after this call, and a
+        failed call's TaskError at its turn; when it ends early that way or is closed, the rest are cancelled.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        size = MAP_CHUNK if chunksize is None else chunksize
+        if size < 1:
+            raise ValueError(f"chunksize must be at least 1, not {size}")
+        calls = zip(*iterables, strict=False)
+        futures: list[Future] = []
+        with self._submit_window():
+            try:
+                while chunk := list(itertools.islice(calls, size)):
+                    batch = self._submitter.map(fn, *zip(*chunk, strict=True), chunksize=size)
+                    self._track(batch)
+                    futures += batch
+            except BaseException:
+                for future in futures:  # the caller never gets an iterator for them
+                    future.cancel()
+                raise
+        return _results(futures, deadline)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new calls; cancel the pending ones if asked; wait for the rest if asked.
+
+        The client is closed only when this executor created it (after its tasks finish, even with wait=False).
+        """
+        with self._lock:
+            self._shutdown = True
+            if wait or cancel_futures:
+                self._idle.wait_for(lambda: self._submitting == 0)
+            futures = list(self._futures)
+            close, self._closing = self._owns_client and not self._closing, True
+        if cancel_futures:
+            for future in futures:
+                future.cancel()  # False for tasks already running: they finish
+        if wait:
+            concurrent.futures.wait(futures)
+        if close and wait:
+            self.client.close()
+        elif close:  # not from a done callback: those run on the client's collector, which close() joins
+            threading.Thread(target=self._close_when_done, args=(futures,), daemon=True).start()
+
+    @contextlib.contextmanager
+    def _submit_window(self) -> Iterator[None]:
+        """Count a submit as under way, so that shutdown() waits for its futures; refuse after shutdown."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._submitting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._submitting -= 1
+                self._idle.notify_all()
+
+    def _track(self, futures: list[Future]) -> None:
+        with self._lock:
+            self._futures.update(futures)
+        for future in futures:  # outside the lock: a callback of a finished future runs at once and takes it
+            future.add_done_callback(self._forget)
+
+    def _forget(self, future: AnyFuture) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def _close_when_done(self, futures: list[AnyFuture]) -> None:
+        with self._lock:
+            self._idle.wait_for(lambda: self._submitting == 0)
+            futures += self._futures
+        concurrent.futures.wait(futures)
+        self.client.close()
+
+
+def _results(futures: list[Future], deadline: float | None) -> Iterator[Any]:
+    """Yield the futures' results in order, cancelling the unfinished ones when stopped early."""
+    futures.reverse()  # pop from the end: a result handed out is not kept alive here
+    try:
+        while futures:
+            future = futures.pop()
+            try:
+                result = future.result(None if deadline is None else deadline - time.monotonic())
+            finally:
+                future.cancel()  # a no-op when done; a timed-out task is not left behind
+            yield result
+    finally:
+        for future in futures:
+            future.cancel()
