@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -47,17 +49,48 @@ def ns_options(func: F) -> F:
     return func
 
 
-def loglevel_option(func: F) -> F:
-    """--loglevel for the long-running commands."""
-    return click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-                        envvar="PYRODIST_LOGLEVEL", show_default=True, help="How much to log.")(func)  # fmt: skip
+def logging_options(func: F) -> F:
+    """--loglevel, --logfile and --log-format for the long-running commands, which then log accordingly."""
+
+    @functools.wraps(func)
+    def configured(*args: Any, loglevel: str, logfile: str | None, log_format: str, **kwargs: Any) -> Any:
+        setup_logging(loglevel, logfile, log_format)
+        return func(*args, **kwargs)
+
+    options = [
+        click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+                     envvar="PYRODIST_LOGLEVEL", show_default=True, help="How much to log."),
+        click.option("--logfile", type=click.Path(dir_okay=False), envvar="PYRODIST_LOGFILE",
+                     help="Append the log to this file instead of stderr."),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="PYRODIST_LOG_FORMAT",
+                     show_default=True, help="json: one object per line, for log collectors."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        configured = option(configured)
+    return configured  # type: ignore[return-value]
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr with the actor in each line."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+            "message": record.getMessage(), "pid": record.process,
+        }  # fmt: skip
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, logfile: str | None = None, log_format: str = "text") -> None:
+    """Log to stderr (or a file), as text with the actor in each line or as JSON."""
+    handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 @contextmanager
@@ -151,10 +184,9 @@ insecure_option = click.option(
 @click.option("--broadcast/--no-broadcast", default=True, help="Answer broadcast lookups (never on loopback).")
 @insecure_option
 @security_options
-@loglevel_option
-def nameserver(host: str, port: int, broadcast: bool, insecure: bool, loglevel: str, **security: Any) -> None:
+@logging_options
+def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security: Any) -> None:
     """Run a Pyro4 name server."""
-    setup_logging(loglevel)
     settings = settings_from(None, None, DEFAULT_MASTER_NAME, **security)
     warn_if_exposed("name server", host, settings, insecure)
     ns = remote.start_nameserver(settings, host, port, broadcast)
@@ -183,11 +215,10 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, loglevel: 
 @insecure_option
 @ns_options
 @security_options
-@loglevel_option
-def master(name: str | None, host: str, port: int, insecure: bool, loglevel: str, master_name: str,
+@logging_options
+def master(name: str | None, host: str, port: int, insecure: bool, master_name: str,
            **options: Any) -> None:  # fmt: skip
     """Run the master and register it in the name server."""
-    setup_logging(loglevel)
     settings = settings_from(master_name=name or master_name, **options)
     warn_if_exposed("master", host, settings, insecure)
     remote.configure_pyro(settings, threadpool_size=settings.max_connections)
@@ -212,11 +243,10 @@ def master(name: str | None, host: str, port: int, insecure: bool, loglevel: str
               help="Largest encoded result of a task, in bytes (default 8 MiB).")  # fmt: skip
 @ns_options
 @security_options
-@loglevel_option
+@logging_options
 def worker(imports: tuple[str, ...], concurrency: int | None, prefetch: int | None, worker_id: str | None,
-           burst: bool, max_tasks: int | None, loglevel: str, **options: Any) -> None:  # fmt: skip
+           burst: bool, max_tasks: int | None, **options: Any) -> None:  # fmt: skip
     """Fetch tasks from the master and run them."""
-    setup_logging(loglevel)
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: modules in the current directory can be given with -I
     engine = Worker(settings_from(**options), imports, concurrency, prefetch, worker_id, burst, max_tasks)
@@ -260,16 +290,25 @@ def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | Non
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", type=click.FloatRange(min=0.2), is_flag=False, flag_value=2.0, default=None,
+              metavar="[SECONDS]", help="Refresh every SECONDS (default 2) until Ctrl-C.")  # fmt: skip
 @ns_options
 @security_options
-def status(as_json: bool, **options: Any) -> None:
-    """Show the workers, the queue and the totals."""
+def status(as_json: bool, watch: float | None, **options: Any) -> None:
+    """Show the workers, the queue, the totals and the throughput over the last minute."""
     with Client(settings=settings_from(**options)) as client:
-        stats = client.stats()
-    if as_json:
-        click.echo(json.dumps(stats, indent=2, sort_keys=True))
-        return
-    click.echo(format_status(stats))
+        while True:
+            stats = client.stats()
+            text = json.dumps(stats, indent=2, sort_keys=True) if as_json else format_status(stats)
+            if watch is None:
+                click.echo(text)
+                return
+            click.clear()
+            click.echo(f"{text}\n\n(every {watch:g} s; Ctrl-C to stop)")
+            try:
+                time.sleep(watch)
+            except KeyboardInterrupt:
+                return
 
 
 @cli.command()
@@ -315,6 +354,7 @@ def format_status(stats: dict[str, Any]) -> str:
         "",
         f"tasks: {counts}",
         f"totals: submitted {stats['submitted']}  done {stats['done']}  failed {stats['failed']}",
+        f"throughput: {stats.get('throughput_1m', 0):.1f} tasks/s over the last minute",
     ]
     if stats.get("lost_workers"):
         lines.append("lost workers: " + ", ".join(w["id"] for w in stats["lost_workers"]))

@@ -71,6 +71,29 @@ class WorkerInfo:
         return row
 
 
+class RateMeter:
+    """Events per second over the last minute, from 60 one-second buckets (O(1) per event)."""
+
+    def __init__(self, window: int = 60) -> None:
+        self._window = window
+        self._counts = [0] * window
+        self._seconds = [0] * window
+
+    def add(self, count: int, now: float) -> None:
+        """Count events that happened now."""
+        second = int(now)
+        slot = second % self._window
+        if self._seconds[slot] != second:
+            self._seconds[slot], self._counts[slot] = second, 0
+        self._counts[slot] += count
+
+    def rate(self, now: float, since: float) -> float:
+        """Events per second over the last window (or since `since`, when that is shorter)."""
+        second = int(now)
+        total = sum(c for c, s in zip(self._counts, self._seconds, strict=True) if second - s < self._window)
+        return total / max(1.0, min(float(self._window), now - since))
+
+
 @dataclass
 class Outbox:
     """Finished records waiting for the client that submitted them."""
@@ -113,6 +136,7 @@ class Master:
         self._funcs: dict[str, str] = {}  # function references as given -> checked and normalized
         self._totals = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0}
         self._started = clock()
+        self._finish_rate = RateMeter()
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, name="master-reaper", daemon=True)
 
@@ -336,6 +360,7 @@ class Master:
             workers = [w.as_dict(now) for w in self._workers.values()]
             counts = self._store.counts()
             totals = dict(self._totals)
+            rate = self._finish_rate.rate(now, self._started)
             clients = len(self._outboxes)
         return {
             "master": {"name": self._settings.master_name, "epoch": self._epoch, "pid": os.getpid(),
@@ -343,6 +368,7 @@ class Master:
             "workers": [w for w in workers if w["state"] != "lost"],
             "lost_workers": [w for w in workers if w["state"] == "lost"],
             "counts": counts, **totals, "clients": clients, "subscriptions": self._notifier.count(),
+            "throughput_1m": round(rate, 2),
         }  # fmt: skip
 
     def limits(self) -> dict[str, Any]:
@@ -397,6 +423,7 @@ class Master:
         """Hand finished tasks to their client's outbox, result() waiters and subscribers (lock held)."""
         if not tasks:
             return
+        self._finish_rate.add(len(tasks), self._clock())
         for task in tasks:
             self._totals[task.state.value] += 1
             if task.owner is not None:  # compact: the client needs only these to settle its future

@@ -225,6 +225,9 @@ class Worker:
     def _run_batch(self, child: ChildProcess, batch: list[dict[str, Any]]) -> ChildProcess:
         """Run a batch on child and queue its results; tasks a crash left unrun go back to the buffer."""
         calls = [TaskCall(t["id"], t["func"], t["payload"], t["options"].get("timeout")) for t in batch]
+        if log.isEnabledFor(logging.DEBUG):
+            for call in calls:
+                log.debug("task %s (%s) starting", call.task_id, call.func)
         done = 0
         last = time.perf_counter()
         try:
@@ -254,6 +257,8 @@ class Worker:
         else:
             report.update(state=TaskState.FAILED.value, error=result)
             log.warning("task %s (%s) failed: %s: %s", task["id"], task["func"], result["type"], result["message"])
+        if ok and log.isEnabledFor(logging.DEBUG):
+            log.debug("task %s (%s) done in %.4f s", task["id"], task["func"], elapsed)
         self._results.put(report)
         with self._cond:
             del self._running[task["id"]]

@@ -7,12 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from pyrodist.cli import cli, parse_arg
-from tests.conftest import ROOT, Cluster, Processes, free_port, wait_until
+from tests import tasks
+from tests.conftest import ROOT, Cluster, Processes, free_port, start_cluster, wait_until
 
 
 def pyrodist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -73,6 +76,7 @@ def test_status_table(cluster: Cluster) -> None:
     assert lines[0].split()[:4] == ["WORKER", "HOST", "PID", "RUNNING"]
     assert sum(1 for line in lines[1:3] if line.strip()) == 2
     assert "tasks: pending" in result.stdout
+    assert "tasks/s over the last minute" in result.stdout
 
 
 def test_environment_variables_configure_the_commands(cluster: Cluster) -> None:
@@ -158,3 +162,41 @@ def test_bench_command_prints_well_formed_json() -> None:
     figures = json.loads(result.stdout)
     assert figures["tasks"] == 100 and figures["throughput"] > 0
     assert 0 < figures["latency_median_ms"] <= figures["latency_p99_ms"]
+
+
+def test_worker_logs_json_to_a_file_with_task_start_and_finish(procs: Processes, tmp_path: Path) -> None:
+    cluster = start_cluster(procs, workers=0)  # the only worker is the one under test
+    logfile = tmp_path / "worker.log"
+    with cluster.client() as client:
+        futures = client.map(tasks.inc, range(20))
+        worker = cluster.start_worker(
+            "--burst", "--loglevel", "debug", "--log-format", "json", "--logfile", str(logfile)
+        )
+        client.gather(futures, timeout=30)
+    assert worker.wait(timeout=60) == 0
+    entries = [json.loads(line) for line in logfile.read_text().splitlines()]
+    assert {"time", "level", "logger", "message", "pid"} <= set(entries[0])
+    messages = " ".join(e["message"] for e in entries)
+    assert "connected to" in messages and "stopped after" in messages
+    assert any(" starting" in e["message"] for e in entries), "task start is logged at debug"
+    assert any(" done in " in e["message"] for e in entries), "task finish is logged at debug"
+
+
+def test_status_watch_refreshes_until_interrupted(cluster: Cluster) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyrodist", "status", "--watch", "0.2", *cluster.ns_args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: sum("WORKER" in line for line in lines) >= 2, timeout=20, what="two refreshes")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        reader.join(timeout=10)
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")

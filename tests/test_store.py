@@ -518,3 +518,15 @@ def test_forget_finished_expires_results_in_finishing_order() -> None:
     assert store.counts() == {"pending": 0, "running": 1, "done": 1, "failed": 0, "cancelled": 0}
     assert store.forget_finished(before=100.0) == 1
     assert store.get("t3") is not None  # still running: never forgotten
+
+
+def test_rate_meter_counts_the_last_minute_only() -> None:
+    from pyrodist.master import RateMeter
+
+    meter = RateMeter()
+    meter.add(30, now=1000.2)
+    meter.add(30, now=1030.9)
+    assert meter.rate(now=1031.0, since=0.0) == pytest.approx(1.0)  # 60 events over 60 s
+    assert meter.rate(now=1075.0, since=0.0) == pytest.approx(0.5)  # the first 30 fell out of the window
+    assert meter.rate(now=1031.0, since=1001.0) == pytest.approx(2.0)  # a master up for 30 s divides by 30
+    assert meter.rate(now=2000.0, since=0.0) == 0.0
