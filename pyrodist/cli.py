@@ -288,6 +288,25 @@ def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | Non
     click.echo(value if isinstance(value, str) else repr(value))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("func")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@ns_options
+@security_options
+def broadcast(func: str, args: tuple[str, ...], **options: Any) -> None:
+    """Run FUNC with ARGS once on every live worker; print each worker's result."""
+    values = [parse_arg(a) for a in args]
+    with Client(settings=settings_from(**options)) as client:
+        try:
+            results = client.broadcast(func, *values)
+        except TaskError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+    width = max(map(len, results))
+    for worker, value in sorted(results.items()):
+        click.echo(f"{worker.ljust(width)}  {value if isinstance(value, str) else repr(value)}")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", type=click.FloatRange(min=0.2), is_flag=False, flag_value=2.0, default=None,

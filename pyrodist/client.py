@@ -129,6 +129,20 @@ class Client:
         """Run func over the zipped iterables; returns the futures in input order."""
         return self._map(func, iterables, chunksize, {})
 
+    def broadcast(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run func(*args, **kwargs) once on every live worker; their results keyed by worker id."""
+        return self._broadcast(func, args, kwargs, {})
+
+    def _broadcast(
+        self, func: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> dict[str, Any]:
+        ref = protocol.function_ref(func)
+        workers = [w["id"] for w in self.stats()["workers"] if w.get("state") == "live"]
+        if not workers:
+            raise PyrodistError("no live workers to broadcast to")
+        futures = {w: self._submit(ref, [(args, kwargs)], {**options, "worker": w})[0] for w in workers}
+        return {worker: future.result() for worker, future in futures.items()}
+
     def options(self, **options: Any) -> TaskOptions:
         """Submit with per-task options, e.g. `client.options(priority=5, timeout=30).submit(fn, x)`."""
         return TaskOptions(self, protocol.check_options(options))
@@ -415,6 +429,10 @@ class TaskOptions:
     def submit(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Future:
         """Like `Client.submit`, with these options."""
         return self._client._submit(protocol.function_ref(func), [(args, kwargs)], self._options)[0]
+
+    def broadcast(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Like `Client.broadcast`, with these options."""
+        return self._client._broadcast(func, args, kwargs, self._options)
 
     def map(
         self, func: Callable[..., Any] | str, *iterables: Iterable[Any], chunksize: int = MAP_CHUNK

@@ -185,7 +185,10 @@ class Master:
             self._totals["submitted"] += self._store.add(tasks, self._clock())
             if owner is not None:
                 self._outbox(owner)
-            self._work.notify(len(tasks))
+            if any(task.target for task in tasks):
+                self._work.notify_all()  # only the worker each was sent to may take it
+            else:
+                self._work.notify(len(tasks))
 
     # ---- workers
 
@@ -196,7 +199,7 @@ class Master:
         deadline = time.monotonic() + check_number(wait, "wait", 0, MAX_WAIT)
         with self._lock:
             info = self._seen(worker)
-            while not self._store.has_pending():
+            while not self._store.has_work_for(worker):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return []
@@ -466,6 +469,11 @@ class Master:
                     log.warning("worker %s lost: silent for %.1f s", row.id, silent)
                 elif row.state == "lost" and silent > LOST_WORKER_MEMORY:
                     del self._workers[row.id]
+            for target in self._store.targeted_waiting():
+                holder = self._workers.get(target)
+                if (holder is None or holder.state == "lost") and now - self._started > self._settings.lease_timeout:
+                    message = f"worker {target} is not connected: the tasks sent to it cannot run"
+                    self._completed(self._store.fail_targeted(target, now, message))
             for client_id, box in list(self._outboxes.items()):
                 if now - box.last_seen > OUTBOX_IDLE:  # the client is gone: forget its results and callbacks
                     del self._outboxes[client_id]

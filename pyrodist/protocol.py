@@ -257,7 +257,7 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-TASK_OPTIONS: dict[str, type] = {"priority": int, "timeout": float, "max_attempts": int}
+TASK_OPTIONS: dict[str, type] = {"priority": int, "timeout": float, "max_attempts": int, "worker": str}
 """The per-task options the master understands, with their types."""
 
 
@@ -273,6 +273,11 @@ def check_options(options: Any) -> dict[str, Any]:
         if kind is None:
             raise ValueError(f"unknown task option {key!r}: known options are {', '.join(sorted(TASK_OPTIONS))}")
         if value is None:
+            continue
+        if kind is str:
+            if not isinstance(value, str) or not 0 < len(value) <= 128:
+                raise TypeError(f"task option {key!r} must be a worker id (a string), not {value!r}")
+            checked[key] = value
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"task option {key!r} must be a number, not {value!r}")

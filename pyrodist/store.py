@@ -45,6 +45,7 @@ class Task:
         "started",
         "state",
         "submitted",
+        "target",
         "token",
         "worker",
     )  # fmt: skip
@@ -56,6 +57,7 @@ class Task:
         self.options = options
         self.owner = owner
         self.priority: int = options.get("priority", 0)
+        self.target: str | None = options.get("worker")  # only this worker may run it (broadcast)
         self.seq = 0
         self.state = TaskState.PENDING
         self.attempts = 0
@@ -90,6 +92,8 @@ class MemoryStore:
         self._seq = itertools.count()
         self._tokens = itertools.count(1)
         self._finished: collections.deque[tuple[float, Task]] = collections.deque()  # in finishing order
+        self._targeted: dict[str, collections.deque[Task]] = {}  # per worker; cancelled ones skipped on lease
+        self._targeted_pending: dict[str, int] = {}
 
     # -- submitting and reading
 
@@ -107,7 +111,7 @@ class MemoryStore:
             task.seq = next(self._seq)
             self._tasks[task.id] = task
             self._counts[TaskState.PENDING] += 1
-            heapq.heappush(self._queue, (-task.priority, task.seq, task))
+            self._enqueue(task)
         return added
 
     def get(self, task_id: str) -> Task | None:
@@ -119,8 +123,16 @@ class MemoryStore:
         return {state.value: n for state, n in self._counts.items()}
 
     def has_pending(self) -> bool:
-        """Whether any task waits to be leased."""
-        return self._counts[TaskState.PENDING] > 0
+        """Whether any task waits that every worker may lease."""
+        return self._counts[TaskState.PENDING] > sum(self._targeted_pending.values())
+
+    def has_work_for(self, worker: str) -> bool:
+        """Whether a task waits that this worker may lease."""
+        return self._targeted_pending.get(worker, 0) > 0 or self.has_pending()
+
+    def targeted_waiting(self) -> dict[str, int]:
+        """Pending tasks per worker they were sent to."""
+        return {worker: n for worker, n in self._targeted_pending.items() if n}
 
     def pending_count(self) -> int:
         """How many tasks wait to be leased."""
@@ -131,10 +143,17 @@ class MemoryStore:
     def lease(self, worker: str, max_tasks: int, now: float, lease_timeout: float) -> list[Task]:
         """Lease up to max_tasks pending tasks to worker, highest priority first, FIFO within one."""
         leased: list[Task] = []
-        while self._queue and len(leased) < max_tasks:
-            _, _, task = heapq.heappop(self._queue)
-            if task.state is not TaskState.PENDING:
-                continue  # cancelled while queued
+        mine = self._targeted.get(worker)
+        while len(leased) < max_tasks and (mine or self._queue):
+            if mine:
+                task = mine.popleft()
+                if task.state is not TaskState.PENDING:
+                    continue  # cancelled while queued
+                self._targeted_pending[worker] -= 1
+            else:
+                _, _, task = heapq.heappop(self._queue)
+                if task.state is not TaskState.PENDING:
+                    continue  # cancelled while queued
             self._move(task, TaskState.RUNNING)
             task.worker = worker
             task.token = next(self._tokens)
@@ -172,7 +191,11 @@ class MemoryStore:
         failed: list[Task] = []
         for task in [t for t in self._running.values() if t.deadline < now]:
             limit = task.options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
-            if task.attempts >= limit:
+            if task.target is not None:  # no other worker may run it
+                message = f"task {task.id} was sent to worker {task.target}, which was lost while running it"
+                self._finish(task, now, None, {"type": "WorkerLost", "message": message, "traceback": ""})
+                failed.append(task)
+            elif task.attempts >= limit:
                 message = (
                     f"task {task.id} was lost with its worker {task.attempts} times "
                     f"(max_attempts={limit}); last worker: {task.worker}"
@@ -202,11 +225,27 @@ class MemoryStore:
         task = self._tasks.get(task_id)
         if task is None or task.state is not TaskState.PENDING:
             return None
+        if task.target is not None:
+            self._targeted_pending[task.target] -= 1
         self._move(task, TaskState.CANCELLED)
         task.finished = now
         task.payload = None
         self._finished.append((now, task))
         return task
+
+    def fail_targeted(self, worker: str, now: float, message: str) -> list[Task]:
+        """Fail the pending tasks sent to a worker that is gone."""
+        failed = []
+        for task in self._targeted.pop(worker, ()):
+            if task.state is TaskState.PENDING:
+                self._move(task, TaskState.FAILED)
+                task.error = {"type": "WorkerLost", "message": message, "traceback": ""}
+                task.finished = now
+                task.payload = None
+                self._finished.append((now, task))
+                failed.append(task)
+        self._targeted_pending.pop(worker, None)
+        return failed
 
     def forget_finished(self, before: float) -> int:
         """Forget tasks that finished before this time (their results expire); returns how many."""
@@ -234,7 +273,18 @@ class MemoryStore:
         self._move(task, TaskState.PENDING)
         task.worker = None
         task.started = None
-        heapq.heappush(self._queue, (-task.priority, task.seq, task))
+        self._enqueue(task, front=True)
+
+    def _enqueue(self, task: Task, front: bool = False) -> None:
+        if task.target is None:
+            heapq.heappush(self._queue, (-task.priority, task.seq, task))  # the heap keeps its place by seq
+            return
+        waiting = self._targeted.setdefault(task.target, collections.deque())
+        if front:
+            waiting.appendleft(task)
+        else:
+            waiting.append(task)
+        self._targeted_pending[task.target] = self._targeted_pending.get(task.target, 0) + 1
 
     def _move(self, task: Task, state: TaskState) -> None:
         self._counts[task.state] -= 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import operator
+import subprocess
+import sys
 from typing import Any
 
 import Pyro4
@@ -13,7 +15,7 @@ import pytest
 from pyrodist import Client, FunctionRefError, ValueEncodingError, as_completed
 from pyrodist.protocol import MAX_PAYLOAD
 from tests import tasks
-from tests.conftest import Cluster, Processes, start_cluster
+from tests.conftest import ROOT, Cluster, Processes, start_cluster
 
 VALUES = [
     None, True, False, 0, -1, 10**40, -(10**40), 1.5, -0.0, float("inf"), 1 + 2j, "", "héllo \u2028 wörld",
@@ -190,3 +192,28 @@ def test_failed_task_record_carries_the_remote_error(cluster: Cluster) -> None:
 def test_oversized_arguments_are_refused_at_the_client(client: Client) -> None:
     with pytest.raises(ValueEncodingError, match="limit"):
         client.submit(tasks.echo, b"x" * (MAX_PAYLOAD + 1))
+
+
+def test_broadcast_runs_once_on_every_live_worker(cluster: Cluster, client: Client) -> None:
+    results = client.broadcast(tasks.whoami)
+    workers = {w["id"]: w["pid"] for w in client.stats()["workers"]}
+    assert set(results) == set(workers)
+    assert len(set(results.values())) == len(workers)  # each ran in its own worker's child process
+    assert client.options(priority=3).broadcast(tasks.add, 1, b=2) == dict.fromkeys(workers, 3)
+
+
+def test_broadcast_from_the_shell(cluster: Cluster) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrodist", "broadcast", "tests.tasks:add", "-1", "2", *cluster.ns_args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.split()[-1] == "1" for line in lines)
+
+
+def test_task_sent_to_an_absent_worker_fails_clearly(client: Client) -> None:
+    with Pyro4.Proxy(f"PYRONAME:pyrodist.master@127.0.0.1:{client.settings.ns_port}") as master:
+        task_id = master.submit("tests.tasks:inc", [1], {}, {"worker": "nobody-here"})
+        record = master.result(task_id, timeout=20)
+    assert record["state"] == "failed" and "worker nobody-here is not connected" in record["error"]["message"]
