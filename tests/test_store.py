@@ -530,3 +530,38 @@ def test_rate_meter_counts_the_last_minute_only() -> None:
     assert meter.rate(now=1075.0, since=0.0) == pytest.approx(0.5)  # the first 30 fell out of the window
     assert meter.rate(now=1031.0, since=1001.0) == pytest.approx(2.0)  # a master up for 30 s divides by 30
     assert meter.rate(now=2000.0, since=0.0) == 0.0
+
+
+def test_targeted_tasks_go_only_to_their_worker_and_first() -> None:
+    store = MemoryStore()
+    store.add([Task("g1", "m:f", "p", {}, None), Task("t1", "m:f", "p", {"worker": "w1"}, None)], now=0.0)
+    assert store.has_work_for("w2") and store.has_work_for("w1")
+    assert [t.id for t in store.lease("w2", 10, now=0.0, lease_timeout=5.0)] == ["g1"]
+    assert not store.has_work_for("w2") and store.has_work_for("w1") and not store.has_pending()
+    assert [t.id for t in store.lease("w1", 10, now=0.0, lease_timeout=5.0)] == ["t1"]
+    assert store.targeted_waiting() == {}
+
+
+def test_cancelled_targeted_task_is_never_leased() -> None:
+    store = MemoryStore()
+    store.add([Task("t1", "m:f", "p", {"worker": "w1"}, None)], now=0.0)
+    assert store.cancel("t1", now=1.0) is not None
+    assert not store.has_work_for("w1")
+    assert store.lease("w1", 10, now=1.0, lease_timeout=5.0) == []
+
+
+def test_expired_targeted_task_fails_instead_of_moving_to_another_worker() -> None:
+    store = MemoryStore()
+    store.add([Task("t1", "m:f", "p", {"worker": "w1"}, None)], now=0.0)
+    store.lease("w1", 1, now=0.0, lease_timeout=5.0)
+    requeued, failed = store.expire(now=10.0)
+    assert requeued == [] and [t.id for t in failed] == ["t1"]
+    assert failed[0].error is not None and "sent to worker w1" in failed[0].error["message"]
+
+
+def test_fail_targeted_fails_what_waits_for_a_gone_worker() -> None:
+    store = MemoryStore()
+    store.add([Task(f"t{i}", "m:f", "p", {"worker": "gone"}, None) for i in range(3)], now=0.0)
+    failed = store.fail_targeted("gone", now=1.0, message="worker gone is not connected")
+    assert [t.id for t in failed] == ["t0", "t1", "t2"] and store.targeted_waiting() == {}
+    assert store.counts()["failed"] == 3 and store.counts()["pending"] == 0
