@@ -20,6 +20,7 @@ from .errors import (
     ValueEncodingError,
 )
 from .executor import ClusterExecutor
+from .progressbar import Spinner, progress
 from .protocol import TaskState
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "NameServerNotFound",
     "PyrodistError",
     "Settings",
+    "Spinner",
     "TaskError",
     "TaskLost",
     "TaskOptions",
@@ -46,4 +48,5 @@ __all__ = [
     "ValueEncodingError",
     "__version__",
     "as_completed",
+    "progress",
 ]

@@ -22,6 +22,7 @@ from .client import Client
 from .config import DEFAULT_MASTER_NAME, Settings, read_key_file
 from .errors import ConfigError, PyrodistError, TaskError
 from .master import RunningMaster
+from .progressbar import Spinner
 from .worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -279,7 +280,8 @@ def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | Non
             click.echo(future.task_id)
             return
         try:
-            value = future.result(timeout)
+            with Spinner(f"waiting for task {future.task_id}"):
+                value = future.result(timeout)
         except TimeoutError:
             raise click.ClickException(f"task {future.task_id} not finished after {timeout} s; it goes on") from None
         except TaskError as exc:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import protocol, remote
+from . import progressbar, protocol, remote
 from .config import Settings
 from .errors import ConnectionFailed, MasterRejected, PyrodistError, TaskError, TaskLost
 from .protocol import TaskState
@@ -124,10 +124,21 @@ class Client:
         return self._submit(protocol.function_ref(func), [(args, kwargs)], {})[0]
 
     def map(
-        self, func: Callable[..., Any] | str, *iterables: Iterable[Any], chunksize: int = MAP_CHUNK
+        self,
+        func: Callable[..., Any] | str,
+        *iterables: Iterable[Any],
+        chunksize: int = MAP_CHUNK,
+        progress: bool = False,
     ) -> list[Future]:
-        """Run func over the zipped iterables; returns the futures in input order."""
-        return self._map(func, iterables, chunksize, {})
+        """Run func over the zipped iterables; returns the futures in input order.
+
+        With progress=True a progress bar (rate, ETA) follows them on the terminal, from a background thread.
+        """
+        futures = self._map(func, iterables, chunksize, {})
+        if progress:
+            label = func if isinstance(func, str) else getattr(func, "__name__", "map")
+            threading.Thread(target=progressbar.progress, args=(futures,), kwargs={"label": label}, daemon=True).start()
+        return futures
 
     def broadcast(self, func: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Run func(*args, **kwargs) once on every live worker; their results keyed by worker id."""

@@ -217,3 +217,11 @@ def test_task_sent_to_an_absent_worker_fails_clearly(client: Client) -> None:
         task_id = master.submit("tests.tasks:inc", [1], {}, {"worker": "nobody-here"})
         record = master.result(task_id, timeout=20)
     assert record["state"] == "failed" and "worker nobody-here is not connected" in record["error"]["message"]
+
+
+def test_map_with_progress_returns_the_futures_and_draws_nothing_off_a_terminal(
+    client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    futures = client.map(tasks.inc, range(50), progress=True)
+    assert client.gather(futures, timeout=30) == list(range(1, 51))
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: the bar stays quiet
