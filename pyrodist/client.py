@@ -418,7 +418,7 @@ class Client:
             self._outstanding.notify_all()
             idle, self._idle = self._idle, []
             stranded, self._futures = list(self._futures.values()), {}
-        self._collector.join(timeout=COLLECT_WAIT + 5)
+        self._collector.join(timeout=0.2)  # it may be in a long-poll; it leaves by itself when that returns
         if self._callback_server is not None:
             self._callback_server.close()
             self._callback_queue.put(None)

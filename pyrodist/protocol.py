@@ -138,6 +138,8 @@ def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> s
         data = serpent.dumps(checked, bytes_repr=True)
     except RecursionError:
         raise ValueEncodingError(f"{what} cannot be sent: it is nested too deeply") from None
+    except ValueEncodingError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ValueEncodingError(f"{what} cannot be sent: {exc}") from None
     text: bytes = data[len(_HEADER) :] if data.startswith(_HEADER) else data

@@ -127,7 +127,7 @@ def caller_uses_json() -> bool:
 def ns_address(settings: Settings) -> str:
     """Where the name server is looked for, for messages."""
     if settings.ns_host is None:
-        return "the local network (broadcast) or localhost:9090"
+        return f"localhost:{settings.ns_port or Pyro4.config.NS_PORT} or the local network (broadcast)"
     return f"{settings.ns_host}:{settings.ns_port or Pyro4.config.NS_PORT}"
 
 
@@ -339,7 +339,10 @@ class _Daemon(Pyro4.Daemon):  # type: ignore[misc]
                 peer = conn.sock.getpeername()
             except OSError:
                 peer = "a peer that already left"
-            log.warning("refused a connection from %s: wrong or missing key, or not a pyrodist peer", peer)
+            log.warning(
+                "refused a connection from %s: wrong or missing key, failed TLS, not a pyrodist peer, "
+                "or no free thread (see --max-connections)", peer,
+            )  # fmt: skip
         return accepted
 
 
