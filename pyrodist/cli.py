@@ -19,7 +19,7 @@ import click
 from . import __version__, remote
 from .bench import format_result, run_bench
 from .client import Client
-from .config import DEFAULT_MASTER_NAME, Settings, read_key_file
+from .config import DEFAULT_MASTER_NAME, Settings, read_config_file, read_key_file
 from .errors import ConfigError, PyrodistError, TaskError
 from .master import RunningMaster
 from .progressbar import Spinner
@@ -165,12 +165,49 @@ def warn_if_exposed(what: str, host: str, settings: Settings, insecure: bool) ->
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), envvar="PYRODIST_CONFIG",
+              help="TOML file of options: shared ones at the top, per command in [tables]; flags and "
+              "PYRODIST_* variables win over it.")  # fmt: skip
 @click.version_option(__version__, prog_name="pyrodist")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None) -> None:
     """pyrodist: run Python functions on a cluster of workers found through a Pyro4 name server.
 
     Start order: nameserver, master, workers; then submit from the shell or from Python.
     """
+    if config_file:
+        ctx.default_map = config_defaults(cli, read_config_file(config_file), config_file)
+        ctx.meta["config_file"] = config_file
+
+
+def option_key(param: click.Parameter) -> str | None:
+    """How an option is written in a configuration file: its long name, without dashes ("ns_host")."""
+    names = [opt for opt in param.opts if opt.startswith("--")]
+    return names[0][2:].replace("-", "_") if isinstance(param, click.Option) and names else None
+
+
+def config_defaults(group: click.Group, data: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
+    """click default_map from a configuration file; unknown commands and options are errors, not ignored."""
+    keys = {
+        name: {key: param.name for param in command.params if (key := option_key(param)) and key != "help"}
+        for name, command in group.commands.items()
+    }
+    defaults: dict[str, dict[str, Any]] = {name: {} for name in keys}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown table [{key}]; commands are {', '.join(sorted(keys))}")
+            for option, setting in value.items():
+                if option not in keys[key]:
+                    raise ConfigError(f"{path}: [{key}] has no option {option!r}; see 'pyrodist {key} --help'")
+                defaults[key][keys[key][option]] = setting
+        elif not any(key in known for known in keys.values()):
+            raise ConfigError(f"{path}: unknown option {key!r} (options are written like ns_host, key_file)")
+        else:
+            for name, known in keys.items():
+                if key in known:
+                    defaults[name].setdefault(known[key], value)
+    return defaults
 
 
 insecure_option = click.option(
@@ -349,6 +386,65 @@ def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: 
     settings = settings_from(ns_host, ns_port, **security) if ns_host else None
     result = run_bench(n_tasks, workers, payload, store, compare, settings)
     click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else format_result(result))
+
+
+@cli.command("config", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("command_name", metavar="[COMMAND]", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def show_config(ctx: click.Context, as_json: bool, command_name: str | None, args: tuple[str, ...]) -> None:
+    """Print the effective options of COMMAND (given its ARGS), or of every command, and where each comes from."""
+    group = ctx.parent
+    assert group is not None
+    names = [command_name] if command_name else sorted(n for n in cli.commands if n != "config")
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in names:
+        command = cli.commands.get(name)
+        if command is None:
+            raise ConfigError(f"unknown command {name!r}; commands are {', '.join(sorted(cli.commands))}")
+        sub = click.Context(command, info_name=name, parent=group)
+        opts, _, _ = command.make_parser(sub).parse_args(list(args) if command_name else [])
+        report[name] = {}
+        for param in command.get_params(sub):
+            key = option_key(param)
+            if not isinstance(param, click.Option) or key in (None, "help"):
+                continue
+            raw, source = param.consume_value(sub, opts)
+            value = _typed(param, sub, raw)
+            if key == "key" and value is not None:
+                value = "*** (hidden)"
+            report[name][str(key)] = {"value": value, "source": _source(param, source, ctx)}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+        return
+    for name, options in report.items():
+        click.echo(f"pyrodist {name}")
+        width = max(map(len, options), default=0)
+        for option, entry in options.items():
+            click.echo(f"  {option.ljust(width)}  {entry['value']!r:<24}  {entry['source']}")
+
+
+def _typed(param: click.Option, ctx: click.Context, raw: Any) -> Any:
+    """A raw option value as its type (None when unset)."""
+    if raw is None or type(raw).__name__ == "Sentinel":  # click's marker for "no value"
+        return None
+    try:
+        return param.type_cast_value(ctx, raw)
+    except click.BadParameter:
+        return raw  # shown as given; the command itself will say what is wrong
+
+
+def _source(param: click.Option, source: click.core.ParameterSource | None, ctx: click.Context) -> str:
+    """Where a value came from, in words."""
+    kind = click.core.ParameterSource
+    if source is kind.COMMANDLINE:
+        return "flag"
+    if source is kind.ENVIRONMENT:
+        return f"environment {param.envvar}"
+    if source is kind.DEFAULT_MAP:
+        return f"config file {ctx.find_root().meta.get('config_file', '')}"
+    return "default"
 
 
 def format_status(stats: dict[str, Any]) -> str:

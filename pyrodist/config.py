@@ -1,7 +1,7 @@
 """`Settings`: where the name server is, what the master is called, and the timeouts.
 
-Settings come from CLI flags and `PYRODIST_*` environment variables, nowhere else, and are passed
-explicitly to whatever needs them (no global mutable configuration).
+Settings come from CLI flags, `PYRODIST_*` environment variables and a TOML file (`--config`), in that
+order of precedence, and are passed explicitly to whatever needs them (no global mutable configuration).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -134,3 +135,14 @@ def read_key_file(path: str) -> str:
     if not key:
         raise ConfigError(f"the key file {path!r} is empty")
     return key
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The options in a TOML file: shared ones at the top level, per-command ones in [command] tables."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path!r}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the configuration file {path!r} is not valid TOML: {exc}") from None
