@@ -246,6 +246,10 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security
 @click.option("--max-connections", type=click.IntRange(min=4), help="Size of the Pyro4 thread pool.")
 @click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
               help="Largest encoded arguments or result of a task, in bytes (default 8 MiB).")  # fmt: skip
+@click.option("--dashboard", type=click.IntRange(0, 65535), envvar="PYRODIST_DASHBOARD",
+              help="Serve a live web dashboard on this port (0: a free one).")  # fmt: skip
+@click.option("--dashboard-host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_DASHBOARD_HOST",
+              help="Address the dashboard binds to.")  # fmt: skip
 @click.option("--result-ttl", type=click.FloatRange(min=0.001), envvar="PYRODIST_RESULT_TTL",
               help="Seconds finished tasks and their results are kept (default 3600).")  # fmt: skip
 @click.option("--max-pending", type=click.IntRange(min=1), envvar="PYRODIST_MAX_PENDING",
@@ -254,7 +258,8 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security
 @ns_options
 @security_options
 @logging_options
-def master(name: str | None, host: str, port: int, insecure: bool, master_name: str,
+def master(name: str | None, host: str, port: int, insecure: bool, master_name: str, dashboard: int | None,
+           dashboard_host: str,
            **options: Any) -> None:  # fmt: skip
     """Run the master and register it in the name server."""
     settings = settings_from(master_name=name or master_name, **options)
@@ -264,7 +269,7 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
     with stop_on_signals(stop.set):
         if not remote.wait_for_nameserver(settings, stop, "master"):
             return
-        RunningMaster(settings, host, port).serve_forever(stop)
+        RunningMaster(settings, host, port, dashboard, dashboard_host).serve_forever(stop)
     log.info("master stopped")
 
 

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from . import protocol, remote
 from .config import Settings
+from .dashboard import Dashboard
 from .errors import ConfigError, PyrodistError
 from .notify import Notifier
 from .protocol import FINISHED_STATES, MAX_BATCH, MAX_WAIT, TaskState, check_batch, check_ids, check_name, check_number
@@ -46,6 +47,8 @@ LOST_WORKER_MEMORY = 3600.0
 """Seconds a lost worker stays listed in stats."""
 NO_OPTIONS: dict[str, Any] = {}
 """Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
+RECENT_FAILURES = 50
+"""Failed task records kept for the dashboard."""
 MAX_SUBSCRIPTIONS = 1000
 MAX_SUBSCRIPTIONS_PER_CLIENT = 16
 
@@ -137,6 +140,7 @@ class Master:
         self._totals = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0}
         self._started = clock()
         self._finish_rate = RateMeter()
+        self._failures: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_FAILURES)
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, name="master-reaper", daemon=True)
 
@@ -374,6 +378,11 @@ class Master:
             "throughput_1m": round(rate, 2),
         }  # fmt: skip
 
+    def recent_failures(self, limit: int = RECENT_FAILURES) -> list[dict[str, Any]]:
+        """The latest failed tasks, newest first (for the dashboard; not part of the remote API)."""
+        with self._lock:
+            return list(reversed(self._failures))[:limit]
+
     def limits(self) -> dict[str, Any]:
         """The limits this master enforces, so clients can check before sending."""
         return {
@@ -429,6 +438,16 @@ class Master:
         self._finish_rate.add(len(tasks), self._clock())
         for task in tasks:
             self._totals[task.state.value] += 1
+            if task.state is TaskState.FAILED:
+                self._failures.append(
+                    {
+                        "id": task.id,
+                        "func": task.func,
+                        "worker": task.worker,
+                        "finished": task.finished,
+                        "error": task.error,
+                    }
+                )
             if task.owner is not None:  # compact: the client needs only these to settle its future
                 box = self._outbox(task.owner)
                 box.records.append(
@@ -500,7 +519,14 @@ remote.expose(Master, only=REMOTE_METHODS)
 class RunningMaster:
     """A master served by a daemon and registered in the name server (for embedding and tests)."""
 
-    def __init__(self, settings: Settings, host: str = remote.LOOPBACK, port: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        host: str = remote.LOOPBACK,
+        port: int = 0,
+        dashboard: int | None = None,
+        dashboard_host: str = remote.LOOPBACK,
+    ) -> None:
         remote.configure_pyro(settings, threadpool_size=settings.max_connections)
         existing = remote.master_answers(settings)
         if existing is not None:
@@ -514,6 +540,17 @@ class RunningMaster:
         self.uri = self.server.register(self.master, settings.master_name)
         remote.register(settings, settings.master_name, self.uri)
         self.master.start()
+        self.dashboard: Dashboard | None = None
+        if dashboard is not None:
+            try:
+                self.dashboard = Dashboard(self.master.stats, self.master.recent_failures, dashboard_host, dashboard)
+            except OSError as exc:
+                self.close()
+                raise ConfigError(
+                    f"the dashboard cannot listen on {dashboard_host}:{dashboard}: {exc.strerror}"
+                ) from None
+            self.dashboard.start()
+            log.info("dashboard at %s", self.dashboard.url)
         log.info(
             "master %r serving at %s (in-memory store: state will not survive a restart)",
             settings.master_name,
@@ -529,6 +566,8 @@ class RunningMaster:
 
     def close(self) -> None:
         """Unregister from the name server and stop serving."""
+        if self.dashboard is not None:
+            self.dashboard.close()
         remote.unregister(self.settings, self.settings.master_name, self.uri)
         self.master.close()
         self.server.close()
