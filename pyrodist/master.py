@@ -62,6 +62,7 @@ class WorkerInfo:
     pid: int = 0
     concurrency: int = 0
     running: int = 0
+    prefetched: int = 0
     done: int = 0
     failed: int = 0
     last_seen: float = 0.0
@@ -202,14 +203,13 @@ class Master:
         count = int(check_number(max_tasks, "max_tasks", 1, MAX_BATCH))
         deadline = time.monotonic() + check_number(wait, "wait", 0, MAX_WAIT)
         with self._lock:
-            info = self._seen(worker)
+            self._seen(worker)
             while not self._store.has_work_for(worker):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
                     return []
                 self._work.wait(remaining)
             leased = self._store.lease(worker, count, self._clock(), self._settings.lease_timeout)
-            info.running += len(leased)
             if self._store.has_pending():
                 self._work.notify()  # more work is left for the next waiting worker
         return [
@@ -226,7 +226,6 @@ class Master:
         with self._lock:
             info = self._seen(worker)
             accepted, ignored = self._store.finish(worker, outcomes, self._clock())
-            info.running = max(0, info.running - len(accepted))
             for task in accepted:
                 if task.state is TaskState.DONE:
                     info.done += 1
@@ -251,10 +250,11 @@ class Master:
                 if isinstance(info.get(key), type(getattr(row, key))):
                     setattr(row, key, info[key])
             running = info.get("running")
-            if isinstance(running, list):
-                running = [task_id for task_id in running if isinstance(task_id, str)]
-                row.running = len(running)
-                self._store.renew(worker, running, self._clock(), self._settings.lease_timeout)
+            prefetched = info.get("prefetched", [])
+            if isinstance(running, list) and isinstance(prefetched, list):
+                row.running, row.prefetched = len(running), len(prefetched)
+                held = [task_id for task_id in running + prefetched if isinstance(task_id, str)]
+                self._store.renew(worker, held, self._clock(), self._settings.lease_timeout)
             if info.get("state") == "stopping":
                 row.state = "stopping"
         return reply
@@ -265,8 +265,7 @@ class Master:
         check_ids(task_ids, "task_ids")
         with self._lock:
             released = self._store.release(worker, task_ids)
-            row = self._seen(worker)
-            row.running = max(0, row.running - len(released))
+            self._seen(worker)
             self._work.notify(len(released))
         return len(released)
 

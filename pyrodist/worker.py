@@ -381,8 +381,9 @@ class Worker:
 
     def _status(self) -> dict[str, Any]:
         with self._cond:
-            running = list(self._running) + [t["id"] for t in self._buffer]
+            running, prefetched = list(self._running), [t["id"] for t in self._buffer]
         return {
             "host": socket.gethostname(), "pid": os.getpid(), "concurrency": self.concurrency,
-            "running": running, "state": "stopping" if self._stopping.is_set() else "live",
+            "running": running, "prefetched": prefetched,  # both keep their leases
+            "state": "stopping" if self._stopping.is_set() else "live",
         }  # fmt: skip
