@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +141,28 @@ def start_cluster(procs: Processes, workers: int, master_args: tuple[str, ...] =
     return cluster
 
 
+@contextmanager
+def running_cluster(folder: Path, workers: int, master_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
+    """A cluster for the duration of a with-block; every process stopped by pid afterwards."""
+    starter = Processes(folder)
+    try:
+        yield start_cluster(starter, workers, master_args)
+    finally:
+        starter.stop_all()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster with two one-slot workers shared by a test module."""
-    starter = Processes(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield start_cluster(starter, workers=2)
-    finally:
-        starter.stop_all()
+    with running_cluster(tmp_path_factory.mktemp("cluster"), workers=2) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def idle_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster without workers shared by a test module: tasks stay where a test puts them."""
+    with running_cluster(tmp_path_factory.mktemp("idle"), workers=0) as running:
+        yield running
 
 
 @pytest.fixture

@@ -29,16 +29,6 @@ def executor(client: Client) -> Iterator[ClusterExecutor]:
         yield ex
 
 
-@pytest.fixture(scope="module")
-def idle_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A cluster without workers: every task stays pending until cancelled."""
-    starter = Processes(tmp_path_factory.mktemp("idle"))
-    try:
-        yield start_cluster(starter, workers=0)
-    finally:
-        starter.stop_all()
-
-
 def counts(client: Client) -> dict[str, int]:
     """The master's number of tasks per state."""
     return dict(client.stats()["counts"])

@@ -31,7 +31,7 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import Pyro4
@@ -664,13 +664,9 @@ def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(procs
 
 
 @pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def bare(idle_cluster: Cluster) -> Cluster:
     """A master with no worker: tasks stay where a test puts them."""
-    starter = Processes(tmp_path_factory.mktemp("bare"))
-    try:
-        yield start_cluster(starter, workers=0)
-    finally:
-        starter.stop_all()
+    return idle_cluster
 
 
 def leased(master: Any) -> dict[str, Any]:
