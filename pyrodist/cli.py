@@ -227,10 +227,10 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security
     """Run a Pyro4 name server."""
     settings = settings_from(None, None, DEFAULT_MASTER_NAME, **security)
     warn_if_exposed("name server", host, settings, insecure)
-    ns = remote.start_nameserver(settings, host, port, broadcast)
-    log.info("name server running at %s%s", ns.uri, " (answering broadcasts)" if ns.broadcast else "")
     stop = threading.Event()
-    with stop_on_signals(stop.set):
+    with stop_on_signals(stop.set):  # before binding: a SIGTERM right after start must still end cleanly
+        ns = remote.start_nameserver(settings, host, port, broadcast)
+        log.info("name server running at %s%s", ns.uri, " (answering broadcasts)" if ns.broadcast else "")
         try:
             ns.serve(stop)
         finally:
