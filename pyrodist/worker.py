@@ -34,8 +34,10 @@ from .runner import PIPELINE_BYTES, AllowList, ChildProcess, TaskCall
 
 log = logging.getLogger(__name__)
 
-FETCH_WAIT = 1.0
+FETCH_WAIT = 2.0
 """Seconds one fetch long-polls; also how soon a stopping worker notices."""
+IDLE_HEARTBEAT_FACTOR = 4
+"""An idle worker heartbeats this many times less often: its long-polls already tell the master it lives."""
 BUFFER_SECONDS = 0.05
 """Adaptive prefetch holds about this much work per slot (judged from the observed task time)."""
 MAX_PREFETCH = 256
@@ -79,6 +81,7 @@ class Worker:
         self._abort = threading.Event()  # give up on reaching the master
         self._draining = False
         self._heartbeat = settings.heartbeat
+        self._fetch_wait = FETCH_WAIT
 
     def stop(self) -> None:
         """Stop gracefully: no more fetching; running tasks finish and are reported."""
@@ -154,7 +157,7 @@ class Worker:
             if want <= 0:  # max_tasks reached: finish and exit
                 break
             try:
-                tasks = master.fetch(self.id, want, FETCH_WAIT)
+                tasks = master.fetch(self.id, want, self._fetch_wait)
             except remote.CommunicationError as exc:
                 master = self._reconnect(master, exc)
                 if master is None:
@@ -295,7 +298,9 @@ class Worker:
         pending: list[dict[str, Any]] = []
         while master is not None:
             try:
-                if time.monotonic() - last_beat >= self._heartbeat:
+                holding = bool(self._running or self._buffer)  # leases to renew
+                interval = self._heartbeat if holding else self._heartbeat * IDLE_HEARTBEAT_FACTOR
+                if time.monotonic() - last_beat >= interval:
                     self._adopt(master.heartbeat(self.id, self._status()))
                     last_beat = time.monotonic()
                 if not pending and not finished:
@@ -343,6 +348,8 @@ class Worker:
     def _adopt(self, reply: Any) -> None:
         """Follow the master's lease timeout: heartbeat at least three times per lease."""
         lease = reply.get("lease_timeout") if isinstance(reply, dict) else None
+        if isinstance(lease, (int, float)) and lease > 0:
+            self._fetch_wait = min(FETCH_WAIT, lease / 3)  # an idle worker's long-polls are its sign of life
         if isinstance(lease, (int, float)) and lease > 0 and self._heartbeat > lease / 3:
             log.warning("worker %s: heartbeat %.2f s is too slow for the master's %.2f s leases; using %.2f s",
                         self.id, self._heartbeat, lease, lease / 3)  # fmt: skip

@@ -165,6 +165,7 @@ def test_worker_follows_the_masters_lease_timeout() -> None:
     worker = Worker(Settings(heartbeat=5.0), ["math"], concurrency=1)
     worker._adopt({"lease_timeout": 3.0})
     assert worker._heartbeat == pytest.approx(1.0)
+    assert worker._fetch_wait == pytest.approx(1.0)  # an idle worker's long-polls keep it alive too
     worker._adopt({"lease_timeout": 60.0})  # never slower than asked
     assert worker._heartbeat == pytest.approx(1.0)
     worker._adopt("garbage")
