@@ -180,6 +180,13 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
         ctx.meta["config_file"] = config_file
 
 
+SHARED_KEYS = frozenset({
+    "ns_host", "ns_port", "master", "key", "key_file", "tls_cert", "tls_key", "tls_ca",
+    "loglevel", "logfile", "log_format", "max_payload",
+})  # fmt: skip
+"""Options that mean the same for every command, so they may stand at the top of a configuration file."""
+
+
 def option_key(param: click.Parameter) -> str | None:
     """How an option is written in a configuration file: its long name, without dashes ("ns_host")."""
     names = [opt for opt in param.opts if opt.startswith("--")]
@@ -201,8 +208,12 @@ def config_defaults(group: click.Group, data: dict[str, Any], path: str) -> dict
                 if option not in keys[key]:
                     raise ConfigError(f"{path}: [{key}] has no option {option!r}; see 'pyrodist {key} --help'")
                 defaults[key][keys[key][option]] = setting
-        elif not any(key in known for known in keys.values()):
-            raise ConfigError(f"{path}: unknown option {key!r} (options are written like ns_host, key_file)")
+        elif key not in SHARED_KEYS:
+            where = sorted(name for name, known in keys.items() if key in known)
+            hint = (
+                f"put it in a [{'] or ['.join(where)}] table" if where else "options are written like ns_host, key_file"
+            )
+            raise ConfigError(f"{path}: {key!r} is not a shared option ({hint})")
         else:
             for name, known in keys.items():
                 if key in known:
@@ -242,8 +253,10 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security
 @click.option("--host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_MASTER_HOST",
               help="Address to bind the master's daemon to.")  # fmt: skip
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
-@click.option("--lease-timeout", type=click.FloatRange(min=0.1), help="Seconds a lease lives without heartbeats.")
-@click.option("--max-connections", type=click.IntRange(min=4), help="Size of the Pyro4 thread pool.")
+@click.option("--lease-timeout", type=click.FloatRange(min=0.1), envvar="PYRODIST_LEASE_TIMEOUT",
+              help="Seconds a lease lives without heartbeats.")  # fmt: skip
+@click.option("--max-connections", type=click.IntRange(min=4), envvar="PYRODIST_MAX_CONNECTIONS",
+              help="Size of the Pyro4 thread pool.")  # fmt: skip
 @click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
               help="Largest encoded arguments or result of a task, in bytes (default 8 MiB).")  # fmt: skip
 @click.option("--dashboard", type=click.IntRange(0, 65535), envvar="PYRODIST_DASHBOARD",
@@ -264,6 +277,17 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
     """Run the master and register it in the name server."""
     settings = settings_from(master_name=name or master_name, **options)
     warn_if_exposed("master", host, settings, insecure)
+    if (
+        dashboard is not None
+        and not insecure
+        and not dashboard_host.startswith("127.")
+        and dashboard_host != "localhost"
+    ):
+        log.warning(
+            "the dashboard listens on %s without authentication (the key does not cover it): anyone who can reach "
+            "it sees task errors and tracebacks. Keep it on 127.0.0.1 (use an SSH tunnel) or pass --insecure.",
+            dashboard_host,
+        )
     remote.configure_pyro(settings, threadpool_size=settings.max_connections)
     stop = threading.Event()
     with stop_on_signals(stop.set):
@@ -281,7 +305,8 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
 @click.option("--id", "worker_id", help="Worker id (default: HOST-PID).")
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--max-tasks", type=click.IntRange(min=1), help="Exit after this many tasks.")
-@click.option("--heartbeat", type=click.FloatRange(min=0.05), help="Seconds between heartbeats.")
+@click.option("--heartbeat", type=click.FloatRange(min=0.05), envvar="PYRODIST_HEARTBEAT",
+              help="Seconds between heartbeats.")  # fmt: skip
 @click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
               help="Largest encoded result of a task, in bytes (default 8 MiB).")  # fmt: skip
 @ns_options

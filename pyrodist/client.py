@@ -372,6 +372,10 @@ class Client:
                     result = getattr(proxy, method)(*args)
             except ConnectionFailed:
                 proxy._pyroRelease()  # maybe a restarted master on a new port: the next proxy looks it up
+                with self._lock:
+                    stale, self._idle = self._idle, []
+                for old in stale:
+                    old._pyroRelease()
                 if attempt == 2 or not retry:
                     raise
                 continue

@@ -43,6 +43,8 @@ BUFFER_SECONDS = 0.05
 MAX_PREFETCH = 256
 PIPELINE_TASKS = 16
 """Most tasks a slot hands its child at once (see runner.ChildProcess.run_batch)."""
+PIPELINE_BELOW = 0.005
+"""Tasks are pipelined only while they take less than this (seconds): a slow one must not hold others back."""
 LINGER = 0.002
 """Seconds the reporter waits for more results to batch, only while other tasks are in flight."""
 
@@ -213,11 +215,14 @@ class Worker:
                 self._cond.wait()
             if not self._buffer:
                 return None
-            share = min(PIPELINE_TASKS, -(-len(self._buffer) // self.concurrency))
+            fast = self._task_time is not None and self._task_time < PIPELINE_BELOW
+            share = min(PIPELINE_TASKS, -(-len(self._buffer) // self.concurrency)) if fast else 1
             batch: list[dict[str, Any]] = []
             size = 0
             while self._buffer and len(batch) < share:
-                size += len(self._buffer[0]["payload"])
+                payload = self._buffer[0]["payload"]
+                # Bytes as written: json escapes each non-ASCII character to up to 12 bytes; 200 for the rest.
+                size += 200 + (len(payload) if payload.isascii() else 12 * len(payload))
                 if batch and size > PIPELINE_BYTES:
                     break
                 task = self._buffer.popleft()
@@ -262,12 +267,12 @@ class Worker:
             log.warning("task %s (%s) failed: %s: %s", task["id"], task["func"], result["type"], result["message"])
         if ok and log.isEnabledFor(logging.DEBUG):
             log.debug("task %s (%s) done in %.4f s", task["id"], task["func"], elapsed)
-        self._results.put(report)
-        with self._cond:
+        with self._cond:  # before the result is queued, so the reporter sees no task left to wait for
             del self._running[task["id"]]
             self.done += 1
             self._task_time = elapsed if self._task_time is None else 0.8 * self._task_time + 0.2 * elapsed
             self._cond.notify_all()
+        self._results.put(report)
 
     def _fresh_child(self, broken: ChildProcess) -> ChildProcess:
         """Replace a child that failed; wait a little between attempts so a lasting cause does not spin."""

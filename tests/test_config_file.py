@@ -55,7 +55,8 @@ def test_config_without_a_command_lists_every_command(config_file: Path) -> None
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("colour = 1\n", "unknown option 'colour'"),
+        ("colour = 1\n", "'colour' is not a shared option"),
+        ("port = 9091\n", "put it in a [master] or [nameserver] table"),
         ("[worker]\ncolour = 1\n", "[worker] has no option 'colour'"),
         ("[nonsense]\nx = 1\n", "unknown table [nonsense]"),
         ("ns_host = \n", "is not valid TOML"),
@@ -77,3 +78,13 @@ def test_commands_take_their_options_from_the_file(cluster: Cluster, tmp_path: P
     result = run("status", "--json", env={"PYRODIST_CONFIG": str(path)})
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["workers"]) == 2
+
+
+def test_environment_beats_the_file_for_every_setting(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text("[master]\nlease_timeout = 5.0\n")
+    result = run("--config", str(path), "config", "--json", "master", env={"PYRODIST_LEASE_TIMEOUT": "30"})
+    assert json.loads(result.stdout)["master"]["lease_timeout"] == {
+        "value": 30.0,
+        "source": "environment PYRODIST_LEASE_TIMEOUT",
+    }

@@ -225,3 +225,9 @@ def test_map_with_progress_returns_the_futures_and_draws_nothing_off_a_terminal(
     futures = client.map(tasks.inc, range(50), progress=True)
     assert client.gather(futures, timeout=30) == list(range(1, 51))
     assert capsys.readouterr().err == ""  # stderr is not a terminal here: the bar stays quiet
+
+
+def test_long_non_ascii_arguments_pass_through_pipelined_batches(client: Client) -> None:
+    text = "é" * 1900  # json escapes each to 6 bytes: batches must be sized by what is written
+    client.gather(client.map(tasks.inc, range(200)), timeout=30)  # workers learn the tasks are fast
+    assert client.gather(client.map(tasks.echo, [text] * 100), timeout=60) == [text] * 100
