@@ -16,10 +16,9 @@ from __future__ import annotations
 import argparse
 import queue
 import time
-from contextlib import ExitStack
 from typing import Any
 
-from pyrodist import Client, LocalCluster
+from examples.common import add_cluster_arguments, cluster_client
 
 # Run as `python -m`, this file is __main__, which no worker can import: name the function by its module.
 TASK = "examples.callbacks:slow_square"
@@ -43,18 +42,10 @@ def describe(record: dict[str, Any], n: int) -> str:
 def main() -> int:
     """Submit tasks of varying length and print each result as its callback arrives."""
     parser = argparse.ArgumentParser(prog="python -m examples.callbacks", description=main.__doc__)
-    parser.add_argument("--ns-host", help="name server of a running cluster (default: start a LocalCluster)")
-    parser.add_argument("--ns-port", type=int, help="its port (default: 9090)")
-    parser.add_argument("--master", help="the master's name (default: pyrodist.master)")
+    add_cluster_arguments(parser)
     args = parser.parse_args()
 
-    with ExitStack() as stack:
-        if args.ns_host is None:
-            cluster = stack.enter_context(LocalCluster(workers=2, imports=["examples.callbacks"]))
-            client = stack.enter_context(cluster.client())
-        else:
-            client = stack.enter_context(Client(args.master, args.ns_host, args.ns_port))
-
+    with cluster_client(args, "examples.callbacks") as client:
         arrived: queue.Queue[dict[str, Any]] = queue.Queue()
         client.on_result(arrived.put)  # subscribe before submitting, so no result is missed
         started = time.perf_counter()

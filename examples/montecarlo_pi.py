@@ -15,9 +15,8 @@ import argparse
 import math
 import random
 import time
-from contextlib import ExitStack
 
-from pyrodist import Client, LocalCluster
+from examples.common import add_cluster_arguments, cluster_client
 
 # Run as `python -m`, this file is __main__, which no worker can import: name the function by its module.
 TASK = "examples.montecarlo_pi:count_inside"
@@ -40,22 +39,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m examples.montecarlo_pi", description=main.__doc__)
     parser.add_argument("--tasks", type=int, default=100, help="how many tasks, one seed each (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=100_000, help="points per task (default: %(default)s)")
-    parser.add_argument("--ns-host", help="name server of a running cluster (default: start a LocalCluster)")
-    parser.add_argument("--ns-port", type=int, help="its port (default: 9090)")
-    parser.add_argument("--master", help="the master's name (default: pyrodist.master)")
+    add_cluster_arguments(parser)
     args = parser.parse_args()
     if args.tasks < 1 or args.samples < 1:
         parser.error("--tasks and --samples must be at least 1")
 
-    with ExitStack() as stack:
-        started = time.perf_counter()
-        if args.ns_host is None:
-            cluster = stack.enter_context(LocalCluster(workers=2, imports=["examples.montecarlo_pi"]))
-            client = stack.enter_context(cluster.client())
-            print(f"local cluster of 2 workers started in {time.perf_counter() - started:.2f} s")
-        else:
-            client = stack.enter_context(Client(args.master, args.ns_host, args.ns_port))
-
+    with cluster_client(args, "examples.montecarlo_pi", announce=True) as client:
         started = time.perf_counter()
         seeds = range(args.tasks)
         inside = sum(client.gather(client.map(TASK, seeds, [args.samples] * args.tasks)))

@@ -19,10 +19,9 @@ import math
 import queue
 import random
 import time
-from contextlib import ExitStack
 from typing import Any
 
-from pyrodist import Client, LocalCluster
+from examples.common import add_cluster_arguments, cluster_client
 
 # Run as `python -m`, this file is __main__, which no worker can import: name the function by its module.
 TASK = "examples.primes:factorize"
@@ -60,22 +59,14 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20, help="how many numbers (default: %(default)s)")
     parser.add_argument("--digits", type=int, default=12, help="digits per number (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random numbers (default: %(default)s)")
-    parser.add_argument("--ns-host", help="name server of a running cluster (default: start a LocalCluster)")
-    parser.add_argument("--ns-port", type=int, help="its port (default: 9090)")
-    parser.add_argument("--master", help="the master's name (default: pyrodist.master)")
+    add_cluster_arguments(parser)
     args = parser.parse_args()
     if args.count < 1 or args.digits < 2:
         parser.error("--count must be at least 1 and --digits at least 2")
     rng = random.Random(args.seed)
     numbers = [rng.randrange(10 ** (args.digits - 1), 10**args.digits) for _ in range(args.count)]
 
-    with ExitStack() as stack:
-        if args.ns_host is None:
-            cluster = stack.enter_context(LocalCluster(workers=2, imports=["examples.primes"]))
-            client = stack.enter_context(cluster.client())
-        else:
-            client = stack.enter_context(Client(args.master, args.ns_host, args.ns_port))
-
+    with cluster_client(args, "examples.primes") as client:
         arrived: queue.Queue[dict[str, Any]] = queue.Queue()
         client.on_result(arrived.put)  # subscribe before submitting, so no result is missed
         started = time.perf_counter()

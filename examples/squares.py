@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import ExitStack
 
-from pyrodist import Client, LocalCluster
+from examples.common import add_cluster_arguments, cluster_client
 
 # Run as `python -m`, this file is __main__, which no worker can import: name the function by its module.
 TASK = "examples.squares:compute"
@@ -27,20 +26,10 @@ def main() -> None:
     """Square 0..count-1 on the cluster and print the results, their sum and the time taken."""
     parser = argparse.ArgumentParser(prog="python -m examples.squares", description=main.__doc__)
     parser.add_argument("--count", type=int, default=100, help="how many numbers (default: %(default)s)")
-    parser.add_argument("--ns-host", help="name server of a running cluster (default: start a LocalCluster)")
-    parser.add_argument("--ns-port", type=int, help="its port (default: 9090)")
-    parser.add_argument("--master", help="the master's name (default: pyrodist.master)")
+    add_cluster_arguments(parser)
     args = parser.parse_args()
 
-    with ExitStack() as stack:
-        started = time.perf_counter()
-        if args.ns_host is None:
-            cluster = stack.enter_context(LocalCluster(workers=2, imports=["examples.squares"]))
-            client = stack.enter_context(cluster.client())
-            print(f"local cluster of 2 workers started in {time.perf_counter() - started:.2f} s")
-        else:
-            client = stack.enter_context(Client(args.master, args.ns_host, args.ns_port))
-
+    with cluster_client(args, "examples.squares", announce=True) as client:
         started = time.perf_counter()
         results = client.gather(client.map(TASK, range(args.count)))
         elapsed = time.perf_counter() - started

@@ -19,11 +19,10 @@ import math
 import random
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from pyrodist import Client, LocalCluster
+from examples.common import add_cluster_arguments, cluster_client
 
 # Run as `python -m`, this file is __main__, which no worker can import: name the function by its module.
 TASK = "examples.sweep:simulate"
@@ -66,21 +65,13 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 1.0, 1.5], help="damping")
     parser.add_argument("--seeds", type=int, default=3, help="starts per (alpha, beta) (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="CSV file to write (default: a new temporary file)")
-    parser.add_argument("--ns-host", help="name server of a running cluster (default: start a LocalCluster)")
-    parser.add_argument("--ns-port", type=int, help="its port (default: 9090)")
-    parser.add_argument("--master", help="the master's name (default: pyrodist.master)")
+    add_cluster_arguments(parser)
     args = parser.parse_args()
     if any(a <= 0 for a in args.alphas) or args.seeds < 1:
         parser.error("alphas must be positive and --seeds at least 1")
 
     grid = list(itertools.product(args.alphas, args.betas, range(args.seeds)))
-    with ExitStack() as stack:
-        if args.ns_host is None:
-            cluster = stack.enter_context(LocalCluster(workers=2, imports=["examples.sweep"]))
-            client = stack.enter_context(cluster.client())
-        else:
-            client = stack.enter_context(Client(args.master, args.ns_host, args.ns_port))
-
+    with cluster_client(args, "examples.sweep") as client:
         started = time.perf_counter()
         metrics = client.gather(client.map(TASK, *zip(*grid, strict=True)))
         elapsed = time.perf_counter() - started

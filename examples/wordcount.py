@@ -24,7 +24,7 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
-from pyrodist import Client, LocalCluster
+from examples.common import add_cluster_arguments, cluster_client
 
 # Run as `python -m`, this file is __main__, which no worker can import: name the function by its module.
 TASK = "examples.wordcount:count_words"
@@ -73,9 +73,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.wordcount", description=main.__doc__)
     parser.add_argument("--folder", type=Path, help="folder of text files (default: a built-in corpus)")
     parser.add_argument("--top", type=int, default=10, help="how many words to print (default: %(default)s)")
-    parser.add_argument("--ns-host", help="name server of a running cluster (default: start a LocalCluster)")
-    parser.add_argument("--ns-port", type=int, help="its port (default: 9090)")
-    parser.add_argument("--master", help="the master's name (default: pyrodist.master)")
+    add_cluster_arguments(parser)
     args = parser.parse_args()
 
     with ExitStack() as stack:
@@ -87,11 +85,7 @@ def main() -> int:
         if not files:
             print(f"no files in {folder}")
             return 1
-        if args.ns_host is None:
-            cluster = stack.enter_context(LocalCluster(workers=2, imports=["examples.wordcount"]))
-            client = stack.enter_context(cluster.client())
-        else:
-            client = stack.enter_context(Client(args.master, args.ns_host, args.ns_port))
+        client = stack.enter_context(cluster_client(args, "examples.wordcount"))
 
         started = time.perf_counter()
         totals: Counter[str] = Counter()
