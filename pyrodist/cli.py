@@ -23,7 +23,9 @@ from .config import DEFAULT_MASTER_NAME, Settings, read_config_file, read_key_fi
 from .errors import ConfigError, PyrodistError, TaskError
 from .master import RunningMaster
 from .progressbar import Spinner
-from .worker import Worker
+from .sqlstore import SYNC_MODES
+from .statustext import format_status, format_task
+from .worker import DEFAULT_GRACE, Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
@@ -267,12 +269,17 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security
               help="Seconds finished tasks and their results are kept (default 3600).")  # fmt: skip
 @click.option("--max-pending", type=click.IntRange(min=1), envvar="PYRODIST_MAX_PENDING",
               help="Most queued tasks; then submit fails with 'queue full' (Client.map waits).")  # fmt: skip
+@click.option("--store", "store", metavar="PATH", is_flag=False, flag_value="", envvar="PYRODIST_STORE",
+              help="Keep all state in this SQLite file (WAL), to survive restarts (default: in memory).")  # fmt: skip
+@click.option("--store-sync", type=click.Choice(SYNC_MODES), default="full", show_default=True,
+              envvar="PYRODIST_STORE_SYNC",
+              help="full: each commit survives a power loss; normal: survives the master's crash, faster.")  # fmt: skip
 @insecure_option
 @ns_options
 @security_options
 @logging_options
 def master(name: str | None, host: str, port: int, insecure: bool, master_name: str, dashboard: int | None,
-           dashboard_host: str,
+           dashboard_host: str, store: str | None, store_sync: str,
            **options: Any) -> None:  # fmt: skip
     """Run the master and register it in the name server."""
     settings = settings_from(master_name=name or master_name, **options)
@@ -293,7 +300,7 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
     with stop_on_signals(stop.set):
         if not remote.wait_for_nameserver(settings, stop, "master"):
             return
-        RunningMaster(settings, host, port, dashboard, dashboard_host).serve_forever(stop)
+        RunningMaster(settings, host, port, dashboard, dashboard_host, store or None, store_sync).serve_forever(stop)
     log.info("master stopped")
 
 
@@ -309,15 +316,18 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
               help="Seconds between heartbeats.")  # fmt: skip
 @click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
               help="Largest encoded result of a task, in bytes (default 8 MiB).")  # fmt: skip
+@click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE, show_default=True,
+              envvar="PYRODIST_GRACE",
+              help="On SIGTERM, seconds running tasks may finish before they are killed and given back.")  # fmt: skip
 @ns_options
 @security_options
 @logging_options
 def worker(imports: tuple[str, ...], concurrency: int | None, prefetch: int | None, worker_id: str | None,
-           burst: bool, max_tasks: int | None, **options: Any) -> None:  # fmt: skip
+           burst: bool, max_tasks: int | None, grace: float, **options: Any) -> None:  # fmt: skip
     """Fetch tasks from the master and run them."""
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # like `python -m`: modules in the current directory can be given with -I
-    engine = Worker(settings_from(**options), imports, concurrency, prefetch, worker_id, burst, max_tasks)
+    engine = Worker(settings_from(**options), imports, concurrency, prefetch, worker_id, burst, max_tasks, grace)
     with stop_on_signals(engine.stop, engine.abort):
         code = engine.run()
     sys.exit(code)
@@ -377,14 +387,24 @@ def broadcast(func: str, args: tuple[str, ...], **options: Any) -> None:
 
 
 @cli.command()
+@click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", type=click.FloatRange(min=0.2), is_flag=False, flag_value=2.0, default=None,
               metavar="[SECONDS]", help="Refresh every SECONDS (default 2) until Ctrl-C.")  # fmt: skip
 @ns_options
 @security_options
-def status(as_json: bool, watch: float | None, **options: Any) -> None:
-    """Show the workers, the queue, the totals and the throughput over the last minute."""
+def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **options: Any) -> None:
+    """Show the workers, queue and throughput; given TASK_IDs, why each task is where it is."""
     with Client(settings=settings_from(**options)) as client:
+        if task_ids:
+            records = client.lookup(task_ids)
+            if as_json:
+                click.echo(json.dumps(dict(zip(task_ids, records, strict=True)), indent=2, sort_keys=True))
+            else:
+                click.echo("\n\n".join(format_task(i, r) for i, r in zip(task_ids, records, strict=True)))
+            if None in records:
+                sys.exit(1)
+            return
         while True:
             stats = client.stats()
             text = json.dumps(stats, indent=2, sort_keys=True) if as_json else format_status(stats)
@@ -475,37 +495,6 @@ def _source(param: click.Option, source: click.core.ParameterSource | None, ctx:
     if source is kind.DEFAULT_MAP:
         return f"config file {ctx.find_root().meta.get('config_file', '')}"
     return "default"
-
-
-def format_status(stats: dict[str, Any]) -> str:
-    """The stats as aligned text."""
-    header = ("WORKER", "HOST", "PID", "RUNNING", "DONE", "FAILED", "LAST SEEN")
-    rows = [header] + [
-        (
-            w["id"],
-            w["host"],
-            str(w["pid"]),
-            str(w["running"]),
-            str(w["done"]),
-            str(w["failed"]),
-            f"{w['last_seen']:.1f}s ago",
-        )
-        for w in stats["workers"]
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    if not stats["workers"]:
-        lines.append("(no live workers)")
-    counts = "  ".join(f"{state} {n}" for state, n in stats["counts"].items())
-    lines += [
-        "",
-        f"tasks: {counts}",
-        f"totals: submitted {stats['submitted']}  done {stats['done']}  failed {stats['failed']}",
-        f"throughput: {stats.get('throughput_1m', 0):.1f} tasks/s over the last minute",
-    ]
-    if stats.get("lost_workers"):
-        lines.append("lost workers: " + ", ".join(w["id"] for w in stats["lost_workers"]))
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import progressbar, protocol, remote
 from .config import Settings
-from .errors import ConnectionFailed, MasterRejected, PyrodistError, TaskError, TaskLost
-from .protocol import TaskState
+from .errors import ConnectionFailed, MasterRejected, PyrodistError, ResultExpired, TaskError, TaskLost
+from .protocol import FINISHED_STATES, TaskState
 
 if TYPE_CHECKING:
     from .executor import ClusterExecutor
@@ -34,6 +34,8 @@ MAP_CHUNK = 1000
 """Tasks sent per submit call by `map`."""
 MAX_IDLE_PROXIES = 4
 """Idle connections a client keeps to the master (each holds one of the master's threads)."""
+RECONNECT_WAIT = 60.0
+"""Seconds a call waits for a lost master to come back (restarted, or its network restored) before failing."""
 
 Record = dict[str, Any]
 
@@ -48,7 +50,7 @@ class Future(concurrent.futures.Future[Any]):
         self._sent = False  # the master confirmed it has the task
 
     def cancel(self) -> bool:
-        """Cancel the task if it has not started yet; False when it runs, finished, or the master is unreachable."""
+        """Cancel the task (a running one is killed on its worker); False when it finished or the master is away."""
         if self.done():
             return self.cancelled()
         try:
@@ -102,7 +104,7 @@ class Client:
         self._callback_queue: queue.SimpleQueue[list[Record] | None] = queue.SimpleQueue()
         self._subscription: str | None = None
         self._closed = threading.Event()
-        limits = self._call("limits")  # fails now, clearly, if the master is not there
+        limits = self._call("limits", wait=0)  # fails now, clearly, if the master is not there
         self._max_payload = int(limits["max_payload"])
         self._epoch = limits.get("epoch")
         self._collector = threading.Thread(target=self._collect_loop, name=f"collector-{self.id}", daemon=True)
@@ -271,9 +273,25 @@ class Client:
                     except Exception:  # a raising callback is logged, never propagated
                         log.exception("on_result callback %r raised for task %s", fn, record.get("id"))
 
+    def lookup(self, task_ids: Iterable[str]) -> list[Record | None]:
+        """The master's records of these tasks (state, worker, attempts, errors, times); None for unknown ids."""
+        ids = list(task_ids)
+        records: list[Record | None] = []
+        for start in range(0, len(ids), protocol.MAX_BATCH):
+            records += self._call("lookup", ids[start : start + protocol.MAX_BATCH])
+        return records
+
     def stats(self) -> dict[str, Any]:
         """The master's stats (workers, counts per state, totals)."""
         return self._call("stats")  # type: ignore[no-any-return]
+
+    def forget(self, tasks: Iterable[Future | str]) -> int:
+        """Drop the master's copy of these finished tasks' results now (futures keep theirs); how many were dropped."""
+        ids = [t.task_id if isinstance(t, Future) else t for t in tasks]
+        return sum(
+            int(self._call("forget", ids[start : start + protocol.MAX_BATCH]))
+            for start in range(0, len(ids), protocol.MAX_BATCH)
+        )
 
     def _cancel(self, task_id: str) -> bool:
         cancelled = bool(self._call("cancel", task_id))
@@ -323,7 +341,7 @@ class Client:
         for start in range(0, len(ids), protocol.MAX_BATCH):
             chunk = ids[start : start + protocol.MAX_BATCH]
             records = master.lookup(chunk)
-            finished = [r for r in records if r is not None and r["state"] not in ("pending", "running")]
+            finished = [r for r in records if r is not None and r["state"] in FINISHED_STATES]
             self._resolve(finished)
             lost = [i for i, r in zip(chunk, records, strict=True) if r is None]
             for task_id in lost:
@@ -356,6 +374,9 @@ class Client:
                 future.set_exception(exc)
         elif state == TaskState.CANCELLED:
             future._cancel_locally()
+        elif state == TaskState.EXPIRED:
+            error = record.get("error") or {}
+            future.set_exception(ResultExpired(record["id"], "ResultExpired", error.get("message", "expired"), ""))
         else:
             error = record.get("error") or {}
             message, tb = error.get("message", ""), error.get("traceback", "")
@@ -363,28 +384,42 @@ class Client:
 
     # ---- plumbing
 
-    def _call(self, method: str, *args: Any, retry: bool = True) -> Any:
-        """Call the master through a pooled proxy; when the master was lost, look it up again and retry once."""
-        for attempt in (1, 2):
-            proxy = self._checkout()
+    def _call(self, method: str, *args: Any, retry: bool = True, wait: float = RECONNECT_WAIT) -> Any:
+        """Call the master through a pooled proxy; when it was lost, look it up again and retry (capped backoff).
+
+        It retries for up to `wait` seconds (at least once), so a master restarting on its store is waited for.
+        Only calls that are safe to repeat retry: submits carry their ids, so a repeat adds nothing.
+        """
+        give_up = time.monotonic() + wait
+        for attempt, delay in enumerate(remote.retry_delays(0.1, 2.0)):
             try:
-                with remote.translate_errors(method):
-                    result = getattr(proxy, method)(*args)
-            except ConnectionFailed:
-                proxy._pyroRelease()  # maybe a restarted master on a new port: the next proxy looks it up
-                with self._lock:
-                    stale, self._idle = self._idle, []
-                for old in stale:
-                    old._pyroRelease()
-                if attempt == 2 or not retry:
+                return self._call_once(method, args)
+            except ConnectionFailed as exc:
+                if not retry or (attempt >= 1 and time.monotonic() + delay > give_up):
                     raise
-                continue
-            except BaseException:
-                self._checkin(proxy)
-                raise
+                if attempt == 1:
+                    log.warning("client %s: %s; retrying for up to %g s", self.id, exc, wait)
+                if attempt >= 1 and self._closed.wait(delay):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - retry_delays never ends
+
+    def _call_once(self, method: str, args: tuple[Any, ...]) -> Any:
+        proxy = self._checkout()
+        try:
+            with remote.translate_errors(method):
+                result = getattr(proxy, method)(*args)
+        except ConnectionFailed:
+            proxy._pyroRelease()  # maybe a restarted master on a new port: the next proxy looks it up
+            with self._lock:
+                stale, self._idle = self._idle, []
+            for old in stale:
+                old._pyroRelease()
+            raise
+        except BaseException:
             self._checkin(proxy)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise
+        self._checkin(proxy)
+        return result
 
     def _call_uri(self) -> str:
         proxy = self._checkout()

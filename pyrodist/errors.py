@@ -14,6 +14,7 @@
     ├── MasterRejected          the master refused a call (bad input); carries its message
     └── TaskError               a task failed on its worker; carries the remote type, message, traceback
         └── TaskLost            the master no longer knows the task (for example it restarted in memory)
+            └── ResultExpired   the master dropped the result (--result-ttl passed, or client.forget)
 
 Remote methods raise builtin exceptions only (they must cross the wire to plain Pyro4 shells);
 `remote.py` and `client.py` map them onto this tree.
@@ -81,3 +82,7 @@ class TaskError(PyrodistError):
 
 class TaskLost(TaskError):
     """The master does not know the task any more."""
+
+
+class ResultExpired(TaskLost):
+    """The master no longer keeps the task's result: it expired (--result-ttl) or was forgotten."""

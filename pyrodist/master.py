@@ -36,7 +36,8 @@ from .dashboard import Dashboard
 from .errors import ConfigError, PyrodistError
 from .notify import Notifier
 from .protocol import FINISHED_STATES, MAX_BATCH, MAX_WAIT, TaskState, check_batch, check_ids, check_name, check_number
-from .store import MemoryStore, Task
+from .sqlstore import SqliteStore
+from .store import MemoryStore, Task, TaskStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,7 +118,7 @@ def _plain(func: Callable[..., T], *args: Any) -> T:
 
 REMOTE_METHODS = (
     "submit", "submit_many", "submit_encoded", "fetch", "report", "heartbeat", "release", "result", "collect",
-    "lookup", "cancel", "subscribe", "unsubscribe", "stats", "limits", "ping",
+    "lookup", "cancel", "forget", "subscribe", "unsubscribe", "stats", "limits", "ping",
 )  # fmt: skip
 """What remote callers may call; start, close and reap are for the process that runs the master."""
 
@@ -125,7 +126,7 @@ REMOTE_METHODS = (
 class Master:
     """The master's remote API (see the module docstring for the flow)."""
 
-    def __init__(self, settings: Settings, store: MemoryStore | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, store: TaskStore | None = None, clock: Callable[[], float] = time.time):
         self._settings = settings
         self._store = store if store is not None else MemoryStore()
         self._clock = clock
@@ -142,6 +143,7 @@ class Master:
         self._started = clock()
         self._finish_rate = RateMeter()
         self._failures: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_FAILURES)
+        self._kill: dict[str, set[str]] = {}  # worker -> cancelled tasks it still runs (told at its next call)
         self._stop = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, name="master-reaper", daemon=True)
 
@@ -181,6 +183,8 @@ class Master:
 
     def _queue(self, tasks: list[Task], owner: str | None = None) -> None:
         with self._lock:
+            if self._stop.is_set():
+                raise ValueError("the master is stopping: nothing of this call was queued, try again when it is back")
             queued = self._store.pending_count()
             if queued + len(tasks) > self._settings.max_pending:
                 raise ValueError(
@@ -226,24 +230,31 @@ class Master:
         with self._lock:
             info = self._seen(worker)
             accepted, ignored = self._store.finish(worker, outcomes, self._clock())
+            finished = []
             for task in accepted:
                 if task.state is TaskState.DONE:
                     info.done += 1
-                else:
+                elif task.state is TaskState.FAILED:
                     info.failed += 1
-            self._completed(accepted)
+                if task.state in FINISHED_STATES:
+                    finished.append(task)
+                elif task.state is TaskState.PENDING:  # failed, retried at once
+                    self._work.notify()
+            self._completed(finished)
+            cancel = self._cancelled_on(worker)
         if ignored:
             log.info("worker %s: ignored %d stale or unknown results: %s", worker, len(ignored), ignored[:5])
-        return {"accepted": len(accepted), "ignored": ignored}
+        return {"accepted": len(accepted), "ignored": ignored, "cancel": cancel}
 
     def heartbeat(self, worker: Any, info: Any = None) -> dict[str, Any]:
         """A worker is alive: update its details and renew the leases of the tasks it runs."""
         check_name(worker, "worker")
         info = info if isinstance(info, dict) else {}
-        reply = {"lease_timeout": self._settings.lease_timeout}
+        reply: dict[str, Any] = {"lease_timeout": self._settings.lease_timeout}
         with self._lock:
             if info.get("state") == "stopped":
                 self._workers.pop(worker, None)
+                self._kill.pop(worker, None)
                 return reply
             row = self._seen(worker)
             for key in ("host", "pid", "concurrency"):
@@ -253,11 +264,21 @@ class Master:
             prefetched = info.get("prefetched", [])
             if isinstance(running, list) and isinstance(prefetched, list):
                 row.running, row.prefetched = len(running), len(prefetched)
-                held = [task_id for task_id in running + prefetched if isinstance(task_id, str)]
-                self._store.renew(worker, held, self._clock(), self._settings.lease_timeout)
+                self._store.renew(
+                    worker,
+                    [task_id for task_id in running if isinstance(task_id, str)],
+                    [task_id for task_id in prefetched if isinstance(task_id, str)],
+                    self._clock(),
+                    self._settings.lease_timeout,
+                )
             if info.get("state") == "stopping":
                 row.state = "stopping"
+            reply["cancel"] = self._cancelled_on(worker)
         return reply
+
+    def _cancelled_on(self, worker: str) -> list[str]:
+        """Cancelled tasks this worker should stop, handed over once (lock held)."""
+        return sorted(self._kill.pop(worker, ()))
 
     def release(self, worker: Any, task_ids: Any) -> int:
         """Give back tasks worker fetched but will not run; they keep their place in the queue."""
@@ -290,6 +311,7 @@ class Master:
                 if remaining <= 0:
                     break
                 self._finished.wait(min(remaining, 60))
+                task = self._known(task_id)  # a durable store hands out copies: read it again
             record = self._record(task)
         return self._decoded(record)
 
@@ -319,14 +341,23 @@ class Master:
         return records
 
     def cancel(self, task_id: Any) -> bool:
-        """Cancel a pending task; False when it already runs or finished."""
+        """Cancel a task that has not finished (a running one is killed on its worker); False when it finished."""
         protocol.check_task_id(task_id)
         with self._lock:
             self._known(task_id)
             task = self._store.cancel(task_id, self._clock())
             if task is not None:
+                if task.worker is not None and task.started is not None:
+                    self._kill.setdefault(task.worker, set()).add(task.id)
+                    log.info("task %s cancelled while running on worker %s", task.id, task.worker)
                 self._completed([task])
         return task is not None
+
+    def forget(self, task_ids: Any) -> int:
+        """Drop the kept results of these finished tasks now; returns how many were forgotten."""
+        check_ids(task_ids, "task_ids")
+        with self._lock:
+            return len(self._store.forget(task_ids, self._clock()))
 
     def subscribe(self, callback: Any, task_ids: Any = None, client_id: Any = None) -> str:
         """Call callback.task_done(record) once per finished task (all from now on, or those listed)."""
@@ -475,9 +506,11 @@ class Master:
         now = self._clock()
         with self._lock:
             requeued, failed = self._store.expire(now)
-            self._store.forget_finished(now - self._settings.result_ttl)
+            self._store.expire_results(now, self._settings.result_ttl)
             if requeued:
                 log.warning("%d leases expired; tasks back to pending: %s", len(requeued), [t.id for t in requeued[:5]])
+            requeued += self._store.promote(now)
+            if requeued:
                 self._work.notify(len(requeued))
             self._completed(failed)
             for row in list(self._workers.values()):
@@ -492,10 +525,16 @@ class Master:
                 if (holder is None or holder.state == "lost") and now - self._started > self._settings.lease_timeout:
                     message = f"worker {target} is not connected: the tasks sent to it cannot run"
                     self._completed(self._store.fail_targeted(target, now, message))
+            for worker in [w for w in self._kill if w not in self._workers or self._workers[w].state == "lost"]:
+                del self._kill[worker]  # a lost worker's children died with it, or its leases are gone
             for client_id, box in list(self._outboxes.items()):
                 if now - box.last_seen > OUTBOX_IDLE:  # the client is gone: forget its results and callbacks
                     del self._outboxes[client_id]
                     self._notifier.unsubscribe_owner(client_id)
+
+    def locked(self) -> threading.Lock:
+        """The lock that guards the store (for closing it)."""
+        return self._lock
 
     def start(self) -> None:
         """Start the reaper thread."""
@@ -525,6 +564,8 @@ class RunningMaster:
         port: int = 0,
         dashboard: int | None = None,
         dashboard_host: str = remote.LOOPBACK,
+        store: str | None = None,
+        store_sync: str = "full",
     ) -> None:
         remote.configure_pyro(settings, threadpool_size=settings.max_connections)
         existing = remote.master_answers(settings)
@@ -534,7 +575,8 @@ class RunningMaster:
                 "stop it first or start this one with another --name"
             )
         self.settings = settings
-        self.master = Master(settings)
+        self.store = SqliteStore(store, time.time(), settings.lease_timeout, store_sync) if store else MemoryStore()
+        self.master = Master(settings, self.store)
         self.server = remote.Server(settings, host, port)
         self.uri = self.server.register(self.master, settings.master_name)
         remote.register(settings, settings.master_name, self.uri)
@@ -550,11 +592,16 @@ class RunningMaster:
                 ) from None
             self.dashboard.start()
             log.info("dashboard at %s", self.dashboard.url)
-        log.info(
-            "master %r serving at %s (in-memory store: state will not survive a restart)",
-            settings.master_name,
-            self.uri,
-        )
+        if store:
+            log.info(
+                "master %r serving at %s (store %s: state survives restarts)", settings.master_name, self.uri, store
+            )
+        else:
+            log.info(
+                "master %r serving at %s (in-memory store: state will not survive a restart; use --store PATH)",
+                settings.master_name,
+                self.uri,
+            )
 
     def serve_forever(self, stop: threading.Event) -> None:
         """Serve until stop is set, then unregister and close."""
@@ -568,5 +615,7 @@ class RunningMaster:
         if self.dashboard is not None:
             self.dashboard.close()
         remote.unregister(self.settings, self.settings.master_name, self.uri)
-        self.master.close()
+        self.master.close()  # refuses new tasks from here on
         self.server.close()
+        with self.master.locked():
+            self.store.close()

@@ -26,12 +26,15 @@ class TaskState(enum.StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    RETRYING = "retrying"  # failed, waiting out its retry backoff before it is pending again
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # finished, and its result expired (--result-ttl) or was forgotten
 
 
-FINISHED_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
+FINISHED_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED})
+ACTIVE_STATES = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING})
 
 MAX_PAYLOAD = 8 * 1024 * 1024
 """Largest encoded arguments or result of one task, in bytes."""
@@ -251,7 +254,8 @@ def error_info(exc: BaseException, tb: str | None = None) -> dict[str, str]:
     """The record of an exception that crosses the wire: type name, message, traceback text."""
     if tb is None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"type": type(exc).__name__, "message": _printable(str(exc)), "traceback": _printable(tb)}
+    bases = " ".join(c.__name__ for c in type(exc).__mro__[1:] if c not in (Exception, BaseException, object))
+    return {"type": type(exc).__name__, "message": _printable(str(exc)), "traceback": _printable(tb), "bases": bases}
 
 
 def _printable(text: str) -> str:
@@ -259,7 +263,10 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-TASK_OPTIONS: dict[str, type] = {"priority": int, "timeout": float, "max_attempts": int, "worker": str}
+TASK_OPTIONS: dict[str, type] = {
+    "priority": int, "timeout": float, "max_attempts": int, "worker": str,
+    "retries": int, "retry_backoff": float, "retry_backoff_max": float, "retry_on": list,
+}  # fmt: skip
 """The per-task options the master understands, with their types."""
 
 
@@ -281,6 +288,9 @@ def check_options(options: Any) -> dict[str, Any]:
                 raise TypeError(f"task option {key!r} must be a worker id (a string), not {value!r}")
             checked[key] = value
             continue
+        if kind is list:
+            checked[key] = _exception_names(key, value)
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"task option {key!r} must be a number, not {value!r}")
         if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > 1e9:
@@ -294,7 +304,24 @@ def check_options(options: Any) -> dict[str, Any]:
         raise ValueError(f"task option 'max_attempts' must be between 1 and 100, not {checked['max_attempts']}")
     if abs(checked.get("priority", 0)) > 1_000_000:
         raise ValueError(f"task option 'priority' must be within ±1000000, not {checked['priority']}")
+    if not 0 <= checked.get("retries", 0) <= 1000:
+        raise ValueError(f"task option 'retries' must be between 0 and 1000, not {checked['retries']}")
+    for key in ("retry_backoff", "retry_backoff_max"):
+        if checked.get(key, 0) < 0:
+            raise ValueError(f"task option {key!r} must not be negative, not {checked[key]}")
     return checked
+
+
+def _exception_names(key: str, value: Any) -> list[str]:
+    """retry_on: exception type names (classes are turned into their names)."""
+    items = [value] if isinstance(value, (str, type)) else value
+    if not isinstance(items, (list, tuple)) or not 0 < len(items) <= 32:
+        raise TypeError(f"task option {key!r} must be exception type names (1 to 32), not {value!r}")
+    names = [item.__name__ if isinstance(item, type) and issubclass(item, BaseException) else item for item in items]
+    for name in names:
+        if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+            raise ValueError(f"task option {key!r}: {name!r} is not an exception type name")
+    return names
 
 
 def check_task_id(task_id: Any) -> str:
@@ -401,4 +428,4 @@ def parse_outcome(i: int, result: Any, limit: int = MAX_PAYLOAD) -> Outcome:
     raise ValueError(f"results[{i}]: 'state' must be 'done' or 'failed', not {result.get('state')!r}")
 
 
-ERROR_FIELDS = ("type", "message", "traceback")
+ERROR_FIELDS = ("type", "message", "traceback", "bases")

@@ -157,6 +157,7 @@ class ChildProcess:
         self._max_payload = max_payload
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
+        self._interrupted = False
         self._spawn()
 
     @property
@@ -174,6 +175,15 @@ class ChildProcess:
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True
         )
         self._buffer = b""
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Kill the child from another thread: the batch it runs ends with no result for the task killed."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._interrupted = True
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     def run(self, task_id: str, func_ref: str, payload: str, timeout: float | None = None) -> Result:
         """Run one task, killing the child (and starting a new one) on a time limit or crash."""
@@ -184,7 +194,8 @@ class ChildProcess:
 
         Yields one result per task. A crash or a time limit yields that task's failure and ends the
         batch early: the child is replaced, and the tasks after it were not run (the caller runs them
-        again). Each time limit counts from the previous result, when the child starts that task.
+        again); after `interrupt()` the batch ends without a result for the task that was running.
+        Each time limit counts from the previous result, when the child starts that task.
         Keep a batch's input small (PIPELINE_BYTES): the whole batch is written before anything is read.
         """
         proc = self._proc
@@ -210,7 +221,10 @@ class ChildProcess:
                 return
             if not line:
                 code = proc.wait()
+                interrupted = self._interrupted
                 self._spawn()
+                if interrupted:
+                    return
                 how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
                 died = ChildProcessError(f"the process running task {call.task_id} ({call.func}) died ({how})")
                 yield False, protocol.error_info(died, tb="")

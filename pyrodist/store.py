@@ -1,16 +1,21 @@
-"""`TaskStore`: the master's state, its queue, leases and results, without any networking.
+"""The master's state: its queue, leases, retries and results, without any networking.
 
-The store is not thread-safe: the master calls it under its own lock. Time is passed in (`now`),
-so tests drive leases and expiry with a fake clock and no sleeps.
+A store is not thread-safe: the master calls it under its own lock. Time is passed in (`now`), so
+tests drive leases, backoff and expiry with a fake clock and no sleeps.
 
 Life of a task::
 
-    add ──▶ pending ──lease──▶ running ──finish(token ok)──▶ done | failed
-              ▲   │                │
-              │   └─cancel─▶ cancelled
-              └──expire / release──┘      (expire counts an attempt; max_attempts then fails it)
+    add ──▶ pending ──lease──▶ running ──finish(valid token)──▶ done | failed
+             ▲  ▲                │  │
+             │  └─── retrying ◀──┘  │ failed with retries left (after its backoff: pending again)
+             │                      │
+             └──release / expire────┘ a lease lost while the task ran counts against max_attempts
+    pending | retrying | running ──cancel──▶ cancelled
+    done | failed | cancelled ──result_ttl / forget──▶ expired (a small tombstone, itself kept one more ttl)
 
-Every operation is O(1) or O(log n) in the queue length, except `expire`, which is O(running).
+`TaskStore` holds the rules and the leases of running tasks, which always live in memory (a few per
+worker); `MemoryStore` keeps everything else in memory, `sqlstore.SqliteStore` in SQLite. Every
+operation is O(1) or O(log n) in the queue length, except `expire`, which is O(running).
 """
 
 from __future__ import annotations
@@ -21,51 +26,55 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from .protocol import FINISHED_STATES, Outcome, TaskState
+from .protocol import ACTIVE_STATES, FINISHED_STATES, Outcome, TaskState
+
+RESULT_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
+"""Finished states whose record is still kept (not yet expired)."""
 
 DEFAULT_MAX_ATTEMPTS = 3
+"""Times a task may be lost with its worker while running before it fails."""
+UNSEEN_LOSSES_PER_ATTEMPT = 5
+"""Leases lost before the worker ever said the task was running, allowed per attempt (a task that kills
+its worker before the next heartbeat must not cycle forever either)."""
+RETRY_BACKOFF_MAX = 600.0
+"""Default cap of the retry backoff, in seconds."""
+ERRORS_KEPT = 20
+"""Most attempt errors kept on a record (the latest)."""
+NOT_EXCEPTIONS = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseExceptionGroup"})
+"""The builtin types that derive from BaseException but not Exception (retry_on=["Exception"] skips them)."""
 
 
 class Task:
     """One task and everything the master knows about it."""
 
     __slots__ = (
-        "attempts",
-        "deadline",
-        "error",
-        "finished",
-        "func",
-        "id",
-        "options",
-        "owner",
-        "payload",
-        "priority",
-        "result",
-        "seq",
-        "started",
-        "state",
-        "submitted",
-        "target",
-        "token",
-        "worker",
+        "attempts", "deadline", "due", "error", "errors", "finished", "func", "id", "lost", "options", "owner",
+        "payload", "priority", "result", "retried", "seen_running", "seq", "started", "state", "submitted",
+        "target", "token", "unseen_losses", "worker",
     )  # fmt: skip
 
-    def __init__(self, task_id: str, func: str, payload: str, options: dict[str, Any], owner: str | None) -> None:
+    def __init__(self, task_id: str, func: str, payload: str | None, options: dict[str, Any], owner: str | None):
         self.id = task_id
         self.func = func
-        self.payload: str | None = payload
+        self.payload = payload
         self.options = options
         self.owner = owner
         self.priority: int = options.get("priority", 0)
         self.target: str | None = options.get("worker")  # only this worker may run it (broadcast)
         self.seq = 0
         self.state = TaskState.PENDING
-        self.attempts = 0
+        self.attempts = 0  # runs started (a lease given back unstarted is not one)
+        self.lost = 0  # runs lost with their worker
+        self.unseen_losses = 0  # leases lost before the worker reported the task running
+        self.retried = 0
         self.worker: str | None = None
         self.token = 0
         self.deadline = 0.0
+        self.seen_running = False  # a heartbeat listed it as running (not only prefetched)
+        self.due: float | None = None  # when a retrying task becomes pending again
         self.result: str | None = None
-        self.error: dict[str, str] | None = None
+        self.error: dict[str, Any] | None = None
+        self.errors: tuple[dict[str, Any], ...] = ()  # a tuple: most tasks never fail, and () costs nothing
         self.submitted = 0.0
         self.started: float | None = None
         self.finished: float | None = None
@@ -74,26 +83,48 @@ class Task:
         """The task's public record, with the result still encoded under `payload`."""
         return {
             "id": self.id, "state": self.state.value, "func": self.func, "payload": self.result,
-            "error": self.error, "worker": self.worker, "attempts": self.attempts,
-            "submitted": self.submitted, "started": self.started, "finished": self.finished,
+            "error": self.error, "errors": list(self.errors), "worker": self.worker, "attempts": self.attempts,
+            "retries": self.retried, "lost": self.lost, "options": dict(self.options), "submitted": self.submitted,
+            "started": self.started, "finished": self.finished, "retry_at": self.due,
         }  # fmt: skip
 
 
-class MemoryStore:
-    """The in-memory `TaskStore`: fast, and gone when the master stops."""
+def retry_delay(options: dict[str, Any], retry: int) -> float:
+    """Seconds before retry number `retry` (1, 2, ...): retry_backoff doubling each time, capped."""
+    base = float(options.get("retry_backoff", 0.0))
+    cap = float(options.get("retry_backoff_max", RETRY_BACKOFF_MAX))
+    return min(cap, base * 2 ** min(retry - 1, 60)) if base > 0 else 0.0
+
+
+def wants_retry(task: Task, error: dict[str, Any]) -> bool:
+    """Whether a failed run is tried again: retries left, and the error is one of retry_on (any when unset)."""
+    if task.retried >= task.options.get("retries", 0):
+        return False
+    retry_on = task.options.get("retry_on")
+    if not retry_on:
+        return True
+    names = {str(error.get("type", "")), *str(error.get("bases", "")).split(), "BaseException"}
+    if names.isdisjoint(NOT_EXCEPTIONS) or "ExceptionGroup" in names:  # error_info leaves out the two roots
+        names.add("Exception")
+    return not names.isdisjoint(retry_on)
+
+
+def lost_error(message: str) -> dict[str, Any]:
+    """The error record of a task lost with its worker."""
+    return {"type": "WorkerLost", "message": message, "traceback": "", "bases": ""}
+
+
+class TaskStore:
+    """The rules every store shares; subclasses keep pending and finished tasks (see the hooks at the end)."""
 
     durable = False
 
     def __init__(self) -> None:
-        self._tasks: dict[str, Task] = {}
-        self._queue: list[tuple[int, int, Task]] = []  # (-priority, seq, task); stale entries skipped
         self._running: dict[str, Task] = {}
         self._counts = dict.fromkeys(TaskState, 0)
-        self._seq = itertools.count()
-        self._tokens = itertools.count(1)
-        self._finished: collections.deque[tuple[float, Task]] = collections.deque()  # in finishing order
-        self._targeted: dict[str, collections.deque[Task]] = {}  # per worker; cancelled ones skipped on lease
         self._targeted_pending: dict[str, int] = {}
+        self._tokens = itertools.count(1)
+        self._seq = itertools.count()
 
     # -- submitting and reading
 
@@ -102,21 +133,21 @@ class MemoryStore:
 
         Returns how many were new.
         """
-        added = 0
+        fresh = []
         for task in tasks:
-            if task.id in self._tasks:
-                continue
-            added += 1
             task.submitted = now
             task.seq = next(self._seq)
-            self._tasks[task.id] = task
+            fresh.append(task)
+        new = self._insert(fresh)
+        for task in new:
             self._counts[TaskState.PENDING] += 1
-            self._enqueue(task)
-        return added
+            self._count_targeted(task, 1)
+        self._commit()
+        return len(new)
 
     def get(self, task_id: str) -> Task | None:
-        """The task with this id, or None."""
-        return self._tasks.get(task_id)
+        """The task with this id (a tombstone in state expired once its result is gone), or None."""
+        return self._running.get(task_id) or self._find(task_id)
 
     def counts(self) -> dict[str, int]:
         """How many tasks are in each state."""
@@ -135,47 +166,45 @@ class MemoryStore:
         return {worker: n for worker, n in self._targeted_pending.items() if n}
 
     def pending_count(self) -> int:
-        """How many tasks wait to be leased."""
-        return self._counts[TaskState.PENDING]
+        """How many tasks wait to be leased (or to be retried)."""
+        return self._counts[TaskState.PENDING] + self._counts[TaskState.RETRYING]
 
     # -- leases
 
     def lease(self, worker: str, max_tasks: int, now: float, lease_timeout: float) -> list[Task]:
-        """Lease up to max_tasks pending tasks to worker, highest priority first, FIFO within one."""
-        leased: list[Task] = []
-        mine = self._targeted.get(worker)
-        while len(leased) < max_tasks and (mine or self._queue):
-            if mine:
-                task = mine.popleft()
-                if task.state is not TaskState.PENDING:
-                    continue  # cancelled while queued
-                self._targeted_pending[worker] -= 1
-            else:
-                _, _, task = heapq.heappop(self._queue)
-                if task.state is not TaskState.PENDING:
-                    continue  # cancelled while queued
+        """Lease up to max_tasks pending tasks to worker: its own first, then by priority, FIFO within one."""
+        leased = self._take(worker, max_tasks)
+        for task in leased:
+            self._count_targeted(task, -1)
             self._move(task, TaskState.RUNNING)
             task.worker = worker
             task.token = next(self._tokens)
             task.deadline = now + lease_timeout
+            task.seen_running = False
             task.attempts += 1
             task.started = now
             self._running[task.id] = task
-            leased.append(task)
+        if leased:
+            self._save(leased)
+            self._commit()
         return leased
 
-    def renew(self, worker: str, task_ids: Iterable[str], now: float, lease_timeout: float) -> int:
-        """Extend the leases worker holds on these tasks; returns how many were renewed."""
+    def renew(
+        self, worker: str, running: Iterable[str], prefetched: Iterable[str], now: float, lease_timeout: float
+    ) -> int:
+        """Extend the leases worker holds on these tasks (running ones are marked seen); how many renewed."""
         renewed = 0
-        for task_id in task_ids:
-            task = self._running.get(task_id)
-            if task is not None and task.worker == worker:
-                task.deadline = now + lease_timeout
-                renewed += 1
+        for ids, seen in ((running, True), (prefetched, False)):
+            for task_id in ids:
+                task = self._running.get(task_id)
+                if task is not None and task.worker == worker:
+                    task.deadline = now + lease_timeout
+                    task.seen_running = task.seen_running or seen
+                    renewed += 1
         return renewed
 
     def release(self, worker: str, task_ids: Iterable[str]) -> list[Task]:
-        """Give back tasks worker leased but never started; they keep their place in the queue."""
+        """Give back tasks worker leased but did not run (or stopped); they keep their place in the queue."""
         released = []
         for task_id in task_ids:
             task = self._running.get(task_id)
@@ -183,32 +212,48 @@ class MemoryStore:
                 task.attempts -= 1
                 self._requeue(task)
                 released.append(task)
+        self._save(released)
+        self._commit()
         return released
 
     def expire(self, now: float) -> tuple[list[Task], list[Task]]:
-        """Take back leases past their deadline: (tasks requeued, tasks failed for too many attempts)."""
+        """Take back leases past their deadline: (tasks pending again, tasks failed for too many losses)."""
         requeued: list[Task] = []
         failed: list[Task] = []
         for task in [t for t in self._running.values() if t.deadline < now]:
             limit = task.options.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+            if task.seen_running:
+                task.lost += 1
+                self._log_error(task, lost_error(f"worker {task.worker} was lost while running the task"), now)
+            else:  # leased but never seen running: probably never started, so it is no attempt
+                task.unseen_losses += 1
+                self._log_error(
+                    task, lost_error(f"worker {task.worker} was lost holding the task (not seen running)"), now
+                )
+                task.attempts -= 1
             if task.target is not None:  # no other worker may run it
-                message = f"task {task.id} was sent to worker {task.target}, which was lost while running it"
-                self._finish(task, now, None, {"type": "WorkerLost", "message": message, "traceback": ""})
+                message = f"task {task.id} was sent to worker {task.target}, which was lost while holding it"
+                self._end(task, now, None, lost_error(message), TaskState.FAILED)
                 failed.append(task)
-            elif task.attempts >= limit:
+            elif task.lost >= limit or task.unseen_losses >= UNSEEN_LOSSES_PER_ATTEMPT * limit:
                 message = (
-                    f"task {task.id} was lost with its worker {task.attempts} times "
+                    f"task {task.id} was lost with its worker {task.lost + task.unseen_losses} times "
                     f"(max_attempts={limit}); last worker: {task.worker}"
                 )
-                self._finish(task, now, None, {"type": "WorkerLost", "message": message, "traceback": ""})
+                self._end(task, now, None, lost_error(message), TaskState.FAILED)
                 failed.append(task)
             else:
                 self._requeue(task)
                 requeued.append(task)
+        self._save(requeued + failed)
+        self._commit()
         return requeued, failed
 
     def finish(self, worker: str, outcomes: Iterable[Outcome], now: float) -> tuple[list[Task], list[str]]:
-        """Record results; only the current lease holder's first report counts: (accepted, ignored ids)."""
+        """Record results; only the current lease holder's first report counts: (accepted, ignored ids).
+
+        An accepted failure with retries left goes to retrying (or straight back to pending).
+        """
         accepted: list[Task] = []
         ignored: list[str] = []
         for outcome in outcomes:
@@ -216,80 +261,285 @@ class MemoryStore:
             if task is None or task.worker != worker or task.token != outcome.token:
                 ignored.append(outcome.task_id)
                 continue
-            self._finish(task, now, outcome.result if outcome.ok else None, None if outcome.ok else outcome.error)
             accepted.append(task)
+            if outcome.ok:
+                self._end(task, now, outcome.result, None, TaskState.DONE)
+                continue
+            error = dict(outcome.error or lost_error("no error given"))
+            self._log_error(task, error, now)
+            if wants_retry(task, error):
+                task.retried += 1
+                delay = retry_delay(task.options, task.retried)
+                if delay > 0:
+                    self._retry(task, now + delay)
+                else:
+                    self._requeue(task)
+            else:
+                self._end(task, now, None, error, TaskState.FAILED)
+        self._save(accepted)
+        self._commit()
         return accepted, ignored
 
+    def promote(self, now: float) -> list[Task]:
+        """Retrying tasks whose backoff is over become pending again; returns them."""
+        due = self._due(now)
+        for task in due:
+            task.due = None
+            self._move(task, TaskState.PENDING)
+            self._count_targeted(task, 1)
+            self._enqueue(task)
+        if due:
+            self._save(due)
+            self._commit()
+        return due
+
     def cancel(self, task_id: str, now: float) -> Task | None:
-        """Cancel a pending task; returns it, or None when it is not pending."""
-        task = self._tasks.get(task_id)
-        if task is None or task.state is not TaskState.PENDING:
+        """Cancel a task that has not finished; returns it (its `worker` says who runs it), or None."""
+        task = self.get(task_id)
+        if task is None or task.state not in ACTIVE_STATES:
             return None
-        if task.target is not None:
-            self._targeted_pending[task.target] -= 1
-        self._move(task, TaskState.CANCELLED)
-        task.finished = now
-        task.payload = None
-        self._finished.append((now, task))
+        if task.state is TaskState.RUNNING:
+            del self._running[task.id]
+        elif task.state is TaskState.PENDING:
+            self._count_targeted(task, -1)
+        self._end(task, now, None, None, TaskState.CANCELLED)
+        task.due = None
+        self._save([task])
+        self._commit()
         return task
 
     def fail_targeted(self, worker: str, now: float, message: str) -> list[Task]:
         """Fail the pending tasks sent to a worker that is gone."""
-        failed = []
-        for task in self._targeted.pop(worker, ()):
-            if task.state is TaskState.PENDING:
-                self._move(task, TaskState.FAILED)
-                task.error = {"type": "WorkerLost", "message": message, "traceback": ""}
-                task.finished = now
-                task.payload = None
-                self._finished.append((now, task))
-                failed.append(task)
-        self._targeted_pending.pop(worker, None)
+        failed = self._take_targeted(worker)
+        for task in failed:
+            self._count_targeted(task, -1)
+            self._end(task, now, None, lost_error(message), TaskState.FAILED)
+        self._save(failed)
+        self._commit()
         return failed
 
-    def forget_finished(self, before: float) -> int:
-        """Forget tasks that finished before this time (their results expire); returns how many."""
-        forgotten = 0
-        while self._finished and self._finished[0][0] < before:
-            _, task = self._finished.popleft()
-            if self._tasks.pop(task.id, None) is not None:
-                self._counts[task.state] -= 1
-                forgotten += 1
-        return forgotten
+    def forget(self, task_ids: Iterable[str], now: float) -> list[str]:
+        """Drop the results of these finished tasks now (a tombstone remains); returns the ids forgotten."""
+        ids = [i for i in task_ids if (t := self._find(i)) is not None and t.state in RESULT_STATES]
+        self._retire(ids, "forgotten", now)
+        self._commit()
+        return ids
 
-    # -- internals
+    def expire_results(self, now: float, ttl: float) -> int:
+        """Results older than ttl expire (tombstones remain for another ttl); returns how many expired."""
+        ids = self._finished_before(now - ttl)
+        self._retire(ids, "expired", now)
+        self._forget_tombstones(now - ttl)
+        self._commit()
+        return len(ids)
 
-    def _finish(self, task: Task, now: float, result: str | None, error: dict[str, str] | None) -> None:
-        del self._running[task.id]
-        self._move(task, TaskState.FAILED if error is not None else TaskState.DONE)
+    def close(self) -> None:
+        """Flush and release whatever the store holds open."""
+
+    # -- the rules' internals
+
+    def _end(self, task: Task, now: float, result: str | None, error: dict[str, Any] | None, state: TaskState) -> None:
+        self._running.pop(task.id, None)
+        self._move(task, state)
         task.result = result
         task.error = error
         task.finished = now
         task.payload = None  # the arguments are no longer needed; keep memory flat
-        self._finished.append((now, task))
+
+    def _retry(self, task: Task, due: float) -> None:
+        del self._running[task.id]
+        task.worker = None
+        task.due = due
+        self._move(task, TaskState.RETRYING)
+        self._schedule(task)
 
     def _requeue(self, task: Task) -> None:
         del self._running[task.id]
         self._move(task, TaskState.PENDING)
         task.worker = None
         task.started = None
-        self._enqueue(task, front=True)
+        self._count_targeted(task, 1)
+        self._enqueue(task)
 
-    def _enqueue(self, task: Task, front: bool = False) -> None:
-        if task.target is None:
-            heapq.heappush(self._queue, (-task.priority, task.seq, task))  # the heap keeps its place by seq
-            return
-        waiting = self._targeted.setdefault(task.target, collections.deque())
-        if front:
-            waiting.appendleft(task)
-        else:
-            waiting.append(task)
-        self._targeted_pending[task.target] = self._targeted_pending.get(task.target, 0) + 1
+    def _log_error(self, task: Task, error: dict[str, Any], now: float) -> None:
+        entry = {**error, "attempt": task.attempts, "worker": task.worker, "at": now}
+        task.errors = (*task.errors[1 - ERRORS_KEPT :], entry)
 
     def _move(self, task: Task, state: TaskState) -> None:
         self._counts[task.state] -= 1
         self._counts[state] += 1
         task.state = state
+
+    def _count_targeted(self, task: Task, change: int) -> None:
+        if task.target is not None:
+            self._targeted_pending[task.target] = self._targeted_pending.get(task.target, 0) + change
+
+    def _retire(self, ids: list[str], reason: str, now: float) -> None:
+        dropped = self._drop(ids)
+        for state in dropped.values():
+            self._counts[state] -= 1
+        self._counts[TaskState.EXPIRED] += self._bury(list(dropped), reason, now)
+
+    # -- hooks: where pending, retrying and finished tasks live
+
+    def _insert(self, tasks: list[Task]) -> list[Task]:
+        """Keep these tasks (pending, queued); return those whose id was new."""
+        raise NotImplementedError
+
+    def _find(self, task_id: str) -> Task | None:
+        """A task that is not running (a tombstone for a dropped one), or None."""
+        raise NotImplementedError
+
+    def _take(self, worker: str, max_tasks: int) -> list[Task]:
+        """Take up to max_tasks pending tasks out of the queue: those sent to worker first."""
+        raise NotImplementedError
+
+    def _take_targeted(self, worker: str) -> list[Task]:
+        """Take every pending task sent to worker out of the queue."""
+        raise NotImplementedError
+
+    def _enqueue(self, task: Task) -> None:
+        """Queue a task that is pending again, at its old place (its seq)."""
+        raise NotImplementedError
+
+    def _schedule(self, task: Task) -> None:
+        """Keep a retrying task until its `due` time."""
+        raise NotImplementedError
+
+    def _due(self, now: float) -> list[Task]:
+        """Take out the retrying tasks due by now."""
+        raise NotImplementedError
+
+    def _save(self, tasks: list[Task]) -> None:
+        """Record the new state of these tasks."""
+        raise NotImplementedError
+
+    def _finished_before(self, before: float) -> list[str]:
+        """Ids of tasks that finished before this time."""
+        raise NotImplementedError
+
+    def _drop(self, ids: list[str]) -> dict[str, TaskState]:
+        """Forget these finished tasks; returns the states of those that were there."""
+        raise NotImplementedError
+
+    def _bury(self, ids: list[str], reason: str, now: float) -> int:
+        """Leave a tombstone for each dropped task; returns how many new ones."""
+        raise NotImplementedError
+
+    def _forget_tombstones(self, before: float) -> None:
+        """Forget tombstones laid before this time."""
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        """Make the changes so far durable (a no-op in memory)."""
+
+
+def tombstone(task_id: str, reason: str, at: float) -> Task:
+    """The stand-in for a task whose result is gone: state expired, with an error saying why."""
+    task = Task(task_id, "", None, {}, None)
+    task.state = TaskState.EXPIRED
+    task.finished = at
+    why = "was forgotten (client.forget)" if reason == "forgotten" else "expired (--result-ttl)"
+    task.error = {"type": "ResultExpired", "message": f"the result of task {task_id} {why}", "traceback": ""}
+    return task
+
+
+class MemoryStore(TaskStore):
+    """The in-memory store: fast, and gone when the master stops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tasks: dict[str, Task] = {}
+        self._queue: list[tuple[int, int, Task]] = []  # (-priority, seq, task); entries no longer pending skipped
+        self._targeted: dict[str, list[tuple[int, Task]]] = {}  # per worker: heap of (seq, task)
+        self._retrying: list[tuple[float, int, Task]] = []  # (due, seq, task); cancelled ones skipped
+        self._finished: collections.deque[tuple[float, Task]] = collections.deque()  # in finishing order
+        self._tombs: dict[str, tuple[str, float]] = {}  # id -> (reason, when)
+        self._tomb_order: collections.deque[tuple[float, str]] = collections.deque()
+
+    def _insert(self, tasks: list[Task]) -> list[Task]:
+        new = []
+        for task in tasks:
+            if task.id not in self._tasks:
+                self._tasks[task.id] = task
+                self._enqueue(task)
+                new.append(task)
+        return new
+
+    def _find(self, task_id: str) -> Task | None:
+        task = self._tasks.get(task_id)
+        if task is None and (tomb := self._tombs.get(task_id)) is not None:
+            return tombstone(task_id, *tomb)
+        return task
+
+    def _take(self, worker: str, max_tasks: int) -> list[Task]:
+        taken: list[Task] = []  # entries no longer pending (cancelled or failed while queued) are skipped
+        mine = self._targeted.get(worker)
+        while mine and len(taken) < max_tasks:
+            if (task := heapq.heappop(mine)[1]).state is TaskState.PENDING:
+                taken.append(task)
+        while self._queue and len(taken) < max_tasks:
+            if (task := heapq.heappop(self._queue)[2]).state is TaskState.PENDING:
+                taken.append(task)
+        return taken
+
+    def _take_targeted(self, worker: str) -> list[Task]:
+        return [task for _, task in self._targeted.pop(worker, []) if task.state is TaskState.PENDING]
+
+    def _enqueue(self, task: Task) -> None:
+        if task.target is None:
+            heapq.heappush(self._queue, (-task.priority, task.seq, task))
+        else:
+            heapq.heappush(self._targeted.setdefault(task.target, []), (task.seq, task))
+
+    def _schedule(self, task: Task) -> None:
+        heapq.heappush(self._retrying, (task.due or 0.0, task.seq, task))
+
+    def _due(self, now: float) -> list[Task]:
+        due = []
+        while self._retrying and self._retrying[0][0] <= now:
+            task = heapq.heappop(self._retrying)[2]
+            if task.state is TaskState.RETRYING:
+                due.append(task)
+        return due
+
+    def _save(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if task.state in FINISHED_STATES:
+                self._finished.append((task.finished or 0.0, task))
+
+    def _finished_before(self, before: float) -> list[str]:
+        ids = []
+        while self._finished and self._finished[0][0] < before:
+            task = self._finished.popleft()[1]
+            if self._tasks.get(task.id) is task:  # not forgotten since (nor its id submitted again)
+                ids.append(task.id)
+        return ids
+
+    def _drop(self, ids: list[str]) -> dict[str, TaskState]:
+        dropped = {}
+        for task_id in ids:
+            task = self._tasks.get(task_id)
+            if task is not None and task.state in RESULT_STATES:
+                del self._tasks[task_id]
+                dropped[task_id] = task.state
+        return dropped
+
+    def _bury(self, ids: list[str], reason: str, now: float) -> int:
+        new = 0
+        for task_id in ids:
+            new += task_id not in self._tombs
+            self._tombs[task_id] = (reason, now)
+            self._tomb_order.append((now, task_id))
+        return new
+
+    def _forget_tombstones(self, before: float) -> None:
+        while self._tomb_order and self._tomb_order[0][0] < before:
+            at, task_id = self._tomb_order.popleft()
+            tomb = self._tombs.get(task_id)
+            if tomb is not None and tomb[1] == at:
+                del self._tombs[task_id]
+                self._counts[TaskState.EXPIRED] -= 1
 
 
 def is_finished(task: Task) -> bool:

@@ -9,9 +9,11 @@ Threads, each with its own proxy where it talks to the master (a Pyro4 proxy ser
                                                     │
     reporter ──report(id, batch)──▶ master ◀────────┘  batches whatever is ready; heartbeats renew leases
 
-Stopping (SIGINT/SIGTERM): stop fetching, give unstarted tasks back, finish the running ones, flush
-every result, say goodbye, exit 0. A lost master is waited for with capped backoff; results that
-could not be reported are kept and sent once it is back.
+Stopping (SIGINT/SIGTERM): stop fetching, give unstarted tasks back at once, let the running ones
+finish within the grace period (then kill them and give them back too), flush every result, say
+goodbye, exit 0. A lost master is waited for with capped backoff; results that could not be reported
+are kept and sent once it is back. Tasks cancelled while running are named in the master's replies to
+heartbeats and reports: their child process is killed and nothing is reported for them.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ PIPELINE_BELOW = 0.005
 """Tasks are pipelined only while they take less than this (seconds): a slow one must not hold others back."""
 LINGER = 0.002
 """Seconds the reporter waits for more results to batch, only while other tasks are in flight."""
+DEFAULT_GRACE = 30.0
+"""Seconds a stopping worker lets running tasks finish before it kills them and gives them back."""
 
 
 class Worker:
@@ -61,6 +65,7 @@ class Worker:
         worker_id: str | None = None,
         burst: bool = False,
         max_tasks: int | None = None,
+        grace: float = DEFAULT_GRACE,
     ) -> None:
         self.settings = settings
         self.allow = AllowList(imports)  # fail now, clearly, if a module does not import
@@ -73,13 +78,17 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.burst = burst
         self.max_tasks = max_tasks
+        self.grace = grace
         self.done = 0
         self._cond = threading.Condition()
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._running: dict[str, dict[str, Any]] = {}
+        self._children: list[ChildProcess | None] = [None] * self.concurrency  # per slot, to kill one task
+        self._dropped: dict[str, str] = {}  # running tasks being killed, and why: "cancelled" or "stopped"
         self._results: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._fetched = 0
         self._stopping = threading.Event()  # stop fetching, finish what runs
+        self._stop_deadline = float("inf")  # when running tasks are killed and given back
         self._abort = threading.Event()  # give up on reaching the master
         self._draining = False
         self._heartbeat = settings.heartbeat
@@ -88,7 +97,10 @@ class Worker:
     def stop(self) -> None:
         """Stop gracefully: no more fetching; running tasks finish and are reported."""
         if not self._stopping.is_set():
-            log.info("worker %s stopping: finishing %d running tasks", self.id, len(self._running))
+            log.info(
+                "worker %s stopping: %d running tasks may finish within %g s", self.id, len(self._running), self.grace
+            )
+            self._stop_deadline = time.monotonic() + self.grace
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
@@ -109,7 +121,10 @@ class Worker:
             "worker %s connected to %s: concurrency %d, prefetch %s, modules %s",
             self.id, master._pyroUri, self.concurrency, self.prefetch or "adaptive", self.allow.describe(),
         )  # fmt: skip
-        slots = [threading.Thread(target=self._slot, name=f"slot-{i}", daemon=True) for i in range(self.concurrency)]
+        slots = [
+            threading.Thread(target=self._slot, args=(i,), name=f"slot-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
         reporter = threading.Thread(target=self._report_loop, name="reporter", daemon=True)
         for thread in [*slots, reporter]:
             thread.start()
@@ -121,8 +136,8 @@ class Worker:
             with self._cond:
                 self._draining = True
                 self._cond.notify_all()
-            for thread in slots:
-                thread.join()
+            self._join_slots(slots)
+            self._give_back_stopped(master)
             self._results.put(None)
             reporter.join()
             if master is not None:
@@ -191,6 +206,54 @@ class Worker:
                     exc,
                 )
 
+    def _join_slots(self, slots: list[threading.Thread]) -> None:
+        """Wait for the slots to finish; once the grace period is over (or on abort), kill what still runs."""
+        for thread in slots:
+            while thread.is_alive():
+                if self._abort.is_set() or time.monotonic() >= self._stop_deadline:
+                    self._drop_running(list(self._running), "stopped")
+                thread.join(0.05)
+
+    def _give_back_stopped(self, master: Any) -> None:
+        """Give back the tasks killed at the end of the grace period: they run again elsewhere."""
+        stopped = [task_id for task_id, why in self._dropped.items() if why == "stopped"]
+        if not stopped or master is None:
+            return
+        log.warning(
+            "worker %s stopped %d running tasks after %g s; giving them back", self.id, len(stopped), self.grace
+        )
+        try:
+            master.release(self.id, stopped)
+        except remote.CommunicationError as exc:
+            log.warning(
+                "worker %s could not give back %d tasks (their leases will expire): %s", self.id, len(stopped), exc
+            )
+
+    def cancel(self, task_ids: list[str]) -> None:
+        """The master cancelled these tasks: drop the unstarted ones, kill the running ones' children."""
+        with self._cond:
+            unstarted = {t["id"] for t in self._buffer} & set(task_ids)
+            if unstarted:
+                kept = [t for t in self._buffer if t["id"] not in unstarted]
+                self._buffer.clear()
+                self._buffer.extend(kept)
+        for task_id in unstarted:
+            log.info("task %s cancelled before it started", task_id)
+        self._drop_running(task_ids, "cancelled")
+
+    def _drop_running(self, task_ids: list[str], why: str) -> None:
+        """Kill the children running these tasks; nothing is reported for them."""
+        with self._cond:
+            for task_id in task_ids:
+                task = self._running.get(task_id)
+                if task is None or task_id in self._dropped:
+                    continue
+                self._dropped[task_id] = why
+                child = self._children[task["slot"]]
+                log.warning("task %s %s: killing its process", task_id, why)
+                if child is not None:
+                    child.interrupt()
+
     def _reconnect(self, master: Any, exc: Exception) -> Any:
         log.warning("worker %s lost the master: %s; reconnecting", self.id, exc)
         master._pyroRelease()
@@ -200,15 +263,15 @@ class Worker:
 
     # ---- running
 
-    def _slot(self) -> None:
-        child = ChildProcess(self.imports, self.settings.max_payload)
+    def _slot(self, index: int) -> None:
+        child = self._children[index] = ChildProcess(self.imports, self.settings.max_payload)
         try:
-            while (batch := self._take_batch()) is not None:
-                child = self._run_batch(child, batch)
+            while (batch := self._take_batch(index)) is not None:
+                child = self._children[index] = self._run_batch(child, batch)
         finally:
             child.close()
 
-    def _take_batch(self) -> list[dict[str, Any]] | None:
+    def _take_batch(self, slot: int) -> list[dict[str, Any]] | None:
         """The next tasks for one slot: a fair share of the buffer, small enough to pipeline to its child."""
         with self._cond:
             while not self._buffer and not self._draining:
@@ -226,6 +289,7 @@ class Worker:
                 if batch and size > PIPELINE_BYTES:
                     break
                 task = self._buffer.popleft()
+                task["slot"] = slot
                 self._running[task["id"]] = task
                 batch.append(task)
             return batch
@@ -249,16 +313,36 @@ class Worker:
             done += 1
             child = self._fresh_child(child)
         finally:
-            unrun = batch[done:]
-            if unrun:
-                with self._cond:
-                    for task in unrun:
-                        del self._running[task["id"]]
-                    self._buffer.extendleft(reversed(unrun))
-                    self._cond.notify_all()
+            if done < len(batch):
+                self._put_back(batch[done:])
         return child
 
+    def _put_back(self, unrun: list[dict[str, Any]]) -> None:
+        """Tasks a batch did not run go back to the buffer; killed ones (all, once the grace is over) do not."""
+        over = self._abort.is_set() or time.monotonic() >= self._stop_deadline
+        with self._cond:
+            again = []
+            for task in unrun:
+                del self._running[task["id"]]
+                why = self._dropped.get(task["id"])
+                if why == "cancelled":
+                    del self._dropped[task["id"]]
+                elif why is None and over:
+                    self._dropped[task["id"]] = "stopped"
+                elif why is None:
+                    again.append(task)
+            self._buffer.extendleft(reversed(again))
+            self._cond.notify_all()
+
     def _finished_task(self, task: dict[str, Any], ok: bool, result: Any, elapsed: float) -> None:
+        with self._cond:
+            why = self._dropped.get(task["id"])
+            if why is not None:  # cancelled, or stopped and given back: the master expects nothing
+                del self._running[task["id"]]
+                if why == "cancelled":
+                    del self._dropped[task["id"]]
+                self._cond.notify_all()
+                return
         report: dict[str, Any] = {"id": task["id"], "token": task["token"]}
         if ok:
             report.update(state=TaskState.DONE.value, payload=result)
@@ -326,7 +410,7 @@ class Worker:
     def _send(self, master: Any, batch: list[dict[str, Any]]) -> None:
         """Report a batch; a batch the wire cannot carry is sent again as failures saying why."""
         try:
-            master.report(self.id, batch)
+            self._follow(master.report(self.id, batch))
         except (remote.CommunicationError, remote.ProtocolError):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a string json cannot encode; fail those tasks, clearly
@@ -338,7 +422,8 @@ class Worker:
 
     def _reconnect_reporter(self, pending: list[dict[str, Any]]) -> Any:
         """Connect to the master; a stopping worker with nothing left to report gives up instead of waiting."""
-        for delay in remote.retry_delays():
+        # Retries at least once per heartbeat: the leases this worker holds must be renewed before they expire.
+        for delay in remote.retry_delays(0.05, min(5.0, self._heartbeat)):
             if self._abort.is_set() or (self._stopping.is_set() and not pending and self._results.empty()):
                 if self._stopping.is_set() and not self._abort.is_set():
                     log.info("worker %s: no master to say goodbye to; leaving", self.id)
@@ -350,8 +435,15 @@ class Worker:
             self._abort.wait(delay)
         return None  # pragma: no cover - retry_delays never ends
 
+    def _follow(self, reply: Any) -> None:
+        """Stop the tasks the master's reply says were cancelled."""
+        cancelled = reply.get("cancel") if isinstance(reply, dict) else None
+        if cancelled and isinstance(cancelled, list):
+            self.cancel([task_id for task_id in cancelled if isinstance(task_id, str)])
+
     def _adopt(self, reply: Any) -> None:
-        """Follow the master's lease timeout: heartbeat at least three times per lease."""
+        """Follow the master's lease timeout (heartbeat at least three times per lease) and cancellations."""
+        self._follow(reply)
         lease = reply.get("lease_timeout") if isinstance(reply, dict) else None
         if isinstance(lease, (int, float)) and lease > 0:
             self._fetch_wait = min(FETCH_WAIT, lease / 3)  # an idle worker's long-polls are its sign of life

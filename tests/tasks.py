@@ -78,3 +78,36 @@ def sleep_on(x: int, bad: int, seconds: float) -> int:
     if x == bad:
         time.sleep(seconds)
     return x
+
+
+def fail_times(path: str, times: int, value: Any = "ok") -> Any:
+    """Count this call in the file at path; raise ConnectionRefusedError for the first `times` calls."""
+    with open(path, "a") as log:
+        log.write("run\n")
+    with open(path) as log:
+        calls = sum(1 for _ in log)
+    if calls <= times:
+        raise ConnectionRefusedError(f"call {calls} refused")
+    return value
+
+
+def pid_then_sleep(path: str, seconds: float) -> int:
+    """Write the running process's pid to path, then sleep."""
+    with open(path, "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+WORKER_PID = os.getppid()
+"""In a worker's child process: the worker's pid, read at start-up; 1 when the worker died before the child
+had even started (it then still runs what the worker had written to its pipe)."""
+
+
+def logged_square(log_dir: str, x: int, seconds: float = 0.0) -> int:
+    """x * x; each execution first appends 'x worker-pid start-time' to its process's log in log_dir."""
+    with open(os.path.join(log_dir, f"runs-{os.getpid()}.log"), "a") as log:
+        log.write(f"{x} {WORKER_PID} {time.time():.6f}\n")
+    if seconds:
+        time.sleep(seconds)
+    return x * x

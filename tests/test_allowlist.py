@@ -231,7 +231,7 @@ def test_refused_function_fails_the_task_with_function_not_allowed(allow: AllowL
 def test_undecodable_arguments_fail_the_task(allow: AllowList) -> None:
     ok, error = run_task(allow, "math:sqrt", "this is ((( not serpent")
     assert ok is False
-    assert set(error) == {"type", "message", "traceback"}
+    assert set(error) == {"type", "message", "traceback", "bases"}
 
 
 def test_result_over_the_payload_limit_fails_the_task(allow: AllowList) -> None:

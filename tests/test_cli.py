@@ -65,7 +65,7 @@ def test_status_json_lists_live_workers_and_counts(cluster: Cluster) -> None:
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert len(stats["workers"]) == 2
-    assert set(stats["counts"]) == {"pending", "running", "done", "failed", "cancelled"}
+    assert set(stats["counts"]) == {"pending", "running", "retrying", "done", "failed", "cancelled", "expired"}
     assert {"id", "host", "pid", "running", "last_seen"} <= set(stats["workers"][0])
 
 

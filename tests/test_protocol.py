@@ -436,7 +436,7 @@ def test_priority_out_of_range_is_refused(value: int) -> None:
 def test_unknown_option_is_refused_naming_it_and_the_known_ones() -> None:
     with pytest.raises(ValueError, match="'bogus'") as caught:
         check_options({"bogus": 1})
-    assert "max_attempts, priority, timeout" in str(caught.value)
+    assert "max_attempts, priority, retries, retry_backoff, retry_backoff_max, retry_on, timeout" in str(caught.value)
 
 
 def test_non_string_option_key_is_unknown() -> None:
@@ -531,7 +531,11 @@ def test_error_info_records_type_message_and_traceback_of_a_raised_exception() -
 
 def test_error_info_uses_the_given_traceback_text() -> None:
     info = error_info(ValueError("boom"), tb="")
-    assert info == {"type": "ValueError", "message": "boom", "traceback": ""}
+    assert info == {"type": "ValueError", "message": "boom", "traceback": "", "bases": ""}
+
+
+def test_error_info_names_the_base_classes_for_retry_on() -> None:
+    assert error_info(ConnectionRefusedError("no"), tb="")["bases"] == "ConnectionError OSError"
 
 
 def test_error_info_of_an_exception_never_raised_has_only_its_last_line() -> None:
@@ -542,18 +546,18 @@ def test_error_info_of_an_exception_never_raised_has_only_its_last_line() -> Non
 def test_error_info_values_are_all_strings() -> None:
     info = error_info(ValueError(1, 2))
     assert all(isinstance(v, str) for v in info.values())
-    assert set(info) == {"type", "message", "traceback"}
+    assert set(info) == {"type", "message", "traceback", "bases"}
 
 
 # ---- task states -------------------------------------------------------------------------------
 
 
 def test_task_states_are_the_wire_strings() -> None:
-    assert [s.value for s in TaskState] == ["pending", "running", "done", "failed", "cancelled"]
+    assert [s.value for s in TaskState] == ["pending", "running", "retrying", "done", "failed", "cancelled", "expired"]
     assert all(isinstance(s, str) for s in TaskState)
     assert TaskState.DONE == "done"
     assert TaskState("cancelled") is TaskState.CANCELLED
 
 
-def test_finished_states_are_done_failed_and_cancelled() -> None:
-    assert frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED}) == FINISHED_STATES
+def test_finished_states_are_done_failed_cancelled_and_expired() -> None:
+    assert frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED}) == FINISHED_STATES

@@ -1,0 +1,237 @@
+"""`SqliteStore`: the master's state in one SQLite file (WAL), so that it survives the master.
+
+Every call that changes state commits before it returns: a task is durable before `submit` answers, a
+result before `report` does. Leases of running tasks also live in memory, as in every store, because
+their deadlines move with each heartbeat and need no disk write. On opening, tasks that were running
+get a fresh lease of two lease periods: their worker renews it once it has reconnected, or it expires
+and they run again.
+
+Pending tasks stay on disk (the master's memory does not grow with the queue): the queue is a partial
+index on (priority, seq), so leasing the next tasks is one indexed read, whatever the queue length.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .protocol import TaskState
+from .store import RESULT_STATES, Task, TaskStore, tombstone
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, func TEXT NOT NULL, payload TEXT, options TEXT NOT NULL,
+    owner TEXT, priority INTEGER NOT NULL, target TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+    lost INTEGER NOT NULL, unseen_losses INTEGER NOT NULL, retried INTEGER NOT NULL, worker TEXT,
+    token INTEGER NOT NULL, result TEXT, error TEXT, errors TEXT, submitted REAL NOT NULL, started REAL,
+    finished REAL, due REAL
+);
+CREATE INDEX IF NOT EXISTS queue ON tasks (priority DESC, seq) WHERE state = 'pending' AND target IS NULL;
+CREATE INDEX IF NOT EXISTS targeted ON tasks (target, seq) WHERE state = 'pending' AND target IS NOT NULL;
+CREATE INDEX IF NOT EXISTS retrying ON tasks (due) WHERE state = 'retrying';
+CREATE INDEX IF NOT EXISTS finished ON tasks (finished) WHERE state IN ('done', 'failed', 'cancelled');
+CREATE TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS gone_at ON gone (at);
+"""
+COLUMNS = (
+    "id, func, payload, options, owner, state, attempts, lost, unseen_losses, retried, worker, token, "
+    "result, error, errors, submitted, started, finished, due, seq"
+)
+CHUNK = 500
+"""Ids per `IN (...)` query (SQLite limits the number of parameters)."""
+EXPIRE_BATCH = 100_000
+"""Most results expired in one reaper pass (the rest wait for the next)."""
+SYNC_MODES = ("full", "normal")
+FINISHED_SQL = "state IN ('done', 'failed', 'cancelled')"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+def _marks(ids: Sequence[str]) -> str:
+    return ",".join("?" * len(ids))
+
+
+class SqliteStore(TaskStore):
+    """The durable store: every task, lease owner, attempt and result in one SQLite file."""
+
+    durable = True
+
+    def __init__(self, path: str | Path, now: float, lease_timeout: float, sync: str = "full") -> None:
+        super().__init__()
+        if sync not in SYNC_MODES:
+            raise ConfigError(f"store sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False)  # the master's lock serialises use
+            try:
+                self._open(sync)
+            except BaseException:
+                self._db.close()  # let go of the file and its lock now, not when the traceback is collected
+                raise
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise ConfigError(f"store {self.path} is in use by another master") from None
+            raise ConfigError(f"cannot open store {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path} is not a pyrodist store: {exc}") from None
+        self._load(now, lease_timeout)
+
+    def _open(self, sync: str) -> None:
+        db = self._db
+        db.execute("PRAGMA locking_mode = EXCLUSIVE")  # one master per store: a second one is refused
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {sync.upper()}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise ConfigError(f"store {self.path} has schema version {version}; this pyrodist reads {SCHEMA_VERSION}")
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.commit()
+
+    def _load(self, now: float, lease_timeout: float) -> None:
+        db = self._db
+        for state, count in db.execute("SELECT state, count(*) FROM tasks GROUP BY state"):
+            self._counts[TaskState(state)] = count
+        self._counts[TaskState.EXPIRED] = db.execute("SELECT count(*) FROM gone").fetchone()[0]
+        query = "SELECT target, count(*) FROM tasks WHERE state = 'pending' AND target IS NOT NULL GROUP BY target"
+        self._targeted_pending = dict(db.execute(query).fetchall())
+        top_seq, top_token = db.execute("SELECT max(seq), max(token) FROM tasks").fetchone()
+        self._seq = itertools.count((top_seq or 0) + 1)
+        self._tokens = itertools.count((top_token or 0) + 1)
+        for task in self._select("state = 'running'"):
+            # Two lease periods: its worker, reconnecting with backoff, renews it; or it expires and runs again.
+            task.deadline = now + 2 * lease_timeout
+            self._running[task.id] = task
+        log.info(
+            "store %s opened: %s (%d leases held over from before)",
+            self.path,
+            ", ".join(f"{n} {state}" for state, n in self.counts().items() if n) or "empty",
+            len(self._running),
+        )
+
+    def close(self) -> None:
+        """Commit and close the file."""
+        self._db.commit()
+        self._db.close()
+
+    # -- hooks
+
+    def _insert(self, tasks: list[Task]) -> list[Task]:
+        known: set[str] = set()
+        for chunk in _chunks([t.id for t in tasks]):
+            known.update(r[0] for r in self._db.execute(f"SELECT id FROM tasks WHERE id IN ({_marks(chunk)})", chunk))
+        new, seen = [], set()
+        for task in tasks:
+            if task.id not in known and task.id not in seen:
+                seen.add(task.id)
+                new.append(task)
+        self._db.executemany(
+            "INSERT INTO tasks (seq, id, func, payload, options, owner, priority, target, state, attempts, lost, "
+            "unseen_losses, retried, token, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, ?)",
+            [
+                (t.seq, t.id, t.func, t.payload, json.dumps(t.options) if t.options else "{}", t.owner, t.priority,
+                 t.target, t.submitted)
+                for t in new
+            ],
+        )  # fmt: skip
+        return new
+
+    def _find(self, task_id: str) -> Task | None:
+        found = self._select("id = ?", (task_id,))
+        if found:
+            return found[0]
+        row = self._db.execute("SELECT reason, at FROM gone WHERE id = ?", (task_id,)).fetchone()
+        return tombstone(task_id, row[0], row[1]) if row else None
+
+    def _take(self, worker: str, max_tasks: int) -> list[Task]:
+        taken: list[Task] = []
+        if self._targeted_pending.get(worker):
+            where = "state = 'pending' AND target = ? ORDER BY seq LIMIT ?"
+            taken = self._select(where, (worker, max_tasks))
+        if len(taken) < max_tasks:
+            where = "state = 'pending' AND target IS NULL ORDER BY priority DESC, seq LIMIT ?"
+            taken += self._select(where, (max_tasks - len(taken),))
+        return taken
+
+    def _take_targeted(self, worker: str) -> list[Task]:
+        return self._select("state = 'pending' AND target = ?", (worker,))
+
+    def _enqueue(self, task: Task) -> None:
+        """Nothing to do: the saved state 'pending' puts it back in the queue index, at its seq."""
+
+    def _schedule(self, task: Task) -> None:
+        """Nothing to do: the saved state 'retrying' and `due` are the schedule."""
+
+    def _due(self, now: float) -> list[Task]:
+        return self._select("state = 'retrying' AND due <= ?", (now,))
+
+    def _save(self, tasks: list[Task]) -> None:
+        self._db.executemany(
+            "UPDATE tasks SET state = ?, attempts = ?, lost = ?, unseen_losses = ?, retried = ?, worker = ?, "
+            "token = ?, result = ?, error = ?, errors = ?, started = ?, finished = ?, due = ?, "
+            "payload = CASE WHEN ? THEN NULL ELSE payload END WHERE id = ?",
+            [
+                (t.state.value, t.attempts, t.lost, t.unseen_losses, t.retried, t.worker, t.token, t.result,
+                 _json(t.error), _json(list(t.errors)) if t.errors else None, t.started, t.finished, t.due,
+                 t.payload is None, t.id)
+                for t in tasks
+            ],
+        )  # fmt: skip
+
+    def _finished_before(self, before: float) -> list[str]:
+        query = f"SELECT id FROM tasks WHERE {FINISHED_SQL} AND finished < ? LIMIT ?"
+        return [row[0] for row in self._db.execute(query, (before, EXPIRE_BATCH))]
+
+    def _drop(self, ids: list[str]) -> dict[str, TaskState]:
+        dropped: dict[str, TaskState] = {}
+        for chunk in _chunks(ids):
+            rows = self._db.execute(f"SELECT id, state FROM tasks WHERE id IN ({_marks(chunk)})", chunk).fetchall()
+            dropped.update((task_id, TaskState(state)) for task_id, state in rows)
+            self._db.execute(f"DELETE FROM tasks WHERE id IN ({_marks(chunk)}) AND {FINISHED_SQL}", chunk)
+        return {i: s for i, s in dropped.items() if s in RESULT_STATES}
+
+    def _bury(self, ids: list[str], reason: str, now: float) -> int:
+        buried = 0
+        for chunk in _chunks(ids):
+            buried -= self._db.execute(f"SELECT count(*) FROM gone WHERE id IN ({_marks(chunk)})", chunk).fetchone()[0]
+            self._db.executemany("INSERT OR REPLACE INTO gone VALUES (?, ?, ?)", [(i, reason, now) for i in chunk])
+            buried += len(chunk)
+        return buried
+
+    def _forget_tombstones(self, before: float) -> None:
+        self._counts[TaskState.EXPIRED] -= self._db.execute("DELETE FROM gone WHERE at < ?", (before,)).rowcount
+
+    def _commit(self) -> None:
+        self._db.commit()
+
+    def _select(self, where: str, params: Sequence[Any] = ()) -> list[Task]:
+        return [self._task(row) for row in self._db.execute(f"SELECT {COLUMNS} FROM tasks WHERE {where}", params)]
+
+    @staticmethod
+    def _task(row: Sequence[Any]) -> Task:
+        (task_id, func, payload, options, owner, state, attempts, lost, unseen, retried, worker, token, result,
+         error, errors, submitted, started, finished, due, seq) = row  # fmt: skip
+        task = Task(task_id, func, payload, json.loads(options) if options != "{}" else {}, owner)
+        task.state = TaskState(state)
+        task.attempts, task.lost, task.unseen_losses, task.retried = attempts, lost, unseen, retried
+        task.worker, task.token, task.result, task.seq = worker, token, result, seq
+        task.error = json.loads(error) if error else None
+        task.errors = tuple(json.loads(errors)) if errors else ()
+        task.submitted, task.started, task.finished, task.due = submitted, started, finished, due
+        return task
