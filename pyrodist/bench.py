@@ -8,7 +8,8 @@ The steps, against a new `LocalCluster` (W workers, one slot each) or the runnin
    submit rate is N over the time `map` took to return. For a local master, its CPU time (utime + stime
    from /proc/<pid>/stat) is read before and after this step, and its peak memory (VmHWM) at the end.
 4. with `compare`, after the cluster is stopped, in this process: `multiprocessing.Pool(W).map` of the
-   same function with chunksize 1, and a raw Pyro4 call loop (one proxy, a no-op method).
+   same function with chunksize 1, and a raw Pyro4 call loop (one proxy, a no-op method); with a
+   `store` too, the same steps on an in-memory local cluster, for the durable/in-memory ratio.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class BenchResult:
     master_peak_mb: float | None
     pool_throughput: float | None
     raw_pyro_calls_per_s: float | None
+    store: str | None
+    memory_throughput: float | None
     cpus: int
     python: str
     platform: str
@@ -75,9 +78,15 @@ class BenchResult:
         """pyrodist throughput / raw Pyro4 calls per second."""
         return self.throughput / self.raw_pyro_calls_per_s if self.raw_pyro_calls_per_s else None
 
+    @property
+    def vs_memory(self) -> float | None:
+        """Throughput with the durable store / throughput of an in-memory master."""
+        return self.throughput / self.memory_throughput if self.memory_throughput else None
+
     def as_dict(self) -> dict[str, Any]:
         """The figures and ratios as a JSON-ready dict."""
-        return {**dataclasses.asdict(self), "vs_pool": self.vs_pool, "vs_raw_pyro": self.vs_raw_pyro}
+        ratios = {"vs_pool": self.vs_pool, "vs_raw_pyro": self.vs_raw_pyro, "vs_memory": self.vs_memory}
+        return {**dataclasses.asdict(self), **ratios}
 
 
 def run_bench(
@@ -124,8 +133,11 @@ def run_bench(
         finished = time.perf_counter()
         cpu_after = _cpu_seconds(master_pid)
         peak_mb = _peak_mb(master_pid)
-    pool = raw_pyro = None
+    pool = raw_pyro = memory = None
     if compare:
+        if store is not None:
+            log.info("bench: the same on an in-memory master")
+            memory = run_bench(tasks, workers, payload).throughput
         log.info("bench: baselines")
         pool = _pool_throughput(func, args, served_by)  # as many processes as workers served
         raw_pyro = _raw_pyro_calls_per_s(min(tasks, RAW_PYRO_MAX_CALLS), settings)
@@ -135,6 +147,7 @@ def run_bench(
         throughput=tasks / (finished - start), submit_rate=tasks / (submitted - start),
         latency_median_ms=statistics.median(latencies) * 1000, latency_p99_ms=_percentile(latencies, 99) * 1000,
         master_cpu_per_task_ms=cpu_ms, master_peak_mb=peak_mb, pool_throughput=pool, raw_pyro_calls_per_s=raw_pyro,
+        store=store, memory_throughput=memory,
         cpus=os.cpu_count() or 0, python=platform.python_version(), platform=platform.platform(),
     )  # fmt: skip
 
@@ -143,6 +156,8 @@ def format_result(result: BenchResult) -> str:
     """The figures as an aligned table, with the baselines and ratios when measured, and the machine."""
     what = f"payload(b'x' * {result.payload:,})" if result.payload else "inc(x)"
     where = "a new local cluster" if result.local else "a running cluster"
+    if result.store is not None:
+        where += f" with --store {result.store}"
     rows = [
         ("throughput (map, submit to last result)", _num(result.throughput), "tasks/s", ""),
         ("submit rate (map returned)", _num(result.submit_rate), "tasks/s", ""),
@@ -151,6 +166,9 @@ def format_result(result: BenchResult) -> str:
         ("master CPU per task", _num(result.master_cpu_per_task_ms), "ms", ""),
         ("master peak memory (VmHWM)", _num(result.master_peak_mb), "MB", ""),
     ]
+    if result.memory_throughput is not None:
+        rows.append(("the same with an in-memory master", _num(result.memory_throughput),
+                     "tasks/s", f"durable / in-memory = {_num(result.vs_memory)}"))  # fmt: skip
     if result.pool_throughput is not None:
         rows.append((f"baseline multiprocessing.Pool({result.workers}).map", _num(result.pool_throughput),
                      "tasks/s", f"pyrodist / baseline = {_num(result.vs_pool)}"))  # fmt: skip

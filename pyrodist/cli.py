@@ -424,7 +424,8 @@ def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **opti
               help="No-op tasks in the throughput run.")  # fmt: skip
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Workers (one slot each).")
 @click.option("--payload", default=0, show_default=True, type=click.IntRange(min=0), help="Bytes of argument per task.")
-@click.option("--store", type=click.Path(dir_okay=False), help="Durable store for the local master.")
+@click.option("--store", type=click.Path(dir_okay=False),
+              help="Durable store for the local master (with --compare, also measure an in-memory one).")  # fmt: skip
 @click.option("--compare", is_flag=True, help="Also run multiprocessing.Pool and a raw Pyro4 loop, and print ratios.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--ns-host", envvar="PYRODIST_NS_HOST", help="Use the running cluster there instead of a local one.")

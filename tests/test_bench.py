@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_format_result_without_baselines_or_proc() -> None:
     bare = BenchResult(
         tasks=10, workers=1, payload=1024, local=False, throughput=5.0, submit_rate=50.0, latency_median_ms=1.0,
         latency_p99_ms=2.0, master_cpu_per_task_ms=None, master_peak_mb=None, pool_throughput=None,
-        raw_pyro_calls_per_s=None, cpus=1, python="3.11", platform="x",
+        raw_pyro_calls_per_s=None, store=None, memory_throughput=None, cpus=1, python="3.11", platform="x",
     )  # fmt: skip
     text = format_result(bare)
     assert "n/a" in text and "baseline" not in text and "payload(b'x' * 1,024)" in text and "1 worker x" in text
@@ -63,3 +64,13 @@ def test_format_result_without_baselines_or_proc() -> None:
 def test_bad_arguments_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ConfigError):
         run_bench(**kwargs)
+
+
+def test_durable_store_is_compared_with_an_in_memory_master_in_the_same_run(tmp_path: Path) -> None:
+    store = str(tmp_path / "bench.db")
+    result = run_bench(tasks=100, workers=1, store=store, compare=True)
+    assert result.store == store
+    assert result.memory_throughput is not None and result.memory_throughput > 0
+    assert result.vs_memory == result.throughput / result.memory_throughput
+    text = format_result(result)
+    assert f"--store {store}" in text and "durable / in-memory" in text
