@@ -430,9 +430,10 @@ class Master:
     def _known(self, task_id: str) -> Task:
         task = self._store.get(task_id)
         if task is None:
+            why = "" if self._store.durable else ", or lost it when it restarted (it keeps tasks in memory: use --store)"
             raise ValueError(
-                f"unknown task id {task_id!r}: this master (epoch {self._epoch}) never had it, or lost it "
-                "when it restarted (it keeps tasks in memory), or the result expired (--result-ttl)"
+                f"unknown task id {task_id!r}: this master (epoch {self._epoch}) never had it{why}, or its "
+                "result expired long ago"
             )
         return task
 
