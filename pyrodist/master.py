@@ -430,7 +430,8 @@ class Master:
     def _known(self, task_id: str) -> Task:
         task = self._store.get(task_id)
         if task is None:
-            why = "" if self._store.durable else ", or lost it when it restarted (it keeps tasks in memory: use --store)"
+            why = ", or lost it when it restarted (it keeps tasks in memory: use --store)"
+            why = "" if self._store.durable else why
             raise ValueError(
                 f"unknown task id {task_id!r}: this master (epoch {self._epoch}) never had it{why}, or its "
                 "result expired long ago"

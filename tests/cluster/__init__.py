@@ -1,0 +1,1 @@
+"""Multi-host tests: real pyrodist processes on hosts made of Linux network namespaces (needs root)."""
