@@ -223,6 +223,14 @@ def config_defaults(group: click.Group, data: dict[str, Any], path: str) -> dict
     return defaults
 
 
+def nat_options(func: F) -> F:
+    """--nathost/--natport: the address other machines use to reach this process (behind NAT or in a container)."""
+    func = click.option("--natport", type=click.IntRange(0, 65535), envvar="PYRODIST_NATPORT",
+                        help="Port advertised with --nathost (0 or unset: the bound port).")(func)  # fmt: skip
+    return click.option("--nathost", metavar="HOST", envvar="PYRODIST_NATHOST",
+                        help="Address to advertise instead of the bound one (NAT, port forwarding).")(func)  # fmt: skip
+
+
 insecure_option = click.option(
     "--insecure", is_flag=True, help="Do not warn about listening beyond this machine without a key or TLS."
 )
@@ -233,16 +241,18 @@ insecure_option = click.option(
 @click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), envvar="PYRODIST_NS_PORT",
               help="Port to bind (0 picks a free one).")  # fmt: skip
 @click.option("--broadcast/--no-broadcast", default=True, help="Answer broadcast lookups (never on loopback).")
+@nat_options
 @insecure_option
 @security_options
 @logging_options
-def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security: Any) -> None:
+def nameserver(host: str, port: int, broadcast: bool, nathost: str | None, natport: int | None, insecure: bool,
+               **security: Any) -> None:  # fmt: skip
     """Run a Pyro4 name server."""
     settings = settings_from(None, None, DEFAULT_MASTER_NAME, **security)
     warn_if_exposed("name server", host, settings, insecure)
     stop = threading.Event()
     with stop_on_signals(stop.set):  # before binding: a SIGTERM right after start must still end cleanly
-        ns = remote.start_nameserver(settings, host, port, broadcast)
+        ns = remote.start_nameserver(settings, host, port, broadcast, nathost, natport)
         log.info("name server running at %s%s", ns.uri, " (answering broadcasts)" if ns.broadcast else "")
         try:
             ns.serve(stop)
@@ -274,12 +284,13 @@ def nameserver(host: str, port: int, broadcast: bool, insecure: bool, **security
 @click.option("--store-sync", type=click.Choice(SYNC_MODES), default="full", show_default=True,
               envvar="PYRODIST_STORE_SYNC",
               help="full: each commit survives a power loss; normal: survives the master's crash, faster.")  # fmt: skip
+@nat_options
 @insecure_option
 @ns_options
 @security_options
 @logging_options
 def master(name: str | None, host: str, port: int, insecure: bool, master_name: str, dashboard: int | None,
-           dashboard_host: str, store: str | None, store_sync: str,
+           dashboard_host: str, store: str | None, store_sync: str, nathost: str | None, natport: int | None,
            **options: Any) -> None:  # fmt: skip
     """Run the master and register it in the name server."""
     settings = settings_from(master_name=name or master_name, **options)
@@ -300,7 +311,10 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
     with stop_on_signals(stop.set):
         if not remote.wait_for_nameserver(settings, stop, "master"):
             return
-        RunningMaster(settings, host, port, dashboard, dashboard_host, store or None, store_sync).serve_forever(stop)
+        running = RunningMaster(
+            settings, host, port, dashboard, dashboard_host, store or None, store_sync, nathost, natport
+        )
+        running.serve_forever(stop)
     log.info("master stopped")
 
 

@@ -568,6 +568,8 @@ class RunningMaster:
         dashboard_host: str = remote.LOOPBACK,
         store: str | None = None,
         store_sync: str = "full",
+        nathost: str | None = None,
+        natport: int | None = None,
     ) -> None:
         remote.configure_pyro(settings, threadpool_size=settings.max_connections)
         existing = remote.master_answers(settings)
@@ -579,7 +581,7 @@ class RunningMaster:
         self.settings = settings
         self.store = SqliteStore(store, time.time(), settings.lease_timeout, store_sync) if store else MemoryStore()
         self.master = Master(settings, self.store)
-        self.server = remote.Server(settings, host, port)
+        self.server = remote.Server(settings, host, port, nathost, natport)
         self.uri = self.server.register(self.master, settings.master_name)
         remote.register(settings, settings.master_name, self.uri)
         self.master.start()

@@ -155,16 +155,31 @@ class NameServer:
         self.daemon.close()
 
 
-def start_nameserver(settings: Settings, host: str = LOOPBACK, port: int = 9090, broadcast: bool = True) -> NameServer:
+def start_nameserver(
+    settings: Settings,
+    host: str = LOOPBACK,
+    port: int = 9090,
+    broadcast: bool = True,
+    nathost: str | None = None,
+    natport: int | None = None,
+) -> NameServer:
     """Start a Pyro4 name server daemon (not yet serving); broadcast is off on loopback."""
     configure_pyro(settings)
     try:
         uri, daemon, bcserver = Pyro4.naming.startNS(
-            host=host, port=port, enableBroadcast=broadcast, hmac=settings.key_bytes
-        )
+            host=host, port=port, enableBroadcast=broadcast, hmac=settings.key_bytes, nathost=nathost,
+            natport=_natport(nathost, natport),
+        )  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"the name server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return NameServer(str(uri), daemon, bcserver)
+
+
+def _natport(nathost: str | None, natport: int | None) -> int | None:
+    """Pyro4 wants both NAT settings or neither; 0 advertises the bound port."""
+    if natport and not nathost:
+        raise ConfigError("--natport needs --nathost (the address to advertise with it)")
+    return (natport or 0) if nathost else None
 
 
 def locate_nameserver(settings: Settings) -> Any:
@@ -349,10 +364,17 @@ class _Daemon(Pyro4.Daemon):  # type: ignore[misc]
 class Server:
     """A Pyro4 daemon serving objects from a background thread."""
 
-    def __init__(self, settings: Settings, host: str = LOOPBACK, port: int = 0, nathost: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        host: str = LOOPBACK,
+        port: int = 0,
+        nathost: str | None = None,
+        natport: int | None = None,
+    ) -> None:
         configure_pyro(settings)
         try:
-            self.daemon = _Daemon(host=host, port=port, nathost=nathost)
+            self.daemon = _Daemon(host=host, port=port, nathost=nathost, natport=_natport(nathost, natport))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self.daemon._pyroHmacKey = settings.key_bytes
