@@ -185,11 +185,11 @@ class SqliteStore(TaskStore):
         self._db.executemany(
             "UPDATE tasks SET state = ?, attempts = ?, lost = ?, unseen_losses = ?, retried = ?, worker = ?, "
             "token = ?, result = ?, error = ?, errors = ?, started = ?, finished = ?, due = ?, "
-            "payload = CASE WHEN ? THEN NULL ELSE payload END WHERE id = ?",
+            "payload = CASE WHEN ? THEN NULL ELSE payload END WHERE seq = ?",
             [
                 (t.state.value, t.attempts, t.lost, t.unseen_losses, t.retried, t.worker, t.token, t.result,
                  _json(t.error), _json(list(t.errors)) if t.errors else None, t.started, t.finished, t.due,
-                 t.payload is None, t.id)
+                 t.payload is None, t.seq)
                 for t in tasks
             ],
         )  # fmt: skip
