@@ -21,15 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent
 TASK_MODULES = ["tests.tasks", "math", "operator"]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> Any:
-    """Poll predicate until it returns something truthy; fail the test after timeout seconds."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    interval: float = 0.02,
+    what: str = "",
+    details: Callable[[], str] | None = None,
+) -> Any:
+    """Poll predicate until it returns something truthy; fail the test after timeout seconds (with details())."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+            more = f"\n{details()}" if details is not None else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}{more}")
         time.sleep(interval)
 
 

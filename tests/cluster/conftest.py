@@ -24,26 +24,14 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
+
 from .netns import Network, stop_processes, unavailable_reason
 
 NS_PORT = 9090
 MASTER_PORT = 9100
 TASKS_MODULE = "tests.cluster.clustertasks"
 CLIENT_PROGRAM = ["-m", TASKS_MODULE]
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05, details: Callable[[], str] = str
-) -> Any:
-    """Poll predicate until it returns something truthy; fail the test after timeout seconds (with details())."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{details()}")
-        time.sleep(interval)
 
 
 def report(scenario: str, figures: dict[str, Any]) -> None:
@@ -163,8 +151,8 @@ class MultiHost:
     def wait_master_log(self, pattern: str, timeout: float, after: int = 0) -> re.Match[str]:
         """The first match of pattern in the master's log past offset `after`, waiting up to timeout s."""
         regex = re.compile(pattern)
-        match = wait_for(
-            lambda: regex.search(self.master_log(), after), timeout, f"master log: {pattern}",
+        match = wait_until(
+            lambda: regex.search(self.master_log(), after), timeout, 0.05, f"master log: {pattern}",
             details=lambda: "the master's log ends with:\n" + self.master_log()[-3000:],
         )  # fmt: skip
         return match  # type: ignore[no-any-return]
@@ -209,8 +197,8 @@ def log_of(proc: subprocess.Popen[bytes]) -> str:
 
 def wait_started(proc: subprocess.Popen[bytes], text: str, what: str, timeout: float = 60.0) -> None:
     """Wait until proc logs text; fail at once, with its log, if it exits first."""
-    wait_for(
-        lambda: text in log_of(proc) or proc.poll() is not None, timeout, what,
+    wait_until(
+        lambda: text in log_of(proc) or proc.poll() is not None, timeout, 0.05, what,
         details=lambda: f"{what} logged:\n{log_of(proc)[-3000:]}",
     )  # fmt: skip
     if text not in log_of(proc):
@@ -238,4 +226,4 @@ def multihost(tmp_path: Path) -> Iterator[Callable[[Sequence[str]], MultiHost]]:
         yield make
 
 
-__all__ = ["ClientRun", "MultiHost", "report", "wait_for"]
+__all__ = ["ClientRun", "MultiHost", "report"]
