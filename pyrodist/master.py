@@ -34,10 +34,11 @@ from . import protocol, remote
 from .config import Settings
 from .dashboard import Dashboard
 from .errors import ConfigError, PyrodistError
+from .memstore import MemoryStore
 from .notify import Notifier
 from .protocol import FINISHED_STATES, MAX_BATCH, MAX_WAIT, TaskState, check_batch, check_ids, check_name, check_number
 from .sqlstore import SqliteStore
-from .store import MemoryStore, Task, TaskStore
+from .store import Task, TaskStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

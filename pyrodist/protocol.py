@@ -254,7 +254,7 @@ def error_info(exc: BaseException, tb: str | None = None) -> dict[str, str]:
     """The record of an exception that crosses the wire: type name, message, traceback text."""
     if tb is None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    bases = " ".join(c.__name__ for c in type(exc).__mro__[1:] if c not in (Exception, BaseException, object))
+    bases = " ".join(c.__name__ for c in type(exc).__mro__[1:-1])  # all but the type itself and object
     return {"type": type(exc).__name__, "message": _printable(str(exc)), "traceback": _printable(tb), "bases": bases}
 
 

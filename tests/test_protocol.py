@@ -531,11 +531,11 @@ def test_error_info_records_type_message_and_traceback_of_a_raised_exception() -
 
 def test_error_info_uses_the_given_traceback_text() -> None:
     info = error_info(ValueError("boom"), tb="")
-    assert info == {"type": "ValueError", "message": "boom", "traceback": "", "bases": ""}
+    assert info == {"type": "ValueError", "message": "boom", "traceback": "", "bases": "Exception BaseException"}
 
 
 def test_error_info_names_the_base_classes_for_retry_on() -> None:
-    assert error_info(ConnectionRefusedError("no"), tb="")["bases"] == "ConnectionError OSError"
+    assert error_info(ConnectionRefusedError("no"), tb="")["bases"] == "ConnectionError OSError Exception BaseException"
 
 
 def test_error_info_of_an_exception_never_raised_has_only_its_last_line() -> None:

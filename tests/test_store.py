@@ -13,17 +13,10 @@ from typing import Any
 
 import pytest
 
+from pyrodist.memstore import MemoryStore
 from pyrodist.protocol import Outcome, TaskState, error_info
 from pyrodist.sqlstore import SqliteStore
-from pyrodist.store import (
-    DEFAULT_MAX_ATTEMPTS,
-    ERRORS_KEPT,
-    UNSEEN_LOSSES_PER_ATTEMPT,
-    MemoryStore,
-    Task,
-    TaskStore,
-    is_finished,
-)
+from pyrodist.store import DEFAULT_MAX_ATTEMPTS, ERRORS_KEPT, UNSEEN_LOSSES_PER_ATTEMPT, Task, TaskStore, is_finished
 
 LEASE = 10.0
 
