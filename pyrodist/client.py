@@ -74,6 +74,12 @@ class Future(concurrent.futures.Future[Any]):
         return f"<pyrodist.Future {self.task_id} {self._state.lower()}>"
 
 
+def _batches(ids: list[str]) -> Iterator[list[str]]:
+    """ids in slices the master accepts in one call."""
+    for start in range(0, len(ids), protocol.MAX_BATCH):
+        yield ids[start : start + protocol.MAX_BATCH]
+
+
 def as_completed(futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None) -> Any:
     """Yield futures as they finish (the standard library's `as_completed`)."""
     return concurrent.futures.as_completed(futures, timeout)
@@ -275,11 +281,7 @@ class Client:
 
     def lookup(self, task_ids: Iterable[str]) -> list[Record | None]:
         """The master's records of these tasks (state, worker, attempts, errors, times); None for unknown ids."""
-        ids = list(task_ids)
-        records: list[Record | None] = []
-        for start in range(0, len(ids), protocol.MAX_BATCH):
-            records += self._call("lookup", ids[start : start + protocol.MAX_BATCH])
-        return records
+        return [record for chunk in _batches(list(task_ids)) for record in self._call("lookup", chunk)]
 
     def stats(self) -> dict[str, Any]:
         """The master's stats (workers, counts per state, totals)."""
@@ -288,10 +290,7 @@ class Client:
     def forget(self, tasks: Iterable[Future | str]) -> int:
         """Drop the master's copy of these finished tasks' results now (futures keep theirs); how many were dropped."""
         ids = [t.task_id if isinstance(t, Future) else t for t in tasks]
-        return sum(
-            int(self._call("forget", ids[start : start + protocol.MAX_BATCH]))
-            for start in range(0, len(ids), protocol.MAX_BATCH)
-        )
+        return sum(int(self._call("forget", chunk)) for chunk in _batches(ids))
 
     def _cancel(self, task_id: str) -> bool:
         cancelled = bool(self._call("cancel", task_id))
@@ -338,8 +337,7 @@ class Client:
                 self._subscribe()  # the old subscription died with the old master
         with self._lock:
             ids = [task_id for task_id, f in self._futures.items() if f._sent]
-        for start in range(0, len(ids), protocol.MAX_BATCH):
-            chunk = ids[start : start + protocol.MAX_BATCH]
+        for chunk in _batches(ids):
             records = master.lookup(chunk)
             finished = [r for r in records if r is not None and r["state"] in FINISHED_STATES]
             self._resolve(finished)

@@ -194,17 +194,21 @@ class Worker:
         with self._cond:
             unstarted = [t["id"] for t in self._buffer]
             self._buffer.clear()
-        if unstarted and master is not None:
-            try:
-                count = master.release(self.id, unstarted)
-                log.info("worker %s gave back %d unstarted tasks", self.id, count)
-            except remote.CommunicationError as exc:
-                log.warning(
-                    "worker %s could not give back %d tasks (their leases will expire): %s",
-                    self.id,
-                    len(unstarted),
-                    exc,
-                )
+        if self._release(master, unstarted):
+            log.info("worker %s gave back %d unstarted tasks", self.id, len(unstarted))
+
+    def _release(self, master: Any, task_ids: list[str]) -> bool:
+        """Give tasks back to the master; False when there were none or it cannot be reached (leases expire)."""
+        if not task_ids or master is None:
+            return False
+        try:
+            master.release(self.id, task_ids)
+            return True
+        except remote.CommunicationError as exc:
+            log.warning(
+                "worker %s could not give back %d tasks (their leases will expire): %s", self.id, len(task_ids), exc
+            )
+            return False
 
     def _join_slots(self, slots: list[threading.Thread]) -> None:
         """Wait for the slots to finish; once the grace period is over (or on abort), kill what still runs."""
@@ -217,17 +221,11 @@ class Worker:
     def _give_back_stopped(self, master: Any) -> None:
         """Give back the tasks killed at the end of the grace period: they run again elsewhere."""
         stopped = [task_id for task_id, why in self._dropped.items() if why == "stopped"]
-        if not stopped or master is None:
-            return
-        log.warning(
-            "worker %s stopped %d running tasks after %g s; giving them back", self.id, len(stopped), self.grace
-        )
-        try:
-            master.release(self.id, stopped)
-        except remote.CommunicationError as exc:
+        if stopped:
             log.warning(
-                "worker %s could not give back %d tasks (their leases will expire): %s", self.id, len(stopped), exc
+                "worker %s stopped %d running tasks after %g s; giving them back", self.id, len(stopped), self.grace
             )
+            self._release(master, stopped)
 
     def cancel(self, task_ids: list[str]) -> None:
         """The master cancelled these tasks: drop the unstarted ones, kill the running ones' children."""

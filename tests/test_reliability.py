@@ -169,16 +169,18 @@ def test_sigterm_gives_a_running_task_its_grace_then_gives_it_back(procs: Proces
         assert future.result(timeout=30) != pid  # it ran again, elsewhere
 
 
-def test_sigterm_lets_a_short_task_finish_within_the_grace(procs: Processes) -> None:
+def test_sigterm_lets_a_short_task_finish_within_the_grace(procs: Processes, tmp_path: Path) -> None:
     cluster = start_cluster(procs, workers=0)
     worker = cluster.start_worker("--grace", "20")
     wait_until(lambda: len(cluster.live_workers()) == 1, timeout=30)
+    pid_file = tmp_path / "pid"
     with cluster.client() as client:
-        future = client.submit(tasks.sleep_return, 1.0, "finished")
-        wait_until(lambda: client.lookup([future.task_id])[0]["state"] == "running", timeout=20)  # type: ignore[index]
+        future = client.submit(tasks.pid_then_sleep, str(pid_file), 1.0)
+        # Started, not only leased: a leased task still in the worker's buffer would be given back unstarted.
+        pid = wait_until(lambda: pid_file.exists() and pid_file.read_text() and int(pid_file.read_text()), timeout=20)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=20) == 0
-        assert future.result(timeout=5) == "finished"
+        assert future.result(timeout=5) == pid
 
 
 # ---- the durable store -----------------------------------------------------------------------
