@@ -175,10 +175,17 @@ class Client:
     def gather(self, futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None) -> list[Any]:
         """The results of futures, in order; raises the first failure."""
         futures = list(futures)
-        _, not_done = concurrent.futures.wait(futures, timeout)
-        if not_done:
-            raise TimeoutError(f"{len(not_done)} of {len(futures)} tasks not finished within {timeout} s")
-        return [f.result() for f in futures]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results = []
+        for future in futures:  # in order, not with wait(): no waiter to install on every future
+            try:
+                results.append(future.result(None if deadline is None else max(0.0, deadline - time.monotonic())))
+            except TimeoutError:
+                if future.done():
+                    raise  # the task's own TimeoutError
+                not_done = sum(not f.done() for f in futures)
+                raise TimeoutError(f"{not_done} of {len(futures)} tasks not finished within {timeout} s") from None
+        return results
 
     def _map(
         self, func: Any, iterables: Sequence[Iterable[Any]], chunksize: int, options: dict[str, Any]

@@ -11,6 +11,7 @@ Pyro4 shells.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import warnings
@@ -83,6 +84,9 @@ def _harden_call_decoding() -> None:
     know, or arguments nested past the recursion limit, fail there with SerializeError, SecurityError (which
     also drops the connection), KeyError or RecursionError. A caller should get one clear ValueError.
     """
+    if not getattr(Pyro4.util.JsonSerializer.loads, "_pyrodist_fast", False):
+        Pyro4.util.JsonSerializer.loads = _json_loads
+        Pyro4.util.JsonSerializer.loadsCall = _json_loads_call
     for serializer in (Pyro4.util.SerpentSerializer, Pyro4.util.JsonSerializer):
         if getattr(serializer.loadsCall, "_pyrodist_hardened", False):
             continue
@@ -104,6 +108,32 @@ def _harden_call_decoding() -> None:
 
         loads_call._pyrodist_hardened = True  # type: ignore[attr-defined]
         serializer.loadsCall = loads_call
+
+
+# Pyro4's json serializer walks every decoded message in Python looking for dicts with a "__class__" key
+# (its encoding of exceptions and a few classes): about a third of the master's own work per task. Such a
+# key can only be in a message whose text holds '"__class__"' or an escape that could spell it ("\\u"),
+# so other messages skip the walk; the result is the same.
+def _needs_classes(text: str) -> bool:
+    return '"__class__"' in text or "\\u" in text
+
+
+def _json_loads(self: Any, data: Any) -> Any:
+    text = self._convertToBytes(data).decode("utf-8")
+    value = json.loads(text)
+    return self.recreate_classes(value) if _needs_classes(text) else value
+
+
+def _json_loads_call(self: Any, data: Any) -> Any:
+    text = self._convertToBytes(data).decode("utf-8")
+    call = json.loads(text)
+    params, kwargs = call["params"], call["kwargs"]
+    if _needs_classes(text):
+        params, kwargs = self.recreate_classes(params), self.recreate_classes(kwargs)
+    return call["object"], call["method"], params, kwargs
+
+
+_json_loads._pyrodist_fast = True  # type: ignore[attr-defined]
 
 
 def expose(cls: type, only: tuple[str, ...] | None = None) -> type:

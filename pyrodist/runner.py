@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import os
-import selectors
+import select
 import signal
 import subprocess
 import sys
@@ -158,6 +159,7 @@ class ChildProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._interrupted = False
+        self._poll: select.poll | None = None
         self._spawn()
 
     @property
@@ -176,6 +178,9 @@ class ChildProcess:
         )
         self._buffer = b""
         self._interrupted = False
+        assert self._proc.stdout is not None
+        self._poll = select.poll()  # one per child: an epoll object per line read cost more than the task
+        self._poll.register(self._proc.stdout.fileno(), select.POLLIN)
 
     def interrupt(self) -> None:
         """Kill the child from another thread: the batch it runs ends with no result for the task killed."""
@@ -237,20 +242,23 @@ class ChildProcess:
 
     def _read_line(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | None:
         """The next line from the child; b'' when it died, None when the deadline passed."""
-        assert proc.stdout is not None
+        assert proc.stdout is not None and self._poll is not None
         fd = proc.stdout.fileno()
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"\n" not in self._buffer:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not sel.select(wait):
+        while b"\n" not in self._buffer:
+            if deadline is not None:  # without one, a blocking read waits just as well, and costs less
+                wait_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+                if not self._poll.poll(wait_ms):
                     return None
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    return b""
-                self._buffer += chunk
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b""
+            self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
+
+    def has_line(self) -> bool:
+        """Whether the next result is already read (taking it will not wait)."""
+        return b"\n" in self._buffer
 
     def restart(self) -> None:
         """Kill the child and start a fresh one."""

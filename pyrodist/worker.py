@@ -80,12 +80,14 @@ class Worker:
         self.max_tasks = max_tasks
         self.grace = grace
         self.done = 0
-        self._cond = threading.Condition()
+        lock = threading.RLock()  # one lock, two conditions: a finished task need not wake a slot, nor a fetch a slot
+        self._cond = threading.Condition(lock)  # slots wait here for tasks in the buffer
+        self._room = threading.Condition(lock)  # the fetch loop waits here for room in the buffer
         self._buffer: collections.deque[dict[str, Any]] = collections.deque()
         self._running: dict[str, dict[str, Any]] = {}
         self._children: list[ChildProcess | None] = [None] * self.concurrency  # per slot, to kill one task
         self._dropped: dict[str, str] = {}  # running tasks being killed, and why: "cancelled" or "stopped"
-        self._results: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._results: queue.Queue[list[dict[str, Any]] | None] = queue.Queue()  # reports, a group per item
         self._fetched = 0
         self._stopping = threading.Event()  # stop fetching, finish what runs
         self._stop_deadline = float("inf")  # when running tasks are killed and given back
@@ -104,6 +106,7 @@ class Worker:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
+            self._room.notify_all()
 
     def abort(self) -> None:
         """Stop now: also give up waiting for an absent master (the second Ctrl-C)."""
@@ -136,6 +139,7 @@ class Worker:
             with self._cond:
                 self._draining = True
                 self._cond.notify_all()
+                self._room.notify_all()
             self._join_slots(slots)
             self._give_back_stopped(master)
             self._results.put(None)
@@ -159,14 +163,9 @@ class Worker:
     def _fetch_loop(self, master: Any) -> Any:
         while not self._stopping.is_set():
             with self._cond:
-                while not self._stopping.is_set():
-                    prefetch = self.current_prefetch()
-                    held = len(self._buffer) + len(self._running)
-                    # Refill at the low-water mark, half the prefetch used: a batch per call, not a task.
-                    if held <= self.concurrency - 1 + prefetch // 2:
-                        break
-                    self._cond.wait(0.5)
-                want = self.concurrency + prefetch - 1 - held
+                while not self._stopping.is_set() and not self._wants_tasks():
+                    self._room.wait(0.5)
+                want = self.concurrency + self.current_prefetch() - 1 - len(self._buffer) - len(self._running)
                 if self.max_tasks is not None:
                     want = min(want, self.max_tasks - self._fetched)
             if self._stopping.is_set():
@@ -189,6 +188,11 @@ class Worker:
                 log.info("worker %s: queue empty, leaving (burst mode)", self.id)
                 break
         return master
+
+    def _wants_tasks(self) -> bool:
+        """Whether the tasks held are down to the low-water mark (half the prefetch): refill with one batch."""
+        held = len(self._buffer) + len(self._running)
+        return held <= self.concurrency - 1 + self.current_prefetch() // 2
 
     def _give_back(self, master: Any) -> None:
         with self._cond:
@@ -235,6 +239,7 @@ class Worker:
                 kept = [t for t in self._buffer if t["id"] not in unstarted]
                 self._buffer.clear()
                 self._buffer.extend(kept)
+                self._room.notify_all()
         for task_id in unstarted:
             log.info("task %s cancelled before it started", task_id)
         self._drop_running(task_ids, "cancelled")
@@ -293,24 +298,34 @@ class Worker:
             return batch
 
     def _run_batch(self, child: ChildProcess, batch: list[dict[str, Any]]) -> ChildProcess:
-        """Run a batch on child and queue its results; tasks a crash left unrun go back to the buffer."""
+        """Run a batch on child and queue its results; tasks a crash left unrun go back to the buffer.
+
+        Results are handed to the reporter as soon as taking the next one would wait, so several that
+        arrive together cost one hand-over (and wake the reporter once), and none waits for a slow one.
+        """
         calls = [TaskCall(t["id"], t["func"], t["payload"], t["options"].get("timeout")) for t in batch]
         if log.isEnabledFor(logging.DEBUG):
             for call in calls:
                 log.debug("task %s (%s) starting", call.task_id, call.func)
         done = 0
+        ready: list[dict[str, Any]] = []
         last = time.perf_counter()
         try:
             for ok, result in child.run_batch(calls):
                 now = time.perf_counter()
-                self._finished_task(batch[done], ok, result, now - last)
+                self._finished_task(batch[done], ok, result, now - last, ready)
                 done, last = done + 1, now
+                if ready and not child.has_line():
+                    self._results.put(ready)
+                    ready = []
         except Exception as exc:  # the child could not be run (fds, memory): fail that task, go on
             log.exception("worker %s could not run task %s", self.id, batch[done]["id"])
-            self._finished_task(batch[done], False, protocol.error_info(exc, tb=""), 0.0)
+            self._finished_task(batch[done], False, protocol.error_info(exc, tb=""), 0.0, ready)
             done += 1
             child = self._fresh_child(child)
         finally:
+            if ready:
+                self._results.put(ready)
             if done < len(batch):
                 self._put_back(batch[done:])
         return child
@@ -331,15 +346,19 @@ class Worker:
                     again.append(task)
             self._buffer.extendleft(reversed(again))
             self._cond.notify_all()
+            self._room.notify_all()
 
-    def _finished_task(self, task: dict[str, Any], ok: bool, result: Any, elapsed: float) -> None:
+    def _finished_task(
+        self, task: dict[str, Any], ok: bool, result: Any, elapsed: float, ready: list[dict[str, Any]]
+    ) -> None:
+        """Account for a finished task and add its report to ready (unless it was cancelled or stopped)."""
         with self._cond:
             why = self._dropped.get(task["id"])
             if why is not None:  # cancelled, or stopped and given back: the master expects nothing
                 del self._running[task["id"]]
                 if why == "cancelled":
                     del self._dropped[task["id"]]
-                self._cond.notify_all()
+                self._room.notify_all()
                 return
         report: dict[str, Any] = {"id": task["id"], "token": task["token"]}
         if ok:
@@ -353,8 +372,9 @@ class Worker:
             del self._running[task["id"]]
             self.done += 1
             self._task_time = elapsed if self._task_time is None else 0.8 * self._task_time + 0.2 * elapsed
-            self._cond.notify_all()
-        self._results.put(report)
+            if self._wants_tasks():
+                self._room.notify()
+        ready.append(report)
 
     def _fresh_child(self, broken: ChildProcess) -> ChildProcess:
         """Replace a child that failed; wait a little between attempts so a lasting cause does not spin."""
@@ -464,10 +484,10 @@ class Worker:
         except queue.Empty:
             return False
         linger_until = time.monotonic() + LINGER if self._running or self._buffer else None
-        item: dict[str, Any] | None = first
+        item: list[dict[str, Any]] | None = first
         while item is not None:
-            batch.append(item)
-            if len(batch) >= MAX_BATCH:
+            batch.extend(item)
+            if len(batch) > MAX_BATCH - PIPELINE_TASKS:  # a group holds at most a pipelined batch
                 return False
             try:
                 item = self._results.get_nowait()

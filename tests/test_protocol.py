@@ -11,10 +11,14 @@ import traceback
 from typing import Any
 
 import pytest
+import serpent
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyrodist.errors import FunctionRefError, PyrodistError, ValueEncodingError
 from pyrodist.protocol import (
     FINISHED_STATES,
+    JSON_MARK,
     TaskState,
     check_options,
     check_task_id,
@@ -561,3 +565,73 @@ def test_task_states_are_the_wire_strings() -> None:
 
 def test_finished_states_are_done_failed_cancelled_and_expired() -> None:
     assert frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED}) == FINISHED_STATES
+
+
+# ---- the JSON fast path ----------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+ANY_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=3)
+        | st.frozensets(st.integers(), max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(JSON_VALUES)
+def test_values_written_as_json_mean_the_same_to_serpent(value: Any) -> None:
+    """The fast path's text is a Python literal of the very value: serpent reads it the same as json does."""
+    text = encode_value(value)
+    assert text.startswith(JSON_MARK), text
+    assert_same(decode_value(text), value)
+    assert_same(serpent.loads(text.encode("utf-8")), value)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(ANY_VALUES)
+def test_every_value_comes_back_the_same_whichever_path_wrote_it(value: Any) -> None:
+    assert_same(roundtrip(value), value)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.lists(JSON_VALUES, max_size=3), st.dictionaries(st.from_regex(r"[a-z]{1,5}", fullmatch=True), JSON_VALUES))
+def test_calls_written_as_json_decode_to_a_tuple_and_a_dict(args: list[Any], kwargs: dict[str, Any]) -> None:
+    payload = encode_call(args, kwargs)
+    assert payload.startswith(JSON_MARK)
+    assert_same(decode_call(payload), (tuple(args), kwargs))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        None,
+        float("nan"),
+        -math.inf,
+        (1, 2),
+        b"x",
+        {1: "a"},
+        {"__class__": "float"},
+        {"__pyrodist__": 1},
+        "\ud800",
+    ],
+)
+def test_values_json_would_change_take_the_serpent_path(value: Any) -> None:
+    text = encode_value(value)
+    assert not text.startswith(JSON_MARK), text
+    assert_same(roundtrip(value), value)
+
+
+def test_a_marked_text_that_is_not_json_is_left_to_serpent() -> None:
+    assert decode_value(" (1, 2)") == (1, 2)  # serpent strips the space; json cannot read a tuple
+    with pytest.raises(SyntaxError):  # what serpent says of junk
+        decode_value(" not a literal")

@@ -252,3 +252,19 @@ def test_attribute_walks_private_names_and_builtins_are_refused(client: Client, 
     with pytest.raises((FunctionRefError, TaskError)) as info:
         client.submit(ref).result(timeout=30)
     assert ref.split(":")[0] in str(info.value)
+
+
+def test_json_messages_skip_the_class_walk_only_when_no_class_can_be_inside() -> None:
+    """remote.py decodes json messages without Pyro4's "__class__" walk unless the text could hold that key."""
+    from pyrodist import remote
+
+    remote.configure_pyro()
+    serializer = Pyro4.util.get_serializer("json")
+    error = serializer.dumps(ValueError("boom"))  # Pyro4 sends exceptions as a dict with a "__class__" key
+    assert isinstance(serializer.loads(error), ValueError)
+    escaped = error.replace(b'"__class__"', b'"\\u005f_class__"')  # the same key, spelled with an escape
+    assert isinstance(serializer.loads(escaped), ValueError)
+    plain = {"a": [1, {"b": "c"}], "d": None}
+    assert serializer.loads(serializer.dumps(plain)) == plain
+    call = serializer.dumpsCall("obj", "method", ["x", {"k": [1]}], {"kw": 2})
+    assert serializer.loadsCall(call) == ("obj", "method", ["x", {"k": [1]}], {"kw": 2})
