@@ -103,7 +103,6 @@ class Client:
         self._ids = itertools.count(1)
         self._idle: list[Any] = []  # pooled proxies; a proxy serialises its calls, so each call takes its own
         self._lock = threading.Lock()
-        self._outstanding = threading.Condition(self._lock)
         self._futures: dict[str, Future] = {}
         self._callbacks: list[Callable[[Record], Any]] = []
         self._callback_server: remote.Server | None = None
@@ -213,7 +212,6 @@ class Client:
         items = [[f.task_id, ref, payload, options] for f, payload in zip(futures, payloads, strict=True)]
         with self._lock:
             self._futures.update((f.task_id, f) for f in futures)
-            self._outstanding.notify_all()
         try:
             for delay in remote.retry_delays(0.05, 2.0):
                 try:
@@ -265,8 +263,6 @@ class Client:
         self._subscription = self._call(
             "subscribe", remote.callback_ref(self._callback_uri), None, self.id, retry=False
         )
-        with self._lock:
-            self._outstanding.notify_all()  # the collector keeps this client's outbox alive from now on
 
     def _dispatch_callbacks(self) -> None:
         """Run on_result functions here, never inside the master's call (a slow one must not get us dropped)."""
@@ -308,12 +304,9 @@ class Client:
 
     def _collect_loop(self) -> None:
         master: Any = None
+        # Always in a long-poll, also with nothing outstanding: a result is then sent the moment it is ready,
+        # not after this thread has woken up and asked (a third of a round trip on an idle cluster).
         while not self._closed.is_set():
-            with self._lock:
-                while not self._futures and self._subscription is None and not self._closed.is_set():
-                    self._outstanding.wait()
-            if self._closed.is_set():
-                break
             try:
                 if master is None:
                     master = remote.connect_master(self.settings)
@@ -459,7 +452,6 @@ class Client:
                 log.info("client %s: could not unsubscribe: %s", self.id, exc)
         self._closed.set()
         with self._lock:
-            self._outstanding.notify_all()
             idle, self._idle = self._idle, []
             stranded, self._futures = list(self._futures.values()), {}
         self._collector.join(timeout=0.2)  # it may be in a long-poll; it leaves by itself when that returns

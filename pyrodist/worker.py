@@ -187,6 +187,8 @@ class Worker:
             if self.burst and not tasks and idle:
                 log.info("worker %s: queue empty, leaving (burst mode)", self.id)
                 break
+            if tasks:
+                time.sleep(0)  # let a slot take the GIL and start them before this thread asks for more
         return master
 
     def _wants_tasks(self) -> bool:
