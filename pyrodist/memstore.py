@@ -1,12 +1,37 @@
-"""`MemoryStore`: the master's state in memory, fast, and gone when the master stops (see store.py for the rules)."""
+"""`MemoryStore`: the master's state in memory, fast, and gone when the master stops (see store.py for the rules).
+
+A queued task that never ran is kept compact, as `(id, payload, header)` with one header `(func,
+options, owner, submitted)` shared by the tasks of a submit call: about 250 bytes per task with its id
+and payload, where a `Task` object and its heap entry cost twice that. The queue itself is a FIFO per
+priority level (a deque of those same tuples) behind a small heap of the levels, with a heap per level
+for tasks given back, which go before the level's fresh tasks: they were queued earlier. A compact task
+becomes a `Task` when it is leased, or when a caller saves a change to it (cancel).
+"""
 
 from __future__ import annotations
 
 import collections
 import heapq
+import itertools
+from typing import Any
 
 from .protocol import FINISHED_STATES, TaskState
 from .store import RESULT_STATES, Task, TaskStore, tombstone
+
+Header = tuple[str, dict[str, Any], "str | None", float]
+"""(func, options, owner, submitted), shared by the compact tasks of one submit call."""
+Compact = tuple[str, str, Header]
+"""(id, payload, header): a task queued and never leased."""
+
+
+class Level:
+    """The pending tasks of one priority: those given back (by seq) first, then the fresh ones in order."""
+
+    __slots__ = ("fresh", "returned")
+
+    def __init__(self) -> None:
+        self.returned: list[tuple[int, Task]] = []  # a heap; entries no longer pending are skipped
+        self.fresh: collections.deque[Compact] = collections.deque()  # entries no longer compact are skipped
 
 
 class MemoryStore(TaskStore):
@@ -14,8 +39,10 @@ class MemoryStore(TaskStore):
 
     def __init__(self) -> None:
         super().__init__()
-        self._tasks: dict[str, Task] = {}
-        self._queue: list[tuple[int, int, Task]] = []  # (-priority, seq, task); entries no longer pending skipped
+        self._tasks: dict[str, Task | Compact] = {}
+        self._levels: dict[int, Level] = {}
+        self._level_heap: list[int] = []  # -priority of each level in _levels
+        self._materialized = itertools.count()  # seq of compact tasks, given when they become Task objects
         self._targeted: dict[str, list[tuple[int, Task]]] = {}  # per worker: heap of (seq, task)
         self._retrying: list[tuple[float, int, Task]] = []  # (due, seq, task); cancelled ones skipped
         self._finished: collections.deque[tuple[float, Task]] = collections.deque()  # in finishing order
@@ -24,18 +51,44 @@ class MemoryStore(TaskStore):
 
     def _insert(self, tasks: list[Task]) -> list[Task]:
         new = []
+        headers: dict[tuple[str, int, str | None], Header] = {}
         for task in tasks:
-            if task.id not in self._tasks:
+            if task.id in self._tasks:
+                continue
+            new.append(task)
+            if task.target is not None:  # sent to one worker (broadcast): rare, kept whole
                 self._tasks[task.id] = task
                 self._enqueue(task)
-                new.append(task)
+                continue
+            key = (task.func, id(task.options), task.owner)
+            header = headers.get(key)
+            if header is None:
+                header = headers[key] = (task.func, task.options, task.owner, task.submitted)
+            entry = self._tasks[task.id] = (task.id, task.payload or "", header)
+            self._level(task.priority).fresh.append(entry)
         return new
 
     def _find(self, task_id: str) -> Task | None:
         task = self._tasks.get(task_id)
+        if type(task) is tuple:
+            return self._unpack(task)  # a copy: changes are kept by _save
         if task is None and (tomb := self._tombs.get(task_id)) is not None:
             return tombstone(task_id, *tomb)
+        return task  # type: ignore[return-value]
+
+    def _unpack(self, entry: Compact) -> Task:
+        task_id, payload, (func, options, owner, submitted) = entry
+        task = Task(task_id, func, payload, options, owner)
+        task.submitted = submitted
+        task.seq = next(self._materialized)
         return task
+
+    def _level(self, priority: int) -> Level:
+        level = self._levels.get(priority)
+        if level is None:
+            level = self._levels[priority] = Level()
+            heapq.heappush(self._level_heap, -priority)
+        return level
 
     def _take(self, worker: str, max_tasks: int) -> list[Task]:
         taken: list[Task] = []  # entries no longer pending (cancelled or failed while queued) are skipped
@@ -43,17 +96,35 @@ class MemoryStore(TaskStore):
         while mine and len(taken) < max_tasks:
             if (task := heapq.heappop(mine)[1]).state is TaskState.PENDING:
                 taken.append(task)
-        while self._queue and len(taken) < max_tasks:
-            if (task := heapq.heappop(self._queue)[2]).state is TaskState.PENDING:
-                taken.append(task)
+        while self._level_heap and len(taken) < max_tasks:
+            priority = -self._level_heap[0]
+            nxt = self._next_in(self._levels[priority])
+            if nxt is None:  # the level is empty
+                heapq.heappop(self._level_heap)
+                del self._levels[priority]
+            else:
+                taken.append(nxt)
         return taken
+
+    def _next_in(self, level: Level) -> Task | None:
+        """The next pending task of a level as a Task object (kept from now on), or None."""
+        while level.returned:
+            task = heapq.heappop(level.returned)[1]
+            if task.state is TaskState.PENDING:
+                return task
+        while level.fresh:
+            entry = level.fresh.popleft()
+            if self._tasks.get(entry[0]) is entry:  # still compact: neither cancelled nor dropped since
+                leased = self._tasks[entry[0]] = self._unpack(entry)
+                return leased
+        return None
 
     def _take_targeted(self, worker: str) -> list[Task]:
         return [task for _, task in self._targeted.pop(worker, []) if task.state is TaskState.PENDING]
 
     def _enqueue(self, task: Task) -> None:
         if task.target is None:
-            heapq.heappush(self._queue, (-task.priority, task.seq, task))
+            heapq.heappush(self._level(task.priority).returned, (task.seq, task))
         else:
             heapq.heappush(self._targeted.setdefault(task.target, []), (task.seq, task))
 
@@ -70,6 +141,8 @@ class MemoryStore(TaskStore):
 
     def _save(self, tasks: list[Task]) -> None:
         for task in tasks:
+            if type(self._tasks.get(task.id)) is tuple:  # a compact task changed (cancelled): keep the change
+                self._tasks[task.id] = task
             if task.state in FINISHED_STATES:
                 self._finished.append((task.finished or 0.0, task))
 
@@ -85,7 +158,7 @@ class MemoryStore(TaskStore):
         dropped = {}
         for task_id in ids:
             task = self._tasks.get(task_id)
-            if task is not None and task.state in RESULT_STATES:
+            if isinstance(task, Task) and task.state in RESULT_STATES:
                 del self._tasks[task_id]
                 dropped[task_id] = task.state
         return dropped

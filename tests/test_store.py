@@ -7,6 +7,7 @@ tests read a task's state again with `get` instead of holding on to an object; o
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,51 @@ def test_leasing_from_a_large_queue_completes() -> None:
     assert leased[0].id == "t0"
     assert leased[-1].id == "t999"
     assert store.counts() == counts(pending=99_000, running=1_000)
+
+
+def test_queued_tasks_are_kept_compact_in_memory() -> None:
+    """The in-memory 1M-task budget (300 MB) rests on this: ~250 bytes per queued task, id and payload included."""
+    store = MemoryStore()
+    options: dict[str, Any] = {}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for batch in range(20):
+            tasks = [Task(f"c0123456789.{batch * 1000 + i}", "math:sqrt", f" [[{i}], {{}}]", options, "c0123456789")
+                     for i in range(1000)]  # fmt: skip
+            store.add(tasks, float(batch))
+            del tasks
+        per_task = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+    finally:
+        tracemalloc.stop()
+    assert per_task < 300, f"{per_task:.0f} bytes per queued task"
+    assert store.counts() == counts(pending=20_000)
+    assert ids(store.lease("w", 2, 30.0, LEASE)) == ["c0123456789.0", "c0123456789.1"]
+
+
+def test_a_queued_task_read_and_then_cancelled_is_never_leased_and_reads_stay_copies() -> None:
+    store = fill(MemoryStore(), "a", "b", "c")
+    copy = get(store, "b")
+    copy.state = TaskState.DONE  # changing a read copy changes nothing: only the store's own calls do
+    assert get(store, "b").state is TaskState.PENDING
+    assert store.cancel("b", 1.0) is not None
+    assert get(store, "b").state is TaskState.CANCELLED
+    assert ids(store.lease("w", 5, 2.0, LEASE)) == ["a", "c"]
+    assert store.counts() == counts(running=2, cancelled=1)
+
+
+def test_many_priorities_and_given_back_tasks_keep_their_order() -> None:
+    store = MemoryStore()
+    store.add([make_task(f"p{p}", {"priority": p}) for p in range(50)], 0.0)
+    first = store.lease("w", 3, 1.0, LEASE)
+    assert ids(first) == ["p49", "p48", "p47"]
+    store.add([make_task("late48", {"priority": 48})], 2.0)
+    store.release("w", ["p47", "p48"])  # given back in another order than leased
+    assert ids(store.lease("w", 4, 3.0, LEASE)) == ["p48", "late48", "p47", "p46"]
+    rest = store.lease("w", 100, 4.0, LEASE)
+    assert ids(rest) == [f"p{p}" for p in range(45, -1, -1)]
+    assert store.counts() == counts(running=51)
+    assert store._levels == {} and store._level_heap == []  # emptied levels are dropped
 
 
 # ---- idempotent add ----------------------------------------------------------------------------
@@ -928,8 +974,9 @@ def footprint(store: TaskStore) -> int:
     if isinstance(store, SqliteStore):
         return sum(store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("tasks", "gone"))
     assert isinstance(store, MemoryStore)
-    parts = (store._tasks, store._queue, store._retrying, store._finished, store._tombs, store._tomb_order)
-    return sum(map(len, parts)) + sum(map(len, store._targeted.values())) + len(store._running)
+    parts = (store._tasks, store._level_heap, store._retrying, store._finished, store._tombs, store._tomb_order)
+    levels = sum(len(level.fresh) + len(level.returned) for level in store._levels.values())
+    return sum(map(len, parts)) + levels + sum(map(len, store._targeted.values())) + len(store._running)
 
 
 def test_store_stays_bounded_under_a_steady_stream(store: TaskStore) -> None:
