@@ -19,7 +19,8 @@ import pytest
 
 from pyrodist.errors import ConfigError
 from pyrodist.protocol import Outcome, TaskState
-from pyrodist.sqlstore import SqliteStore
+from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore
+from pyrodist.store import Task
 from tests.conftest import ROOT
 from tests.test_store import LEASE, counts, done, failure, fill, get, ids, make_task
 
@@ -217,6 +218,30 @@ def test_a_store_of_another_schema_version_is_refused_and_let_go(path: Path) -> 
     db.close()
 
 
+def test_a_version_1_store_is_upgraded_in_place(path: Path) -> None:
+    """Version 1 indexed finished tasks with an IN list, which SQLite evaluates slowly on every write."""
+    store = SqliteStore(path, 0.0, LEASE)
+    store.add([Task("a", "math:sqrt", " [[4], {}]", {}, None), Task("b", "math:sqrt", " [[9], {}]", {}, None)], 0.0)
+    (task,) = store.lease("w", 1, 1.0, LEASE)
+    store.finish("w", [Outcome("a", task.token, True, result=" 2.0")], 2.0)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX finished_at")
+    db.execute("CREATE INDEX finished ON tasks (finished) WHERE state IN ('done', 'failed', 'cancelled')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    reopened = SqliteStore(path, 3.0, LEASE)
+    assert reopened.counts()["done"] == 1 and reopened.counts()["pending"] == 1
+    assert reopened.expire_results(100.0, 10.0) == 1  # the new index finds finished tasks
+    reopened.close()
+    db = sqlite3.connect(path)
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "finished" not in indexes and "finished_at" in indexes
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+
+
 def test_a_store_in_a_missing_folder_or_with_a_bad_sync_mode_is_refused(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "s.db"
     with pytest.raises(ConfigError, match="cannot open store") as info:
@@ -231,7 +256,8 @@ def test_a_store_in_a_missing_folder_or_with_a_bad_sync_mode_is_refused(tmp_path
 CRASHING_MASTER = """
 import json, sys
 from pyrodist.protocol import Outcome, error_info
-from pyrodist.sqlstore import SqliteStore
+from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore
+from pyrodist.store import Task
 from pyrodist.store import Task
 
 store = SqliteStore(sys.argv[1], 0.0, 10.0)
