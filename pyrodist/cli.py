@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import json
 import logging
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, remote
+from . import __version__, benchsuite, remote
 from .bench import format_result, run_bench
 from .client import Client
 from .config import DEFAULT_MASTER_NAME, Settings, read_config_file, read_key_file
@@ -441,13 +442,55 @@ def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **opti
 @click.option("--store", type=click.Path(dir_okay=False),
               help="Durable store for the local master (with --compare, also measure an in-memory one).")  # fmt: skip
 @click.option("--compare", is_flag=True, help="Also run multiprocessing.Pool and a raw Pyro4 loop, and print ratios.")
+@click.option(
+    "--idle",
+    "idle_workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Instead: master CPU with N idle workers connected, and how soon a task then starts.",
+)
+@click.option("--callbacks", is_flag=True, help="Instead: on_result callbacks per second next to results per second.")
+@click.option(
+    "--queue",
+    "queue_tasks",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Instead: submit N tasks to a master with no workers; time and master memory (with --store too).",
+)
+@click.option(
+    "--scaling", is_flag=True, help="Instead: master CPU per task with 10 to 1,000,000 tasks queued (with --store too)."
+)
+@click.option("--targets", is_flag=True, help="Instead: every scenario, each figure next to its target (minutes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--ns-host", envvar="PYRODIST_NS_HOST", help="Use the running cluster there instead of a local one.")
 @click.option("--ns-port", envvar="PYRODIST_NS_PORT", type=click.IntRange(1, 65535), help="Its name server port.")
 @security_options
-def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: bool, as_json: bool,
+def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: bool, idle_workers: int | None,
+          callbacks: bool, queue_tasks: int | None, scaling: bool, targets: bool, as_json: bool,
           ns_host: str | None, ns_port: int | None, **security: Any) -> None:  # fmt: skip
-    """Measure throughput, latency and master cost on a local cluster (or a running one with --ns-host)."""
+    """Measure throughput, latency and master cost on a local cluster (or a running one with --ns-host).
+
+    --idle, --callbacks, --queue, --scaling and --targets measure other things instead, on new local clusters.
+    """
+    if targets:
+        measured = benchsuite.run_targets(n_tasks)
+        text = benchsuite.format_targets(measured)
+        click.echo(json.dumps([dataclasses.asdict(t) for t in measured], indent=2) if as_json else text)
+        return
+    scenarios: list[tuple[bool, Callable[[], benchsuite.Figures]]] = [
+        (idle_workers is not None, lambda: benchsuite.run_idle(idle_workers or 0)),
+        (callbacks, lambda: benchsuite.run_callbacks(n_tasks, workers)),
+        (queue_tasks is not None, lambda: benchsuite.run_queue(queue_tasks or 0, store)),
+        (scaling, lambda: benchsuite.run_scaling(store=store)),
+    ]
+    chosen = [run for wanted, run in scenarios if wanted]
+    if chosen:
+        figures = [run() for run in chosen]
+        if as_json:
+            click.echo(json.dumps([f.as_dict() for f in figures], indent=2))
+        else:
+            click.echo("\n\n".join(f.format() for f in figures))
+        return
     settings = settings_from(ns_host, ns_port, **security) if ns_host else None
     result = run_bench(n_tasks, workers, payload, store, compare, settings)
     click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else format_result(result))

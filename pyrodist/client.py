@@ -103,6 +103,8 @@ class Client:
         self._ids = itertools.count(1)
         self._idle: list[Any] = []  # pooled proxies; a proxy serialises its calls, so each call takes its own
         self._lock = threading.Lock()
+        self._in_use = threading.Condition(self._lock)  # the collector starts once this client submits or subscribes
+        self._used = False
         self._futures: dict[str, Future] = {}
         self._callbacks: list[Callable[[Record], Any]] = []
         self._callback_server: remote.Server | None = None
@@ -212,6 +214,7 @@ class Client:
         items = [[f.task_id, ref, payload, options] for f, payload in zip(futures, payloads, strict=True)]
         with self._lock:
             self._futures.update((f.task_id, f) for f in futures)
+            self._use()
         try:
             for delay in remote.retry_delays(0.05, 2.0):
                 try:
@@ -263,6 +266,14 @@ class Client:
         self._subscription = self._call(
             "subscribe", remote.callback_ref(self._callback_uri), None, self.id, retry=False
         )
+        with self._lock:
+            self._use()  # the collector keeps this client's outbox alive from now on
+
+    def _use(self) -> None:
+        """Start the collector's long-polls, for good (lock held)."""
+        if not self._used:
+            self._used = True
+            self._in_use.notify_all()
 
     def _dispatch_callbacks(self) -> None:
         """Run on_result functions here, never inside the master's call (a slow one must not get us dropped)."""
@@ -304,8 +315,12 @@ class Client:
 
     def _collect_loop(self) -> None:
         master: Any = None
-        # Always in a long-poll, also with nothing outstanding: a result is then sent the moment it is ready,
-        # not after this thread has woken up and asked (a third of a round trip on an idle cluster).
+        # Once in use, always in a long-poll, also with nothing outstanding: a result is then sent the moment
+        # it is ready, not after this thread has woken up and asked (a third of a round trip on an idle cluster).
+        # A client that only reads (stats, lookup) never polls, so closing it is instant.
+        with self._lock:
+            while not self._used and not self._closed.is_set():
+                self._in_use.wait()
         while not self._closed.is_set():
             try:
                 if master is None:
@@ -452,9 +467,12 @@ class Client:
                 log.info("client %s: could not unsubscribe: %s", self.id, exc)
         self._closed.set()
         with self._lock:
+            self._in_use.notify_all()
             idle, self._idle = self._idle, []
             stranded, self._futures = list(self._futures.values()), {}
-        self._collector.join(timeout=0.2)  # it may be in a long-poll; it leaves by itself when that returns
+        if not self._used:
+            self._collector.join(timeout=0.2)
+        # else it is in a long-poll: it leaves (and lets go of its connection) by itself when that returns
         if self._callback_server is not None:
             self._callback_server.close()
             self._callback_queue.put(None)

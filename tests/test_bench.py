@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pyrodist import benchsuite
 from pyrodist.bench import BenchResult, format_result, run_bench
 from pyrodist.errors import ConfigError
+from tests.test_cli import pyrodist
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +76,57 @@ def test_durable_store_is_compared_with_an_in_memory_master_in_the_same_run(tmp_
     assert result.vs_memory == result.throughput / result.memory_throughput
     text = format_result(result)
     assert f"--store {store}" in text and "durable / in-memory" in text
+
+
+# ---- the other scenarios (benchsuite), on small numbers: figures present and well-formed --------
+
+
+def test_idle_scenario_lists_its_workers_and_measures_start_delays() -> None:
+    figures = benchsuite.run_idle(workers=3, seconds=0.5)
+    assert figures.get("workers the master lists") == 3
+    cpu = figures.get("master CPU")
+    assert cpu is not None and cpu >= 0
+    median, worst = figures.get("task start delay, median"), figures.get("task start delay, worst")
+    assert median is not None and worst is not None and 0 < median <= worst
+    assert "3 idle workers" in figures.format()
+
+
+def test_callbacks_scenario_counts_every_callback() -> None:
+    figures = benchsuite.run_callbacks(tasks=300, workers=1)
+    assert figures.get("callbacks received") == 300
+    rate = figures.get("callbacks (")
+    assert rate is not None and rate > 0
+
+
+def test_queue_scenario_leaves_every_task_pending_and_reads_memory(tmp_path: Path) -> None:
+    for store in (None, str(tmp_path / "q.db")):
+        figures = benchsuite.run_queue(tasks=500, store=store)
+        assert figures.get("tasks pending") == 500
+        rss, peak = figures.get("master memory"), figures.get("master peak memory")
+        assert rss is not None and peak is not None and 0 < rss <= peak
+
+
+def test_scaling_scenario_runs_only_the_measured_tasks_at_each_depth() -> None:
+    figures = benchsuite.run_scaling(depths=(10, 300), tasks=300)
+    assert [label for label, _, _ in figures.rows] == [f"{d:>9,} tasks queued" for d in (10, 300)]
+    assert all(value is not None and value >= 0 for _, value, _ in figures.rows)
+
+
+def test_targets_table_says_which_were_met() -> None:
+    targets = [
+        benchsuite.Target("throughput", ">= 20,000", 21_000.0, "tasks/s", True),
+        benchsuite.Target("round trip", "<= 1 ms", 1.2, "ms", False),
+        benchsuite.Target("baseline", "", 30_000.0, "tasks/s", None),
+    ]
+    lines = benchsuite.format_targets(targets).splitlines()
+    assert lines[2].endswith("met") and "21,000 tasks/s" in lines[2]
+    assert lines[3].endswith("MISSED") and "1.20 ms" in lines[3]
+    assert lines[4].endswith("tasks/s")
+
+
+def test_bench_command_runs_a_scenario_and_prints_json() -> None:
+    result = pyrodist("bench", "--queue", "200", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    (figures,) = json.loads(result.stdout)
+    assert "200 tasks submitted" in figures["title"]
+    assert {f["label"]: f["value"] for f in figures["figures"]}["tasks pending at the master"] == 200
