@@ -7,10 +7,9 @@ whose sink fails (the client vanished) or whose queue overflows is dropped and l
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import itertools
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -21,7 +20,7 @@ Record = dict[str, Any]
 
 MAX_QUEUE = 100_000
 """Records one subscriber may fall behind before it is dropped."""
-MAX_BATCH = 500
+MAX_BATCH = 5000
 """Most records handed to a sink in one delivery."""
 
 
@@ -46,7 +45,9 @@ class Subscription:
         self.task_ids = task_ids
         self.owner = owner
         self.delivered = 0
-        self._queue: queue.Queue[Record | None] = queue.Queue(MAX_QUEUE)
+        self._pending: collections.deque[Record] = collections.deque()
+        self._cond = threading.Condition()  # one lock round per published batch, not per record
+        self._stopped = False
         self._on_dead = on_dead
         self._thread = threading.Thread(target=self._run, name=f"notify-{sub_id}", daemon=True)
         self._thread.start()
@@ -57,40 +58,34 @@ class Subscription:
             return False
         return self.owner is None or record.get("owner") == self.owner
 
-    def put(self, record: Record) -> bool:
-        """Queue a record; False when the subscriber has fallen too far behind."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            return False
+    def put(self, records: list[Record]) -> bool:
+        """Queue records; False (and nothing queued) when the subscriber would fall too far behind."""
+        if not records:
+            return True
+        with self._cond:
+            if len(self._pending) + len(records) > MAX_QUEUE:
+                return False
+            self._pending.extend(records)
+            self._cond.notify()
         return True
 
-    def stop(self) -> None:
-        """Stop delivering after what is already queued (a full queue is dropped: it was overflowing)."""
-        while True:
-            try:
-                self._queue.put_nowait(None)
-                return
-            except queue.Full:
-                with contextlib.suppress(queue.Empty):
-                    self._queue.get_nowait()
+    def stop(self, discard: bool = False) -> None:
+        """Stop delivering once what is queued is delivered (or dropped, with discard: it was overflowing)."""
+        with self._cond:
+            self._stopped = True
+            if discard:
+                self._pending.clear()
+            self._cond.notify()
 
     def _run(self) -> None:
         try:
             while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._deliver(batch)
+                with self._cond:
+                    while not self._pending and not self._stopped:
+                        self._cond.wait()
+                    if not self._pending:
                         return
-                    batch.append(item)
+                    batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
                 self._deliver(batch)
         except Exception as exc:  # noqa: BLE001 - the subscriber vanished or broke; drop it, never the master
             log.warning("subscription %s dropped: delivering to it failed: %s", self.id, exc)
@@ -119,13 +114,13 @@ class Notifier:
             self._subs[sub_id] = Subscription(sub_id, sink, wanted, owner, self._drop)
         return sub_id
 
-    def unsubscribe(self, sub_id: str) -> bool:
-        """Stop a subscription; False when there is none with that id."""
+    def unsubscribe(self, sub_id: str, discard: bool = False) -> bool:
+        """Stop a subscription (dropping what it has queued, with discard); False when there is none with that id."""
         with self._lock:
             sub = self._subs.pop(sub_id, None)
         if sub is None:
             return False
-        sub.stop()
+        sub.stop(discard)
         return True
 
     def unsubscribe_owner(self, owner: str) -> int:
@@ -140,14 +135,11 @@ class Notifier:
             subs = [self._subs[only]] if only in self._subs else [] if only else list(self._subs.values())
         if not subs:
             return
-        overflowed = set()
-        for record in records:
-            for sub in subs:
-                if sub.wants(record) and not sub.put(record):
-                    overflowed.add(sub.id)
-        for sub_id in overflowed:
-            log.warning("subscription %s dropped: it fell %d records behind", sub_id, MAX_QUEUE)
-            self.unsubscribe(sub_id)
+        records = list(records)
+        for sub in subs:
+            if not sub.put([record for record in records if sub.wants(record)]):
+                log.warning("subscription %s dropped: it fell %d records behind", sub.id, MAX_QUEUE)
+                self.unsubscribe(sub.id, discard=True)
 
     def count(self, owner: str | None = None) -> int:
         """How many subscriptions are live (of one owner, if given)."""
