@@ -5,8 +5,8 @@ task that crashes or runs past its time limit kills a child, never the worker. P
 speak json lines over private pipes (no pickle): the child moves its own stdout to stderr at start,
 so a task's print() cannot corrupt the protocol.
 
-    parent ──[task_id, func, payload]──▶ child: resolve, decode, call, encode
-    parent ◀──[task_id, true, result] or [task_id, false, {type, message, traceback}]──
+    parent ──[[task_id, func, payload], ...]──▶ child: resolve, decode, call, encode, for each in turn
+    parent ◀──[task_id, true, result] or [task_id, false, {type, message, traceback}]── one line per task
 """
 
 from __future__ import annotations
@@ -141,10 +141,10 @@ def child_main(limit: int, modules: Sequence[str]) -> None:
     sys.stdout = sys.stderr
     allow = AllowList(modules)
     for line in proto_in:
-        task_id, func_ref, payload = json.loads(line)
-        ok, result = run_task(allow, func_ref, payload, limit)
-        proto_out.write(json.dumps([task_id, ok, result]).encode() + b"\n")
-        proto_out.flush()
+        for task_id, func_ref, payload in json.loads(line):
+            ok, result = run_task(allow, func_ref, payload, limit)
+            proto_out.write(json.dumps([task_id, ok, result]).encode() + b"\n")
+            proto_out.flush()
 
 
 # ---- the parent's handle ----------------------------------------------------------------------
@@ -206,7 +206,7 @@ class ChildProcess:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(b"".join(json.dumps([c.task_id, c.func, c.payload]).encode() + b"\n" for c in calls))
+            proc.stdin.write(json.dumps([[c.task_id, c.func, c.payload] for c in calls]).encode() + b"\n")
             proc.stdin.flush()
         except BrokenPipeError:
             pass  # the child is gone: reading says so

@@ -49,6 +49,7 @@ PIPELINE_BELOW = 0.005
 """Tasks are pipelined only while they take less than this (seconds): a slow one must not hold others back."""
 LINGER = 0.002
 """Seconds the reporter waits for more results to batch, only while other tasks are in flight."""
+DONE, FAILED = TaskState.DONE.value, TaskState.FAILED.value
 DEFAULT_GRACE = 30.0
 """Seconds a stopping worker lets running tasks finish before it kills them and gives them back."""
 
@@ -362,11 +363,10 @@ class Worker:
                     del self._dropped[task["id"]]
                 self._room.notify_all()
                 return
-        report: dict[str, Any] = {"id": task["id"], "token": task["token"]}
         if ok:
-            report.update(state=TaskState.DONE.value, payload=result)
+            report = {"id": task["id"], "token": task["token"], "state": DONE, "payload": result}
         else:
-            report.update(state=TaskState.FAILED.value, error=result)
+            report = {"id": task["id"], "token": task["token"], "state": FAILED, "error": result}
             log.warning("task %s (%s) failed: %s: %s", task["id"], task["func"], result["type"], result["message"])
         if ok and log.isEnabledFor(logging.DEBUG):
             log.debug("task %s (%s) done in %.4f s", task["id"], task["func"], elapsed)
