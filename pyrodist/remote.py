@@ -194,7 +194,9 @@ def start_nameserver(
     natport: int | None = None,
 ) -> NameServer:
     """Start a Pyro4 name server daemon (not yet serving); broadcast is off on loopback."""
-    configure_pyro(settings)
+    # Pyro4's pool of 40 threads refuses the 41st connection at once ("no free workers"): a few hundred
+    # workers starting together each look the master up. The pool grows only when needed.
+    configure_pyro(settings, threadpool_size=settings.max_connections)
     try:
         uri, daemon, bcserver = Pyro4.naming.startNS(
             host=host, port=port, enableBroadcast=broadcast, hmac=settings.key_bytes, nathost=nathost,
