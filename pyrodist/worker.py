@@ -90,6 +90,7 @@ class Worker:
         self._dropped: dict[str, str] = {}  # running tasks being killed, and why: "cancelled" or "stopped"
         self._results: queue.Queue[list[dict[str, Any]] | None] = queue.Queue()  # reports, a group per item
         self._fetched = 0
+        self._drained = False  # the last fetch got fewer tasks than it asked for
         self._stopping = threading.Event()  # stop fetching, finish what runs
         self._stop_deadline = float("inf")  # when running tasks are killed and given back
         self._abort = threading.Event()  # give up on reaching the master
@@ -183,6 +184,7 @@ class Worker:
             with self._cond:
                 self._buffer.extend(tasks)
                 self._fetched += len(tasks)
+                self._drained = len(tasks) < want
                 idle = not self._buffer and not self._running
                 self._cond.notify_all()
             if self.burst and not tasks and idle:
@@ -193,8 +195,14 @@ class Worker:
         return master
 
     def _wants_tasks(self) -> bool:
-        """Whether the tasks held are down to the low-water mark (half the prefetch): refill with one batch."""
+        """Whether to ask for more: the tasks held are down to the low-water mark (half the prefetch).
+
+        Once the master had fewer tasks than asked for, only a free slot asks: a fetch then would only wait,
+        and sending it while a task runs would take CPU from that task and its result on the way back.
+        """
         held = len(self._buffer) + len(self._running)
+        if self._drained:
+            return held < self.concurrency
         return held <= self.concurrency - 1 + self.current_prefetch() // 2
 
     def _give_back(self, master: Any) -> None:

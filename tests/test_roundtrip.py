@@ -15,7 +15,7 @@ import pytest
 from pyrodist import Client, FunctionRefError, ValueEncodingError, as_completed
 from pyrodist.protocol import MAX_PAYLOAD
 from tests import tasks
-from tests.conftest import ROOT, Cluster, Processes, start_cluster
+from tests.conftest import ROOT, Cluster, Processes, start_cluster, wait_until
 
 VALUES = [
     None, True, False, 0, -1, 10**40, -(10**40), 1.5, -0.0, float("inf"), 1 + 2j, "", "héllo \u2028 wörld",
@@ -120,6 +120,22 @@ def test_cancel_a_pending_task(procs: Processes) -> None:
         cluster.start_worker()
         assert client.submit(tasks.inc, 2).result(timeout=30) == 3
         assert client.stats()["counts"]["done"] == 1  # the cancelled task never ran
+
+
+def test_a_busy_worker_leaves_new_tasks_to_an_idle_one(procs: Processes) -> None:
+    """With the queue empty, a worker whose only slot is busy does not prefetch: the idle worker takes each task."""
+    cluster = start_cluster(procs, workers=2)
+    with cluster.client() as client:
+        client.gather(client.map(tasks.inc, range(300)), timeout=30)  # both learn tasks are fast: prefetch grows
+        slow = client.submit(tasks.sleep_return, 8.0, "slow")
+        wait_until(lambda: client.lookup([slow.task_id])[0]["state"] == "running", what="the slow task to start")
+        busy = client.lookup([slow.task_id])[0]["worker"]
+        for i in range(5):  # one at a time: each finds the queue empty
+            quick = client.submit(tasks.inc, i)
+            assert quick.result(timeout=4) == i + 1  # not stuck behind the slow task
+            assert client.lookup([quick.task_id])[0]["worker"] != busy
+        assert not slow.done()
+        assert slow.result(timeout=30) == "slow"
 
 
 def test_bad_options_are_refused_naming_the_field(client: Client) -> None:
