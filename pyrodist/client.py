@@ -40,11 +40,22 @@ RECONNECT_WAIT = 60.0
 Record = dict[str, Any]
 
 
+_WAITING = ("PENDING", "RUNNING")  # concurrent.futures' states of a future that is not done
+
+
 class Future(concurrent.futures.Future[Any]):
     """A `concurrent.futures.Future` for one task; `task_id` is the master's id for it."""
 
     def __init__(self, client: Client, task_id: str) -> None:
-        super().__init__()
+        # The fields concurrent.futures.Future.__init__ sets, but with one condition for all of a client's
+        # futures: a Condition each cost a quarter of the client's work per task. A shared condition also
+        # wakes waiters for other futures, so result() and exception() wait in a loop.
+        self._condition = client._settled
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[Any]], object]] = []
         self.task_id = task_id
         self._client = client
         self._sent = False  # the master confirmed it has the task
@@ -60,6 +71,26 @@ class Future(concurrent.futures.Future[Any]):
             log.warning("could not cancel task %s: %s", self.task_id, exc)
             return False
         return self._cancel_locally()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's value; raises its error, CancelledError, or TimeoutError after timeout seconds."""
+        self._wait(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's error (None if it succeeded); raises CancelledError, or TimeoutError after timeout seconds."""
+        self._wait(timeout)
+        return super().exception(0)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Wait until done or timeout seconds passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._state in _WAITING:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                self._condition.wait(remaining)
 
     def _cancel_locally(self) -> bool:
         """Mark cancelled and wake wait()/as_completed(); safe to call from several threads."""
@@ -103,6 +134,7 @@ class Client:
         self._ids = itertools.count(1)
         self._idle: list[Any] = []  # pooled proxies; a proxy serialises its calls, so each call takes its own
         self._lock = threading.Lock()
+        self._settled = threading.Condition()  # shared by this client's futures (see Future.__init__)
         self._in_use = threading.Condition(self._lock)  # the collector starts once this client submits or subscribes
         self._used = False
         self._futures: dict[str, Future] = {}

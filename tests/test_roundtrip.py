@@ -81,6 +81,17 @@ def test_future_result_times_out_while_the_task_runs(client: Client) -> None:
     assert future.result(timeout=20) == "late"
 
 
+def test_waiting_on_one_future_is_not_cut_short_by_others_finishing(client: Client) -> None:
+    """A client's futures share one condition: a wait ends at its own result or timeout, not at another's."""
+    slow = client.submit(tasks.sleep_return, 1.5, "slow")
+    fast = [client.submit(tasks.inc, i) for i in range(20)]
+    with pytest.raises(concurrent.futures.TimeoutError):
+        slow.result(timeout=0.3)  # others finish meanwhile; still a timeout, and only after 0.3 s
+    assert slow.exception(timeout=30) is None
+    assert slow.result(timeout=30) == "slow"
+    assert [f.result(timeout=30) for f in fast] == list(range(1, 21))
+
+
 def test_a_task_printing_to_stdout_does_not_disturb_its_worker(client: Client) -> None:
     assert client.gather([client.submit(tasks.noisy, i) for i in range(10)], timeout=20) == list(range(10))
 
