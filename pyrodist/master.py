@@ -469,6 +469,7 @@ class Master:
         if not tasks:
             return
         self._finish_rate.add(len(tasks), self._clock())
+        boxes: dict[str, Outbox] = {}
         for task in tasks:
             self._totals[task.state.value] += 1
             if task.state is TaskState.FAILED:
@@ -482,11 +483,12 @@ class Master:
                     }
                 )
             if task.owner is not None:  # compact: the client needs only these to settle its future
-                box = self._outbox(task.owner)
+                box = boxes.get(task.owner) or boxes.setdefault(task.owner, self._outbox(task.owner))
                 box.records.append(
                     {"id": task.id, "state": task.state.value, "payload": task.result, "error": task.error}
                 )
-                box.ready.notify()
+        for box in boxes.values():
+            box.ready.notify()
         self._finished.notify_all()
         if self._notifier.count():
             self._notifier.publish([self._record(t) for t in tasks])
