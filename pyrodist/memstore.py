@@ -1,10 +1,14 @@
 """`MemoryStore`: the master's state in memory, fast, and gone when the master stops (see store.py for the rules).
 
-A queued task that never ran is kept compact, as `(id, payload, header)` with one header `(func,
+A queued task that never ran is kept compact, as `(id, payload, header number)`, the header `(func,
 options, owner, submitted)` shared by the tasks of a submit call: about 250 bytes per task with its id
-and payload, where a `Task` object and its heap entry cost twice that. The queue itself is a FIFO per
-priority level (a deque of those same tuples) behind a small heap of the levels, with a heap per level
-for tasks given back, which go before the level's fresh tasks: they were queued earlier. A compact task
+and payload, where a `Task` object and its heap entry cost twice that. Such a tuple holds no container,
+so Python's garbage collector stops tracking it: a full collection with a million tasks queued would
+otherwise walk them all, now and then adding tens of microseconds to every task of the moment.
+
+The queue itself is a FIFO per priority level (a deque of those same tuples) behind a small heap of
+the levels, with a heap per level for tasks given back, which go before the level's fresh tasks: they
+were queued earlier. A compact task
 becomes a `Task` when it is leased, or when a caller saves a change to it (cancel).
 """
 
@@ -20,8 +24,8 @@ from .store import RESULT_STATES, Task, TaskStore, tombstone
 
 Header = tuple[str, dict[str, Any], "str | None", float]
 """(func, options, owner, submitted), shared by the compact tasks of one submit call."""
-Compact = tuple[str, str, Header]
-"""(id, payload, header): a task queued and never leased."""
+Compact = tuple[str, str, int]
+"""(id, payload, header number): a task queued and never leased."""
 
 
 class Level:
@@ -43,6 +47,8 @@ class MemoryStore(TaskStore):
         self._levels: dict[int, Level] = {}
         self._level_heap: list[int] = []  # -priority of each level in _levels
         self._materialized = itertools.count()  # seq of compact tasks, given when they become Task objects
+        self._headers: dict[int, list[Any]] = {}  # number -> [header, compact tasks still using it]
+        self._header_numbers = itertools.count()
         self._targeted: dict[str, list[tuple[int, Task]]] = {}  # per worker: heap of (seq, task)
         self._retrying: list[tuple[float, int, Task]] = []  # (due, seq, task); cancelled ones skipped
         self._finished: collections.deque[tuple[float, Task]] = collections.deque()  # in finishing order
@@ -51,7 +57,7 @@ class MemoryStore(TaskStore):
 
     def _insert(self, tasks: list[Task]) -> list[Task]:
         new = []
-        headers: dict[tuple[str, int, str | None], Header] = {}
+        numbers: dict[tuple[str, int, str | None], int] = {}
         for task in tasks:
             if task.id in self._tasks:
                 continue
@@ -61,10 +67,12 @@ class MemoryStore(TaskStore):
                 self._enqueue(task)
                 continue
             key = (task.func, id(task.options), task.owner)
-            header = headers.get(key)
-            if header is None:
-                header = headers[key] = (task.func, task.options, task.owner, task.submitted)
-            entry = self._tasks[task.id] = (task.id, task.payload or "", header)
+            number = numbers.get(key)
+            if number is None:
+                number = numbers[key] = next(self._header_numbers)
+                self._headers[number] = [(task.func, task.options, task.owner, task.submitted), 0]
+            self._headers[number][1] += 1
+            entry = self._tasks[task.id] = (task.id, task.payload or "", number)
             self._level(task.priority).fresh.append(entry)
         return new
 
@@ -77,11 +85,19 @@ class MemoryStore(TaskStore):
         return task  # type: ignore[return-value]
 
     def _unpack(self, entry: Compact) -> Task:
-        task_id, payload, (func, options, owner, submitted) = entry
+        task_id, payload, number = entry
+        func, options, owner, submitted = self._headers[number][0]
         task = Task(task_id, func, payload, options, owner)
         task.submitted = submitted
         task.seq = next(self._materialized)
         return task
+
+    def _unuse(self, number: int) -> None:
+        """One compact task less uses this header; the last one lets it go."""
+        usage = self._headers[number]
+        usage[1] -= 1
+        if not usage[1]:
+            del self._headers[number]
 
     def _level(self, priority: int) -> Level:
         level = self._levels.get(priority)
@@ -116,6 +132,7 @@ class MemoryStore(TaskStore):
             entry = level.fresh.popleft()
             if self._tasks.get(entry[0]) is entry:  # still compact: neither cancelled nor dropped since
                 leased = self._tasks[entry[0]] = self._unpack(entry)
+                self._unuse(entry[2])
                 return leased
         return None
 
@@ -141,8 +158,10 @@ class MemoryStore(TaskStore):
 
     def _save(self, tasks: list[Task]) -> None:
         for task in tasks:
-            if type(self._tasks.get(task.id)) is tuple:  # a compact task changed (cancelled): keep the change
+            entry = self._tasks.get(task.id)
+            if type(entry) is tuple:  # a compact task changed (cancelled): keep the change
                 self._tasks[task.id] = task
+                self._unuse(entry[2])
             if task.state in FINISHED_STATES:
                 self._finished.append((task.finished or 0.0, task))
 

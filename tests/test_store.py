@@ -7,6 +7,7 @@ tests read a task's state again with `get` instead of holding on to an object; o
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,6 +183,8 @@ def test_queued_tasks_are_kept_compact_in_memory() -> None:
     finally:
         tracemalloc.stop()
     assert per_task < 300, f"{per_task:.0f} bytes per queued task"
+    gc.collect()
+    assert not gc.is_tracked(store._tasks["c0123456789.5"])  # a full collection need not walk queued tasks
     assert store.counts() == counts(pending=20_000)
     assert ids(store.lease("w", 2, 30.0, LEASE)) == ["c0123456789.0", "c0123456789.1"]
 
@@ -195,6 +198,7 @@ def test_a_queued_task_read_and_then_cancelled_is_never_leased_and_reads_stay_co
     assert get(store, "b").state is TaskState.CANCELLED
     assert ids(store.lease("w", 5, 2.0, LEASE)) == ["a", "c"]
     assert store.counts() == counts(running=2, cancelled=1)
+    assert store._headers == {}  # the batch's header is let go with its last queued task
 
 
 def test_many_priorities_and_given_back_tasks_keep_their_order() -> None:
@@ -208,7 +212,7 @@ def test_many_priorities_and_given_back_tasks_keep_their_order() -> None:
     rest = store.lease("w", 100, 4.0, LEASE)
     assert ids(rest) == [f"p{p}" for p in range(45, -1, -1)]
     assert store.counts() == counts(running=51)
-    assert store._levels == {} and store._level_heap == []  # emptied levels are dropped
+    assert store._levels == {} and store._level_heap == [] and store._headers == {}  # emptied ones are dropped
 
 
 # ---- idempotent add ----------------------------------------------------------------------------
@@ -974,7 +978,8 @@ def footprint(store: TaskStore) -> int:
     if isinstance(store, SqliteStore):
         return sum(store._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("tasks", "gone"))
     assert isinstance(store, MemoryStore)
-    parts = (store._tasks, store._level_heap, store._retrying, store._finished, store._tombs, store._tomb_order)
+    parts = (store._tasks, store._level_heap, store._headers, store._retrying, store._finished, store._tombs,
+             store._tomb_order)  # fmt: skip
     levels = sum(len(level.fresh) + len(level.returned) for level in store._levels.values())
     return sum(map(len, parts)) + levels + sum(map(len, store._targeted.values())) + len(store._running)
 
