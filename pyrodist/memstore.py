@@ -8,8 +8,8 @@ otherwise walk them all, now and then adding tens of microseconds to every task 
 
 The queue itself is a FIFO per priority level (a deque of those same tuples) behind a small heap of
 the levels, with a heap per level for tasks given back, which go before the level's fresh tasks: they
-were queued earlier. A compact task
-becomes a `Task` when it is leased, or when a caller saves a change to it (cancel).
+were queued earlier. A compact task becomes a `Task` when it is leased, or when a caller saves a
+change to it (cancel).
 """
 
 from __future__ import annotations
