@@ -113,7 +113,7 @@ class ClusterExecutor(concurrent.futures.Executor):
             concurrent.futures.wait(futures)
         if close and wait:
             self.client.close()
-        elif close:  # not from a done callback: those run on the client's collector, which close() joins
+        elif close:  # not here, which may be a done callback on the client's collector thread: close() from it
             threading.Thread(target=self._close_when_done, args=(futures,), daemon=True).start()
 
     @contextlib.contextmanager

@@ -483,7 +483,9 @@ class Master:
                     }
                 )
             if task.owner is not None:  # compact: the client needs only these to settle its future
-                box = boxes.get(task.owner) or boxes.setdefault(task.owner, self._outbox(task.owner))
+                box = boxes.get(task.owner)
+                if box is None:
+                    box = boxes[task.owner] = self._outbox(task.owner)
                 box.records.append(
                     {"id": task.id, "state": task.state.value, "payload": task.result, "error": task.error}
                 )

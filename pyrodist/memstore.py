@@ -24,7 +24,7 @@ from .store import RESULT_STATES, Task, TaskStore, tombstone
 
 Header = tuple[str, dict[str, Any], "str | None", float]
 """(func, options, owner, submitted), shared by the compact tasks of one submit call."""
-Compact = tuple[str, str, int]
+Compact = tuple[str, "str | None", int]
 """(id, payload, header number): a task queued and never leased."""
 
 
@@ -46,7 +46,6 @@ class MemoryStore(TaskStore):
         self._tasks: dict[str, Task | Compact] = {}
         self._levels: dict[int, Level] = {}
         self._level_heap: list[int] = []  # -priority of each level in _levels
-        self._materialized = itertools.count()  # seq of compact tasks, given when they become Task objects
         self._headers: dict[int, list[Any]] = {}  # number -> [header, compact tasks still using it]
         self._header_numbers = itertools.count()
         self._targeted: dict[str, list[tuple[int, Task]]] = {}  # per worker: heap of (seq, task)
@@ -72,7 +71,7 @@ class MemoryStore(TaskStore):
                 number = numbers[key] = next(self._header_numbers)
                 self._headers[number] = [(task.func, task.options, task.owner, task.submitted), 0]
             self._headers[number][1] += 1
-            entry = self._tasks[task.id] = (task.id, task.payload or "", number)
+            entry = self._tasks[task.id] = (task.id, task.payload, number)
             self._level(task.priority).fresh.append(entry)
         return new
 
@@ -89,7 +88,7 @@ class MemoryStore(TaskStore):
         func, options, owner, submitted = self._headers[number][0]
         task = Task(task_id, func, payload, options, owner)
         task.submitted = submitted
-        task.seq = next(self._materialized)
+        task.seq = next(self._seq)  # the store's counter: seqs are unique, also among heaps mixing kinds of task
         return task
 
     def _unuse(self, number: int) -> None:

@@ -21,7 +21,9 @@ Record = dict[str, Any]
 MAX_QUEUE = 100_000
 """Records one subscriber may fall behind before it is dropped."""
 MAX_BATCH = 5000
-"""Most records handed to a sink in one delivery."""
+"""Most records handed to a sink in one delivery (large batches let a subscriber that fell behind catch up)."""
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+"""About the most result bytes in one delivery: a batch stops growing past this (it holds at least one record)."""
 
 
 class Sink(Protocol):
@@ -85,13 +87,23 @@ class Subscription:
                         self._cond.wait()
                     if not self._pending:
                         return
-                    batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
+                    batch = self._take()
                 self._deliver(batch)
         except Exception as exc:  # noqa: BLE001 - the subscriber vanished or broke; drop it, never the master
             log.warning("subscription %s dropped: delivering to it failed: %s", self.id, exc)
             self._on_dead(self.id)
         finally:
             self.sink.close()
+
+    def _take(self) -> list[Record]:
+        """The next batch: up to MAX_BATCH records and about MAX_BATCH_BYTES of results (lock held)."""
+        batch: list[Record] = []
+        size = 0
+        while self._pending and len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
+            record = self._pending.popleft()
+            size += len(record.get("payload") or "")
+            batch.append(record)
+        return batch
 
     def _deliver(self, batch: list[Record]) -> None:
         self.sink.deliver(batch)

@@ -1,7 +1,8 @@
 """The wire records and their rules: task states, function references, values, options, limits.
 
-Values (arguments and results) travel as serpent text (`encode_value`), which the master stores and
-forwards without decoding. Only types that come back equal and of the same type are accepted:
+Values (arguments and results) travel as text serpent reads (`encode_value`: JSON after a space where
+that is a Python literal of the same value, see JSON_MARK, else serpent's own), which the master stores
+and forwards without decoding. Only types that come back equal and of the same type are accepted:
 None, bool, int, float, complex, str, bytes, list, tuple, dict, set and frozenset, nested freely.
 Subclasses of those (a namedtuple, an OrderedDict, an IntEnum) arrive as their builtin base type.
 """
@@ -128,9 +129,7 @@ _BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
 # (serpent reads it), and `decode_value` reads it with the json module, ten times faster.
 JSON_MARK = " "
 """First character of a payload written as JSON (serpent never writes one)."""
-_JSON_SCALARS = frozenset({int, str, float})
 _LITERAL_WORDS = {"None": None, "True": True, "False": False}
-_UNREAD = object()
 
 
 def _json_exact(value: Any, depth: int = 0) -> bool:
@@ -170,10 +169,18 @@ def _json_text(value: Any) -> str:
     return JSON_MARK + (repr(value) if type(value) is int else _JSON_ENCODER.encode(value))
 
 
+def _as_json(value: Any, what: str, limit: int) -> str:
+    try:
+        text = _json_text(value)
+    except ValueError as exc:  # an int past Python's 4,300 digits for text
+        raise ValueEncodingError(f"{what} cannot be sent: {exc}") from None
+    return _limited(text, what, limit)
+
+
 def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> str:
-    """Encode a value as serpent text, refusing anything that would not come back the same."""
+    """Encode a value as text serpent reads (JSON where that means the same), refusing what would not come back."""
     if _json_exact(value):
-        return _limited(_json_text(value), what, limit)
+        return _as_json(value, what, limit)
     if value is None or type(value) is bool:
         return repr(value)
     try:
@@ -203,12 +210,13 @@ def decode_value(text: str) -> Any:
     """Decode serpent text made by `encode_value`."""
     if text in _LITERAL_WORDS:
         return _LITERAL_WORDS[text]
-    value = _UNREAD
     if text[:1] == JSON_MARK:
-        with contextlib.suppress(ValueError):  # not written by encode_value: serpent decides
+        with contextlib.suppress(ValueError):
             value = json.loads(text)
-    if value is _UNREAD:
-        value = serpent.loads(text.encode("utf-8"))
+            if _json_exact(value) and _json_text(value) == text:
+                return value  # exactly what encode_value writes: a Python literal of this very value
+        # other text after a space (" true", " NaN", "[1,2]" spaced otherwise): serpent decides, as for any text
+    value = serpent.loads(text.encode("utf-8"))
     if _TAG in text or "__class__" in text:
         value = _restore(value)
     return value
@@ -225,7 +233,7 @@ def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit
         if not isinstance(key, str):
             raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
     if all(_json_exact(a) for a in args) and _json_exact(kwargs):  # a list, which decode_call makes a tuple
-        return _limited(_json_text([list(args), kwargs]), "the task's arguments", limit)
+        return _as_json([list(args), kwargs], "the task's arguments", limit)
     return encode_value((tuple(args), dict(kwargs)), "the task's arguments", limit)
 
 

@@ -64,6 +64,7 @@ def configure_pyro(settings: Settings | None = None, threadpool_size: int | None
         Pyro4.config.SOCK_NODELAY = True  # small request/response messages: no Nagle delays
         Pyro4.config.DETAILED_TRACEBACK = False
         Pyro4.config.POLLTIMEOUT = 0.5  # how soon a daemon notices it should stop
+        _fast_json_decoding()
         _harden_call_decoding()
         if threadpool_size is not None:
             Pyro4.config.THREADPOOL_SIZE = threadpool_size
@@ -84,9 +85,6 @@ def _harden_call_decoding() -> None:
     know, or arguments nested past the recursion limit, fail there with SerializeError, SecurityError (which
     also drops the connection), KeyError or RecursionError. A caller should get one clear ValueError.
     """
-    if not getattr(Pyro4.util.JsonSerializer.loads, "_pyrodist_fast", False):
-        Pyro4.util.JsonSerializer.loads = _json_loads
-        Pyro4.util.JsonSerializer.loadsCall = _json_loads_call
     for serializer in (Pyro4.util.SerpentSerializer, Pyro4.util.JsonSerializer):
         if getattr(serializer.loadsCall, "_pyrodist_hardened", False):
             continue
@@ -111,7 +109,7 @@ def _harden_call_decoding() -> None:
 
 
 # Pyro4's json serializer walks every decoded message in Python looking for dicts with a "__class__" key
-# (its encoding of exceptions and a few classes): about a third of the master's own work per task. Such a
+# (its encoding of exceptions and a few classes): about a tenth of the master's own work per task. Such a
 # key can only be in a message whose text holds '"__class__"' or an escape that could spell it ("\\u"),
 # so other messages skip the walk; the result is the same.
 def _needs_classes(text: str) -> bool:
@@ -133,7 +131,11 @@ def _json_loads_call(self: Any, data: Any) -> Any:
     return call["object"], call["method"], params, kwargs
 
 
-_json_loads._pyrodist_fast = True  # type: ignore[attr-defined]
+def _fast_json_decoding() -> None:
+    """Decode json messages without Pyro4's class walk where no class can be inside (once per process)."""
+    if Pyro4.util.JsonSerializer.loads is not _json_loads:
+        Pyro4.util.JsonSerializer.loads = _json_loads
+        Pyro4.util.JsonSerializer.loadsCall = _json_loads_call  # hardened next, like Pyro4's own
 
 
 def expose(cls: type, only: tuple[str, ...] | None = None) -> type:

@@ -378,7 +378,7 @@ class Worker:
             log.warning("task %s (%s) failed: %s: %s", task["id"], task["func"], result["type"], result["message"])
         if ok and log.isEnabledFor(logging.DEBUG):
             log.debug("task %s (%s) done in %.4f s", task["id"], task["func"], elapsed)
-        with self._cond:  # before the result is queued, so the reporter sees no task left to wait for
+        with self._cond:  # before the report is handed over, so the reporter sees no task left to wait for
             del self._running[task["id"]]
             self.done += 1
             self._task_time = elapsed if self._task_time is None else 0.8 * self._task_time + 0.2 * elapsed

@@ -350,3 +350,16 @@ def test_subscribing_after_close_works_again() -> None:
     assert wait_until(lambda: sink.has("a"))
     notifier.close()
     assert sink.closed.wait(WAIT)
+
+
+def test_batches_stop_growing_at_about_max_batch_bytes(
+    notifier: Notifier, gated: GatedSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify, "MAX_BATCH_BYTES", 1000)
+    notifier.subscribe(gated)
+    notifier.publish(records("first"))
+    assert gated.entered.wait(WAIT)  # held: the next records queue up behind it
+    notifier.publish([{"id": f"big{i}", "payload": "x" * 400} for i in range(6)])
+    gated.gate.set()
+    assert wait_until(lambda: len(gated.ids()) == 7)
+    assert gated.batches[1:] == [3, 3]  # 400 + 400 + 400 reaches 1000: a batch ends there

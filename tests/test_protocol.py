@@ -635,3 +635,23 @@ def test_a_marked_text_that_is_not_json_is_left_to_serpent() -> None:
     assert decode_value(" (1, 2)") == (1, 2)  # serpent strips the space; json cannot read a tuple
     with pytest.raises(SyntaxError):  # what serpent says of junk
         decode_value(" not a literal")
+
+
+@pytest.mark.parametrize("text", [" true", " null", " NaN", " -Infinity", " [1,2]", ' {"a":1}'])
+def test_marked_text_not_written_by_the_encoder_is_read_by_serpent_rules(text: str) -> None:
+    """json would accept these; a payload means what serpent reads, so they are refused or read as serpent does."""
+    try:
+        expected = serpent.loads(text.encode("utf-8"))
+    except (ValueError, SyntaxError) as exc:
+        with pytest.raises(type(exc)):
+            decode_value(text)
+    else:
+        assert_same(decode_value(text), expected)
+
+
+def test_an_int_too_long_for_text_is_a_value_encoding_error() -> None:
+    for value in (10**5000, {"a": 10**5000}, [10**5000]):
+        with pytest.raises(ValueEncodingError, match="cannot be sent"):
+            encode_value(value)
+    with pytest.raises(ValueEncodingError, match="cannot be sent"):
+        encode_call((10**5000,), {})

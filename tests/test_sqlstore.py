@@ -256,8 +256,7 @@ def test_a_store_in_a_missing_folder_or_with_a_bad_sync_mode_is_refused(tmp_path
 CRASHING_MASTER = """
 import json, sys
 from pyrodist.protocol import Outcome, error_info
-from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore
-from pyrodist.store import Task
+from pyrodist.sqlstore import SqliteStore
 from pyrodist.store import Task
 
 store = SqliteStore(sys.argv[1], 0.0, 10.0)

@@ -201,6 +201,18 @@ def test_a_queued_task_read_and_then_cancelled_is_never_leased_and_reads_stay_co
     assert store._headers == {}  # the batch's header is let go with its last queued task
 
 
+def test_retries_due_at_once_for_sent_and_queued_tasks_do_not_collide(store: TaskStore) -> None:
+    """Tasks sent to one worker and queued ones share the retry schedule: their seqs must never tie."""
+    options = {"retries": 2, "retry_backoff": 5.0}
+    store.add([make_task("a", dict(options)), make_task("b", dict(options))], 0.0)
+    store.add([make_task("sent", {**options, "worker": "w"})], 0.0)
+    store.add([make_task("c", dict(options))], 0.0)
+    leased = {t.id: t for t in store.lease("w", 10, 1.0, LEASE)}
+    accepted, ignored = store.finish("w", [failure(leased["sent"]), failure(leased["c"])], 2.0)
+    assert (ids(accepted), ignored) == (["sent", "c"], [])
+    assert ids(store.promote(7.0)) == ["sent", "c"]  # both due at 7.0, in the order they were queued
+
+
 def test_many_priorities_and_given_back_tasks_keep_their_order() -> None:
     store = MemoryStore()
     store.add([make_task(f"p{p}", {"priority": p}) for p in range(50)], 0.0)
