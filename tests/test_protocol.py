@@ -637,7 +637,11 @@ def test_a_marked_text_that_is_not_json_is_left_to_serpent() -> None:
         decode_value(" not a literal")
 
 
-@pytest.mark.parametrize("text", [" true", " null", " NaN", " -Infinity", " [1,2]", ' {"a":1}'])
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")  # Python reading "\\/"
+@pytest.mark.parametrize(
+    "text",
+    [" true", " null", " NaN", " -Infinity", " [1,2]", ' {"a":1}', ' "a\\/b"', ' "\\ud83d\\ude00"', ' "\\u00e9"'],
+)
 def test_marked_text_not_written_by_the_encoder_is_read_by_serpent_rules(text: str) -> None:
     """json would accept these; a payload means what serpent reads, so they are refused or read as serpent does."""
     try:
