@@ -442,24 +442,13 @@ def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **opti
 @click.option("--store", type=click.Path(dir_okay=False),
               help="Durable store for the local master (with --compare, also measure an in-memory one).")  # fmt: skip
 @click.option("--compare", is_flag=True, help="Also run multiprocessing.Pool and a raw Pyro4 loop, and print ratios.")
-@click.option(
-    "--idle",
-    "idle_workers",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="Instead: master CPU with N idle workers connected, and how soon a task then starts.",
-)
+@click.option("--idle", "idle_workers", type=click.IntRange(min=1), metavar="N",
+              help="Instead: master CPU with N idle workers connected, and how soon a task then starts.")  # fmt: skip
 @click.option("--callbacks", is_flag=True, help="Instead: on_result callbacks per second next to results per second.")
-@click.option(
-    "--queue",
-    "queue_tasks",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="Instead: submit N tasks to a master with no workers; time and master memory (with --store too).",
-)
-@click.option(
-    "--scaling", is_flag=True, help="Instead: master CPU per task with 10 to 1,000,000 tasks queued (with --store too)."
-)
+@click.option("--queue", "queue_tasks", type=click.IntRange(min=1), metavar="N",
+              help="Instead: submit N tasks to a master without workers: time, its memory (--store too).")  # fmt: skip
+@click.option("--scaling", is_flag=True,
+              help="Instead: master CPU per task with 10 to 1,000,000 tasks queued (with --store too).")  # fmt: skip
 @click.option("--targets", is_flag=True, help="Instead: every scenario, each figure next to its target (minutes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--ns-host", envvar="PYRODIST_NS_HOST", help="Use the running cluster there instead of a local one.")
