@@ -125,13 +125,13 @@ def run_bench(
         log.info("bench: %d sequential round trips", LATENCY_CALLS)
         latencies = _latencies(client, LATENCY_CALLS)
         log.info("bench: %d tasks through map", tasks)
-        cpu_before = _cpu_seconds(master_pid)
+        cpu_before = cpu_seconds(master_pid)
         start = time.perf_counter()
         futures = client.map(func, args)
         submitted = time.perf_counter()
         client.gather(futures, RESULT_TIMEOUT + 0.01 * tasks)
         finished = time.perf_counter()
-        cpu_after = _cpu_seconds(master_pid)
+        cpu_after = cpu_seconds(master_pid)
         peak_mb = _peak_mb(master_pid)
     pool = raw_pyro = memory = None
     if compare:
@@ -159,22 +159,22 @@ def format_result(result: BenchResult) -> str:
     if result.store is not None:
         where += f" with --store {result.store}"
     rows = [
-        ("throughput (map, submit to last result)", _num(result.throughput), "tasks/s", ""),
-        ("submit rate (map returned)", _num(result.submit_rate), "tasks/s", ""),
-        (f"latency median ({LATENCY_CALLS} round trips)", _num(result.latency_median_ms), "ms", ""),
-        (f"latency p99 ({LATENCY_CALLS} round trips)", _num(result.latency_p99_ms), "ms", ""),
-        ("master CPU per task", _num(result.master_cpu_per_task_ms), "ms", ""),
-        ("master peak memory (VmHWM)", _num(result.master_peak_mb), "MB", ""),
+        ("throughput (map, submit to last result)", format_number(result.throughput), "tasks/s", ""),
+        ("submit rate (map returned)", format_number(result.submit_rate), "tasks/s", ""),
+        (f"latency median ({LATENCY_CALLS} round trips)", format_number(result.latency_median_ms), "ms", ""),
+        (f"latency p99 ({LATENCY_CALLS} round trips)", format_number(result.latency_p99_ms), "ms", ""),
+        ("master CPU per task", format_number(result.master_cpu_per_task_ms), "ms", ""),
+        ("master peak memory (VmHWM)", format_number(result.master_peak_mb), "MB", ""),
     ]
     if result.memory_throughput is not None:
-        rows.append(("the same with an in-memory master", _num(result.memory_throughput),
-                     "tasks/s", f"durable / in-memory = {_num(result.vs_memory)}"))  # fmt: skip
+        rows.append(("the same with an in-memory master", format_number(result.memory_throughput),
+                     "tasks/s", f"durable / in-memory = {format_number(result.vs_memory)}"))  # fmt: skip
     if result.pool_throughput is not None:
-        rows.append((f"baseline multiprocessing.Pool({result.workers}).map", _num(result.pool_throughput),
-                     "tasks/s", f"pyrodist / baseline = {_num(result.vs_pool)}"))  # fmt: skip
+        rows.append((f"baseline multiprocessing.Pool({result.workers}).map", format_number(result.pool_throughput),
+                     "tasks/s", f"pyrodist / baseline = {format_number(result.vs_pool)}"))  # fmt: skip
     if result.raw_pyro_calls_per_s is not None:
-        rows.append(("baseline raw Pyro4 call loop (json)", _num(result.raw_pyro_calls_per_s),
-                     "calls/s", f"pyrodist / baseline = {_num(result.vs_raw_pyro)}"))  # fmt: skip
+        rows.append(("baseline raw Pyro4 call loop (json)", format_number(result.raw_pyro_calls_per_s),
+                     "calls/s", f"pyrodist / baseline = {format_number(result.vs_raw_pyro)}"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     workers = f"{result.workers} worker{'s' if result.workers != 1 else ''}"
     lines = [f"pyrodist bench: {result.tasks:,} x {what} on {where}, {workers} x 1 slot", ""]
@@ -192,7 +192,8 @@ def _percentile(samples: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered), max(1, math.ceil(q / 100 * len(ordered)))) - 1]
 
 
-def _num(value: float | None) -> str:
+def format_number(value: float | None) -> str:
+    """A figure for a table: thousands separated, three significant digits below 1, "n/a" for None."""
     if value is None:
         return "n/a"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
@@ -207,7 +208,8 @@ def _latencies(client: Client, calls: int) -> list[float]:
     return samples
 
 
-def _proc_lines(pid: int, name: str) -> list[str] | None:
+def proc_lines(pid: int, name: str) -> list[str] | None:
+    """The lines of /proc/<pid>/<name>, or None (logged) where there is no such file."""
     try:
         with open(f"/proc/{pid}/{name}", encoding="ascii") as f:
             return f.read().splitlines()
@@ -216,9 +218,9 @@ def _proc_lines(pid: int, name: str) -> list[str] | None:
         return None
 
 
-def _cpu_seconds(pid: int | None) -> float | None:
+def cpu_seconds(pid: int | None) -> float | None:
     """utime + stime of a process, in seconds."""
-    lines = None if pid is None else _proc_lines(pid, "stat")
+    lines = None if pid is None else proc_lines(pid, "stat")
     if not lines:
         return None
     fields = lines[0].rsplit(")", 1)[1].split()  # the command name in (...) may hold spaces; field 3 follows it
@@ -227,7 +229,7 @@ def _cpu_seconds(pid: int | None) -> float | None:
 
 def _peak_mb(pid: int | None) -> float | None:
     """A process's peak resident memory (VmHWM), in MB."""
-    for line in (None if pid is None else _proc_lines(pid, "status")) or []:
+    for line in (None if pid is None else proc_lines(pid, "status")) or []:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024  # kB
     return None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import benchtasks, protocol, remote
-from .bench import RESULT_TIMEOUT, WARMUP_TASKS, _cpu_seconds, _num, _proc_lines, run_bench
+from .bench import RESULT_TIMEOUT, WARMUP_TASKS, cpu_seconds, format_number, proc_lines, run_bench
 from .client import Client
 from .cluster import LocalCluster
 from .config import Settings
@@ -66,7 +66,7 @@ class Figures:
     def format(self) -> str:
         """An aligned table."""
         width = max((len(label) for label, _, _ in self.rows), default=0)
-        values = [f"{value:,}" if isinstance(value, int) else _num(value) for _, value, _ in self.rows]
+        values = [f"{value:,}" if isinstance(value, int) else format_number(value) for _, value, _ in self.rows]
         vwidth = max(map(len, values), default=0)
         lines = [self.title, ""]
         lines += [
@@ -168,7 +168,7 @@ def _stop_emulated(workers: Sequence[EmulatedWorker]) -> None:
 def _rss_mb(pid: int | None) -> tuple[float | None, float | None]:
     """A process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
     found: dict[str, float] = {}
-    for line in (None if pid is None else _proc_lines(pid, "status")) or []:
+    for line in (None if pid is None else proc_lines(pid, "status")) or []:
         key, _, rest = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(rest.split()[0]) / 1024
@@ -187,9 +187,9 @@ def run_idle(workers: int = 200, seconds: float = 10.0) -> Figures:
         try:
             pid = _master_pid(cluster)
             figures.add("workers the master lists", len(client.stats()["workers"]), "")
-            cpu_before, start = _cpu_seconds(pid), time.monotonic()
+            cpu_before, start = cpu_seconds(pid), time.monotonic()
             time.sleep(seconds)  # the measurement itself: the master's CPU over this interval
-            cpu_after, elapsed = _cpu_seconds(pid), time.monotonic() - start
+            cpu_after, elapsed = cpu_seconds(pid), time.monotonic() - start
             if cpu_before is not None and cpu_after is not None:
                 figures.add(f"master CPU over {seconds:g} s", 100 * (cpu_after - cpu_before) / elapsed, "% of one core")
             delays = []
@@ -260,12 +260,12 @@ def run_scaling(
             for depth in sorted(depths):
                 fillers.map(benchtasks.inc, range(depth - queued))  # never run: the quota lets no worker reach them
                 queued = depth
-                before = _cpu_seconds(_master_pid(cluster))
+                before = cpu_seconds(_master_pid(cluster))
                 # All measured tasks wait ahead of the fillers before the workers may take exactly that many.
                 futures = client.map(benchtasks.inc, range(tasks))
                 quota.allow(tasks)
                 client.gather(futures, RESULT_TIMEOUT + 0.01 * tasks)
-                after = _cpu_seconds(_master_pid(cluster))
+                after = cpu_seconds(_master_pid(cluster))
                 cost = None if before is None or after is None else (after - before) * 1e6 / tasks
                 figures.add(f"{depth:>9,} tasks queued", cost, "us/task")
         finally:
@@ -328,7 +328,7 @@ def run_targets(tasks: int = 20_000, queue: int = 1_000_000) -> list[Target]:
 def format_targets(targets: Sequence[Target]) -> str:
     """The targets as an aligned table: what, goal, measured, met."""
     verdicts: dict[bool | None, str] = {True: "met", False: "MISSED", None: ""}
-    rows = [(t.what, t.goal, f"{_num(t.value)} {t.unit}".strip(), verdicts[t.met]) for t in targets]
+    rows = [(t.what, t.goal, f"{format_number(t.value)} {t.unit}".strip(), verdicts[t.met]) for t in targets]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["pyrodist bench --targets: issue 4's targets on this machine", ""]
     lines += [
