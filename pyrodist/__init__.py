@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .client import Client, Future, TaskOptions, as_completed
+from .client import Client, TaskOptions
 from .cluster import LocalCluster
 from .config import Settings
 from .errors import (
@@ -15,12 +15,14 @@ from .errors import (
     MasterRejected,
     NameServerNotFound,
     PyrodistError,
+    RemoteTraceback,
     ResultExpired,
     TaskError,
     TaskLost,
     ValueEncodingError,
 )
 from .executor import ClusterExecutor
+from .futures import Future, as_completed
 from .progressbar import Spinner, progress
 from .protocol import TaskState
 
@@ -40,6 +42,7 @@ __all__ = [
     "MasterRejected",
     "NameServerNotFound",
     "PyrodistError",
+    "RemoteTraceback",
     "ResultExpired",
     "Settings",
     "Spinner",

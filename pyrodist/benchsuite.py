@@ -24,12 +24,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import benchtasks, protocol, remote
+from . import benchtasks, values
 from .bench import RESULT_TIMEOUT, WARMUP_TASKS, cpu_seconds, format_number, proc_lines, run_bench
 from .client import Client
 from .cluster import LocalCluster
 from .config import Settings
-from .worker import FETCH_WAIT, IDLE_HEARTBEAT_FACTOR
+from .remote_connection import PyroConnection
+from .reporter import IDLE_HEARTBEAT_FACTOR
+from .wire import Outcome, WorkerStatus
+from .workstate import FETCH_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ SCALING_TASKS = 20_000
 """Tasks measured at each queue depth."""
 FILLER_PRIORITY = -1
 """Priority of the tasks that only fill the queue in the scaling run (the measured ones have 0)."""
-DONE = protocol.encode_value(None)
+DONE = values.encode_value(None)
 
 
 @dataclasses.dataclass
@@ -120,10 +123,12 @@ class EmulatedWorker(threading.Thread):
         """Fetch, report and heartbeat until stopped."""
         try:
             with ExitStack() as stack:
-                fetcher = stack.enter_context(remote.connect_master(self.settings))
-                reporter = stack.enter_context(remote.connect_master(self.settings))  # as a worker: two connections
-                reply = reporter.heartbeat(self.worker_id, {"running": [], "prefetched": []})
-                wait = min(FETCH_WAIT, float(reply.get("lease_timeout", 3 * FETCH_WAIT)) / 3)
+                fetcher = PyroConnection(self.settings)
+                stack.callback(fetcher.close)
+                reporter = PyroConnection(self.settings)  # as a worker: two connections
+                stack.callback(reporter.close)
+                idle = WorkerStatus(running=[], prefetched=[])
+                wait = min(FETCH_WAIT, reporter.heartbeat(self.worker_id, idle).lease_timeout / 3)
                 beat_every, last_beat = self.settings.heartbeat * IDLE_HEARTBEAT_FACTOR, time.monotonic()
                 self.connected.set()
                 while not self.stop.is_set():
@@ -132,16 +137,15 @@ class EmulatedWorker(threading.Thread):
                         break
                     tasks = fetcher.fetch(self.worker_id, want, wait)
                     now = time.perf_counter()
-                    self.received.update((t["id"], now) for t in tasks)
+                    self.received.update((t.id, now) for t in tasks)
                     if self.quota is not None and len(tasks) < want:
                         self.quota.allow(want - len(tasks))
                     if tasks:
-                        done = [{"id": t["id"], "token": t["token"], "state": "done", "payload": DONE} for t in tasks]
-                        reporter.report(self.worker_id, done)
+                        reporter.report(self.worker_id, [Outcome(t.id, t.token, True, result=DONE) for t in tasks])
                     if time.monotonic() - last_beat >= beat_every:
-                        reporter.heartbeat(self.worker_id, {"running": [], "prefetched": []})
+                        reporter.heartbeat(self.worker_id, idle)
                         last_beat = time.monotonic()
-                reporter.heartbeat(self.worker_id, {"state": "stopped"})
+                reporter.heartbeat(self.worker_id, WorkerStatus(state="stopped"))
         except BaseException as exc:  # noqa: BLE001 - kept for the bench to report, never lost
             self.error = exc
             self.connected.set()

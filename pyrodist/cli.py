@@ -22,7 +22,7 @@ from .bench import format_result, run_bench
 from .client import Client
 from .config import DEFAULT_MASTER_NAME, Settings, read_config_file, read_key_file
 from .errors import ConfigError, PyrodistError, TaskError
-from .master import RunningMaster
+from .masterd import MasterOptions, serve_master
 from .progressbar import Spinner
 from .sqlstore import SYNC_MODES
 from .statustext import format_status, format_task
@@ -307,15 +307,10 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
             "it sees task errors and tracebacks. Keep it on 127.0.0.1 (use an SSH tunnel) or pass --insecure.",
             dashboard_host,
         )
-    remote.configure_pyro(settings, threadpool_size=settings.max_connections)
+    where = MasterOptions(host, port, dashboard, dashboard_host, store or None, store_sync, nathost, natport)
     stop = threading.Event()
     with stop_on_signals(stop.set):
-        if not remote.wait_for_nameserver(settings, stop, "master"):
-            return
-        running = RunningMaster(
-            settings, host, port, dashboard, dashboard_host, store or None, store_sync, nathost, natport
-        )
-        running.serve_forever(stop)
+        serve_master(settings, where, stop)
     log.info("master stopped")
 
 

@@ -12,9 +12,10 @@
     │   ├── NameServerNotFound
     │   └── MasterNotFound
     ├── MasterRejected          the master refused a call (bad input); carries its message
-    └── TaskError               a task failed on its worker; carries the remote type, message, traceback
-        └── TaskLost            the master no longer knows the task (for example it restarted in memory)
-            └── ResultExpired   the master dropped the result (--result-ttl passed, or client.forget)
+    ├── TaskError               a task failed on its worker; carries the remote type, message, traceback
+    │   └── TaskLost            the master no longer knows the task (for example it restarted in memory)
+    │       └── ResultExpired   the master dropped the result (--result-ttl passed, or client.forget)
+    └── RemoteTraceback         a task's traceback on its worker, the `__cause__` of its TaskError
 
 Remote methods raise builtin exceptions only (they must cross the wire to plain Pyro4 shells);
 `remote.py` and `client.py` map them onto this tree.
@@ -72,12 +73,22 @@ class TaskError(PyrodistError):
         self.message = message
         self.remote_traceback = remote_traceback
         super().__init__(task_id, type_name, message, remote_traceback)
+        if remote_traceback:  # shown above this error, as concurrent.futures shows a process pool's
+            self.__cause__ = RemoteTraceback(remote_traceback)
 
     def __str__(self) -> str:
-        text = f"task {self.task_id} failed: {self.type_name}: {self.message}"
-        if self.remote_traceback:
-            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
-        return text
+        return f"task {self.task_id} failed: {self.type_name}: {self.message}"
+
+
+class RemoteTraceback(PyrodistError):
+    """The traceback of a task's exception on its worker, attached as the `__cause__` of its `TaskError`."""
+
+    def __init__(self, traceback: str) -> None:
+        self.traceback = traceback
+        super().__init__(traceback)
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.traceback.rstrip()}\n"""'
 
 
 class TaskLost(TaskError):

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .client import MAP_CHUNK, Client, Future
+from .client import MAP_CHUNK, Client
+from .futures import Future
 
 AnyFuture = concurrent.futures.Future[Any]
 

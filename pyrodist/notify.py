@@ -11,12 +11,16 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+
+from .api import Sink
+from .wire import TaskRecord
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+Published = tuple[TaskRecord, str | None]
+"""A finished task's record and the client that submitted it (None for a plain submit)."""
 
 MAX_QUEUE = 100_000
 """Records one subscriber may fall behind before it is dropped."""
@@ -24,16 +28,6 @@ MAX_BATCH = 5000
 """Most records handed to a sink in one delivery (large batches let a subscriber that fell behind catch up)."""
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 """About the most result bytes in one delivery: a batch stops growing past this (it holds at least one record)."""
-
-
-class Sink(Protocol):
-    """Where a subscription's records go (a callback proxy, in the master)."""
-
-    def deliver(self, records: list[Record]) -> None:
-        """Deliver records in order; raise when the subscriber cannot be reached."""
-
-    def close(self) -> None:
-        """Release the connection behind the sink."""
 
 
 class Subscription:
@@ -47,20 +41,20 @@ class Subscription:
         self.task_ids = task_ids
         self.owner = owner
         self.delivered = 0
-        self._pending: collections.deque[Record] = collections.deque()
+        self._pending: collections.deque[TaskRecord] = collections.deque()
         self._cond = threading.Condition()  # one lock round per published batch, not per record
         self._stopped = False
         self._on_dead = on_dead
         self._thread = threading.Thread(target=self._run, name=f"notify-{sub_id}", daemon=True)
         self._thread.start()
 
-    def wants(self, record: Record) -> bool:
+    def wants(self, record: TaskRecord, owner: str | None) -> bool:
         """Whether this subscriber asked for this record."""
-        if self.task_ids is not None and record["id"] not in self.task_ids:
+        if self.task_ids is not None and record.id not in self.task_ids:
             return False
-        return self.owner is None or record.get("owner") == self.owner
+        return self.owner is None or owner == self.owner
 
-    def put(self, records: list[Record]) -> bool:
+    def put(self, records: list[TaskRecord]) -> bool:
         """Queue records; False (and nothing queued) when the subscriber would fall too far behind."""
         if not records:
             return True
@@ -95,17 +89,21 @@ class Subscription:
         finally:
             self.sink.close()
 
-    def _take(self) -> list[Record]:
+    def join(self, timeout: float) -> None:
+        """Wait up to timeout seconds for the delivery thread to end (after stop)."""
+        self._thread.join(timeout)
+
+    def _take(self) -> list[TaskRecord]:
         """The next batch: up to MAX_BATCH records and about MAX_BATCH_BYTES of results (lock held)."""
-        batch: list[Record] = []
+        batch: list[TaskRecord] = []
         size = 0
         while self._pending and len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
             record = self._pending.popleft()
-            size += len(record.get("payload") or "")
+            size += len(record.payload or "")
             batch.append(record)
         return batch
 
-    def _deliver(self, batch: list[Record]) -> None:
+    def _deliver(self, batch: list[TaskRecord]) -> None:
         self.sink.deliver(batch)
         self.delivered += len(batch)
 
@@ -141,7 +139,7 @@ class Notifier:
             ids = [sub_id for sub_id, sub in self._subs.items() if sub.owner == owner]
         return sum(self.unsubscribe(sub_id) for sub_id in ids)
 
-    def publish(self, records: Iterable[Record], only: str | None = None) -> None:
+    def publish(self, records: Iterable[Published], only: str | None = None) -> None:
         """Queue records for every subscription that wants them (or only for subscription `only`)."""
         with self._lock:
             subs = [self._subs[only]] if only in self._subs else [] if only else list(self._subs.values())
@@ -149,7 +147,7 @@ class Notifier:
             return
         records = list(records)
         for sub in subs:
-            if not sub.put([record for record in records if sub.wants(record)]):
+            if not sub.put([record for record, owner in records if sub.wants(record, owner)]):
                 log.warning("subscription %s dropped: it fell %d records behind", sub.id, MAX_QUEUE)
                 self.unsubscribe(sub.id, discard=True)
 
@@ -158,13 +156,16 @@ class Notifier:
         with self._lock:
             return sum(1 for sub in self._subs.values() if owner is None or sub.owner == owner)
 
-    def close(self) -> None:
-        """Stop every subscription."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop every subscription and wait (up to timeout seconds in all) for what they still deliver."""
         with self._lock:
             subs = list(self._subs.values())
             self._subs.clear()
         for sub in subs:
             sub.stop()
+        deadline = time.monotonic() + timeout
+        for sub in subs:
+            sub.join(max(0.0, deadline - time.monotonic()))
 
     def _drop(self, sub_id: str) -> None:
         with self._lock:

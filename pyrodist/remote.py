@@ -1,7 +1,8 @@
 """The Pyro4 adapter: configuring Pyro4, name server, daemons, proxies, and error translation.
 
-Everything else in pyrodist speaks Pyro4 only through this module (plus the thin remote objects in
-`master.py`, `worker.py` and `client.py`), so the transport can change in one place.
+Pyro4 is named only in the adapter modules: this one (configuration, name server, daemons, callback
+sinks), `remote_connection.py` (the connection clients and workers use) and `remote_patches.py`
+(serializer patches), so the transport can change in one place.
 
 Wire format: pyrodist's own processes talk json on the Pyro4 wire (about 6x faster than serpent
 for batches of small records, measured here); values inside the records are serpent text made by
@@ -11,12 +12,9 @@ Pyro4 shells.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,21 +30,19 @@ from .errors import (
     ConfigError,
     ConnectionFailed,
     MasterNotFound,
-    MasterRejected,
     NameServerNotFound,
     PyrodistError,
 )
+from .remote_patches import apply_patches
+from .retry import retrying, warn_once
+from .service import plain_record
+from .wire import TaskRecord
 
 log = logging.getLogger(__name__)
 
 WIRE_SERIALIZER = "json"
 ACCEPTED_SERIALIZERS = frozenset({"json", "serpent"})
 LOOPBACK = "127.0.0.1"
-
-CommunicationError = Pyro4.errors.CommunicationError
-"""Raised by a proxy when its peer cannot be reached; callers retry or translate it."""
-ProtocolError = Pyro4.errors.ProtocolError
-"""Raised when a message is malformed on the wire."""
 
 _configured = threading.Lock()
 
@@ -64,8 +60,7 @@ def configure_pyro(settings: Settings | None = None, threadpool_size: int | None
         Pyro4.config.SOCK_NODELAY = True  # small request/response messages: no Nagle delays
         Pyro4.config.DETAILED_TRACEBACK = False
         Pyro4.config.POLLTIMEOUT = 0.5  # how soon a daemon notices it should stop
-        _fast_json_decoding()
-        _harden_call_decoding()
+        apply_patches()
         if threadpool_size is not None:
             Pyro4.config.THREADPOOL_SIZE = threadpool_size
             Pyro4.config.THREADPOOL_SIZE_MIN = min(16, threadpool_size)
@@ -76,66 +71,6 @@ def configure_pyro(settings: Settings | None = None, threadpool_size: int | None
             Pyro4.config.SSL_CACERTS = settings.tls_ca or ""
             # A server that has a CA to check against wants the peer's certificate too (two-way TLS).
             Pyro4.config.SSL_REQUIRECLIENTCERT = bool(settings.tls_ca and settings.tls_cert)
-
-
-def _harden_call_decoding() -> None:
-    """Make Pyro4 answer undecodable call arguments with a ValueError (once per process).
-
-    Pyro4 decodes a call's arguments before any of our code runs; a dict with a "__class__" key it does not
-    know, or arguments nested past the recursion limit, fail there with SerializeError, SecurityError (which
-    also drops the connection), KeyError or RecursionError. A caller should get one clear ValueError.
-    """
-    for serializer in (Pyro4.util.SerpentSerializer, Pyro4.util.JsonSerializer):
-        if getattr(serializer.loadsCall, "_pyrodist_hardened", False):
-            continue
-        decode = serializer.loadsCall
-
-        def loads_call(self: Any, data: Any, decode: Callable[..., Any] = decode) -> Any:
-            try:
-                return decode(self, data)
-            except RecursionError:
-                raise ValueError("the call's arguments are nested too deeply to decode") from None
-            except (
-                Pyro4.errors.SerializeError,
-                Pyro4.errors.SecurityError,
-                AttributeError,
-                KeyError,
-                TypeError,
-            ) as exc:
-                raise ValueError(f"the call's arguments cannot be decoded: {type(exc).__name__}: {exc}") from None
-
-        loads_call._pyrodist_hardened = True  # type: ignore[attr-defined]
-        serializer.loadsCall = loads_call
-
-
-# Pyro4's json serializer walks every decoded message in Python looking for dicts with a "__class__" key
-# (its encoding of exceptions and a few classes): about a tenth of the master's own work per task. Such a
-# key can only be in a message whose text holds '"__class__"' or an escape that could spell it ("\\u"),
-# so other messages skip the walk; the result is the same.
-def _needs_classes(text: str) -> bool:
-    return '"__class__"' in text or "\\u" in text
-
-
-def _json_loads(self: Any, data: Any) -> Any:
-    text = self._convertToBytes(data).decode("utf-8")
-    value = json.loads(text)
-    return self.recreate_classes(value) if _needs_classes(text) else value
-
-
-def _json_loads_call(self: Any, data: Any) -> Any:
-    text = self._convertToBytes(data).decode("utf-8")
-    call = json.loads(text)
-    params, kwargs = call["params"], call["kwargs"]
-    if _needs_classes(text):
-        params, kwargs = self.recreate_classes(params), self.recreate_classes(kwargs)
-    return call["object"], call["method"], params, kwargs
-
-
-def _fast_json_decoding() -> None:
-    """Decode json messages without Pyro4's class walk where no class can be inside (once per process)."""
-    if Pyro4.util.JsonSerializer.loads is not _json_loads:
-        Pyro4.util.JsonSerializer.loads = _json_loads
-        Pyro4.util.JsonSerializer.loadsCall = _json_loads_call  # hardened next, like Pyro4's own
 
 
 def expose(cls: type, only: tuple[str, ...] | None = None) -> type:
@@ -243,7 +178,7 @@ def lookup_master(settings: Settings) -> str:
             f"no master registered as {settings.master_name!r} in the name server at {ns_address(settings)}; "
             "start one with 'pyrodist master'"
         ) from None
-    except CommunicationError as exc:
+    except Pyro4.errors.CommunicationError as exc:
         check_authentication(exc, "the name server's")
         raise NameServerNotFound(f"the name server at {ns_address(settings)} stopped answering: {exc}") from None
 
@@ -303,7 +238,7 @@ def connect_master(settings: Settings) -> Any:
     try:
         p._pyroTimeout = settings.connect_timeout
         p._pyroBind()
-    except CommunicationError as exc:
+    except Pyro4.errors.CommunicationError as exc:
         p._pyroRelease()
         check_authentication(exc, "the master's")
         raise MasterNotFound(
@@ -319,60 +254,19 @@ def master_answers(settings: Settings) -> str | None:
         with connect_master(settings) as p:
             p.ping()
             return str(p._pyroUri)
-    except (ConnectionFailed, CommunicationError):
+    except (ConnectionFailed, Pyro4.errors.CommunicationError):
         return None
-
-
-def wait_for_master(settings: Settings, stop: threading.Event, who: str) -> Any:
-    """Connect to the master, retrying with capped backoff until it answers or stop is set (then None)."""
-    return _retry(lambda: connect_master(settings), stop, who, "the master")
 
 
 def wait_for_nameserver(settings: Settings, stop: threading.Event, who: str) -> bool:
     """Wait until the name server answers (True) or stop is set (False), retrying with capped backoff."""
-    ns = _retry(lambda: locate_nameserver(settings), stop, who, "the name server")
-    if ns is None:
+    try:
+        ns = retrying(lambda: locate_nameserver(settings), ConnectionFailed, stop=stop,
+                      on_retry=warn_once(who, "the name server"))  # fmt: skip
+    except ConnectionFailed:
         return False
     ns._pyroRelease()
     return True
-
-
-def _retry(connect: Callable[[], Any], stop: threading.Event, who: str, what: str) -> Any:
-    last = ""
-    for delay in retry_delays():
-        if stop.is_set():
-            return None
-        try:
-            return connect()
-        except ConnectionFailed as exc:
-            if str(exc) != last:  # say what we wait for once, not at every retry
-                log.warning("%s waiting for %s: %s (retrying)", who, what, exc)
-                last = str(exc)
-        stop.wait(delay)
-    return None  # pragma: no cover - retry_delays never ends
-
-
-def remote_traceback(exc: BaseException) -> str:
-    """The remote traceback Pyro4 attached to an exception raised on the other side."""
-    return "".join(getattr(exc, "_pyroTraceback", []) or [])
-
-
-@contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Turn transport failures and refused calls into PyrodistErrors with a clear message."""
-    try:
-        yield
-    except PyrodistError:
-        raise
-    except CommunicationError as exc:
-        raise ConnectionFailed(f"{what}: the master could not be reached: {exc}") from exc
-    except Pyro4.errors.SerializeError as exc:
-        raise MasterRejected(f"{what}: the call could not be serialized: {exc}") from exc
-    except (ValueError, TypeError, KeyError) as exc:
-        if not remote_traceback(exc):
-            raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise MasterRejected(f"{what}: {message}") from exc
 
 
 # ---- daemons --------------------------------------------------------------------------------
@@ -419,6 +313,10 @@ class Server:
         """Register obj and return its URI."""
         return str(self.daemon.register(obj, objectId=object_id))
 
+    def unregister(self, obj: object) -> None:
+        """Stop serving obj."""
+        self.daemon.unregister(obj)
+
     def start(self) -> None:
         """Serve in a daemon thread."""
         self._thread = threading.Thread(
@@ -455,23 +353,21 @@ def uri_host(uri: str) -> str:
 
 
 class CallbackSink:
-    """A `notify.Sink` calling a subscriber's callback object through its own proxy.
+    """A `Sink` calling a subscriber's callback object back through its own proxy.
 
-    pyrodist's own clients expose `task_batch(records)` and get the encoded records in batches over
-    json; any other callback gets one `task_done(record)` call per record, with the value decoded,
-    over serpent (a plain Pyro4 shell's default).
+    pyrodist's own clients expose `task_batch(records)` and get the records in batches over json; any
+    other callback gets one `task_done(record)` call per record, with the value decoded, over serpent
+    (a plain Pyro4 shell's default).
     """
 
-    def __init__(self, callback: Any, settings: Settings, decode: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(self, callback: Any, settings: Settings) -> None:
         if not isinstance(callback, Pyro4.Proxy):
             raise TypeError(
                 "callback must be an object registered in the caller's Pyro4 daemon (it arrived as "
                 f"{type(callback).__name__}); register it with daemon.register(obj) before subscribing"
             )
         self._proxy = Pyro4.Proxy(callback._pyroUri)
-        self._proxy._pyroTimeout = settings.call_timeout or 30.0
         self._proxy._pyroHmacKey = settings.key_bytes  # the cluster's key; an autoproxy carries none
-        self._decode = decode
         try:
             self._proxy._pyroTimeout = settings.connect_timeout
             self._proxy._pyroBind()
@@ -487,22 +383,14 @@ class CallbackSink:
         elif "task_done" not in self._proxy._pyroMethods:
             raise ValueError(f"callback {callback._pyroUri} exposes no method task_done(record)")
 
-    def deliver(self, records: list[dict[str, Any]]) -> None:
+    def deliver(self, records: list[TaskRecord]) -> None:
         """Call the subscriber with these records."""
         if self.batched:
-            self._proxy.task_batch(records)
+            self._proxy.task_batch([record.to_wire() for record in records])
         else:
             for record in records:
-                self._proxy.task_done(self._decode(record))
+                self._proxy.task_done(plain_record(record))
 
     def close(self) -> None:
         """Release the proxy's connection."""
         self._proxy._pyroRelease()
-
-
-def retry_delays(start: float = 0.1, cap: float = 5.0) -> Iterator[float]:
-    """Capped exponential backoff: 0.1, 0.2, 0.4, ... up to cap, forever."""
-    delay = start
-    while True:
-        yield delay
-        delay = min(delay * 2, cap)

@@ -26,7 +26,7 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from . import protocol
+from . import protocol, values
 from .errors import ConfigError, FunctionNotAllowed, FunctionRefError
 
 Result = tuple[bool, Any]
@@ -106,11 +106,11 @@ def _same(module_name: str, name: str, func: object) -> bool:
 # ---- the child process ------------------------------------------------------------------------
 
 
-def run_task(allow: AllowList, func_ref: str, payload: str, limit: int = protocol.MAX_PAYLOAD) -> Result:
+def run_task(allow: AllowList, func_ref: str, payload: str, limit: int = values.MAX_PAYLOAD) -> Result:
     """Resolve, decode, call and encode one task, turning every failure into an error record."""
     try:
         func = allow.resolve(func_ref)
-        args, kwargs = protocol.decode_call(payload)
+        args, kwargs = values.decode_call(payload)
     except Exception as exc:  # noqa: BLE001 - refusals and undecodable arguments fail the task, not the child
         return False, protocol.error_info(exc, tb="")
     try:
@@ -118,7 +118,7 @@ def run_task(allow: AllowList, func_ref: str, payload: str, limit: int = protoco
     except Exception as exc:  # noqa: BLE001 - the task's own error: keep its traceback for the client
         return False, protocol.error_info(exc, _task_traceback(exc))
     try:
-        return True, protocol.encode_value(value, f"the result of {func_ref}", limit)
+        return True, values.encode_value(value, f"the result of {func_ref}", limit)
     except Exception as exc:  # noqa: BLE001 - a value serpent cannot carry (or too large): a failed task
         return False, protocol.error_info(exc, tb="")
 
@@ -153,7 +153,7 @@ def child_main(limit: int, modules: Sequence[str]) -> None:
 class ChildProcess:
     """One child process that runs tasks one at a time for a worker slot."""
 
-    def __init__(self, modules: Sequence[str], max_payload: int = protocol.MAX_PAYLOAD) -> None:
+    def __init__(self, modules: Sequence[str], max_payload: int = values.MAX_PAYLOAD) -> None:
         self._modules = list(modules)
         self._max_payload = max_payload
         self._proc: subprocess.Popen[bytes] | None = None

@@ -24,7 +24,8 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from .protocol import ACTIVE_STATES, FINISHED_STATES, Outcome, TaskState
+from .protocol import ACTIVE_STATES, FINISHED_STATES, ErrorRecord, TaskState
+from .wire import Outcome, TaskRecord
 
 RESULT_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 """Finished states whose record is still kept (not yet expired)."""
@@ -69,20 +70,18 @@ class Task:
         self.seen_running = False  # a heartbeat listed it as running (not only prefetched)
         self.due: float | None = None  # when a retrying task becomes pending again
         self.result: str | None = None
-        self.error: dict[str, Any] | None = None
+        self.error: ErrorRecord | None = None
         self.errors: tuple[dict[str, Any], ...] = ()  # a tuple: most tasks never fail, and () costs nothing
         self.submitted = 0.0
         self.started: float | None = None
         self.finished: float | None = None
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> TaskRecord:
         """The task's public record, with the result still encoded under `payload`."""
-        return {
-            "id": self.id, "state": self.state.value, "func": self.func, "payload": self.result,
-            "error": self.error, "errors": list(self.errors), "worker": self.worker, "attempts": self.attempts,
-            "retries": self.retried, "lost": self.lost, "options": dict(self.options), "submitted": self.submitted,
-            "started": self.started, "finished": self.finished, "retry_at": self.due,
-        }  # fmt: skip
+        return TaskRecord(
+            self.id, self.state, self.func, self.result, self.error, list(self.errors), self.worker, self.attempts,
+            self.retried, self.lost, dict(self.options), self.submitted, self.started, self.finished, self.due,
+        )  # fmt: skip
 
 
 def retry_delay(options: dict[str, Any], retry: int) -> float:
@@ -92,7 +91,7 @@ def retry_delay(options: dict[str, Any], retry: int) -> float:
     return min(cap, base * 2 ** min(retry - 1, 60)) if base > 0 else 0.0
 
 
-def wants_retry(task: Task, error: dict[str, Any]) -> bool:
+def wants_retry(task: Task, error: ErrorRecord) -> bool:
     """Whether a failed run is tried again: retries left, and the error is one of retry_on (any when unset)."""
     if task.retried >= task.options.get("retries", 0):
         return False
@@ -103,7 +102,7 @@ def wants_retry(task: Task, error: dict[str, Any]) -> bool:
     return not names.isdisjoint(retry_on)
 
 
-def lost_error(message: str) -> dict[str, Any]:
+def lost_error(message: str) -> ErrorRecord:
     """The error record of a task lost with its worker."""
     return {"type": "WorkerLost", "message": message, "traceback": "", "bases": ""}
 
@@ -259,7 +258,7 @@ class TaskStore:
             if outcome.ok:
                 self._end(task, now, outcome.result, None, TaskState.DONE)
                 continue
-            error = dict(outcome.error or lost_error("no error given"))
+            error = outcome.error.copy() if outcome.error else lost_error("no error given")
             self._log_error(task, error, now)
             if wants_retry(task, error):
                 task.retried += 1
@@ -332,7 +331,7 @@ class TaskStore:
 
     # -- the rules' internals
 
-    def _end(self, task: Task, now: float, result: str | None, error: dict[str, Any] | None, state: TaskState) -> None:
+    def _end(self, task: Task, now: float, result: str | None, error: ErrorRecord | None, state: TaskState) -> None:
         self._running.pop(task.id, None)
         self._move(task, state)
         task.result = result
@@ -355,7 +354,7 @@ class TaskStore:
         self._count_targeted(task, 1)
         self._enqueue(task)
 
-    def _log_error(self, task: Task, error: dict[str, Any], now: float) -> None:
+    def _log_error(self, task: Task, error: ErrorRecord, now: float) -> None:
         entry = {**error, "attempt": task.attempts, "worker": task.worker, "at": now}
         task.errors = (*task.errors[1 - ERRORS_KEPT :], entry)
 

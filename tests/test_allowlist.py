@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from pyrodist import protocol
+from pyrodist import values
 from pyrodist.errors import ConfigError, FunctionNotAllowed
 from pyrodist.runner import AllowList, run_task
 
@@ -174,21 +174,21 @@ def test_unimportable_module_is_a_config_error_naming_it() -> None:
 
 
 def test_successful_task_returns_its_encoded_result(allow: AllowList) -> None:
-    ok, result = run_task(allow, "math:sqrt", protocol.encode_call((16,), {}))
+    ok, result = run_task(allow, "math:sqrt", values.encode_call((16,), {}))
     assert ok is True
-    assert result == protocol.encode_value(4.0)
-    assert protocol.decode_value(result) == 4.0
+    assert result == values.encode_value(4.0)
+    assert values.decode_value(result) == 4.0
 
 
 def test_task_with_keyword_arguments_runs(allow_here: AllowList) -> None:
-    payload = protocol.encode_call(("pyrodist",), {"punctuation": "?"})
+    payload = values.encode_call(("pyrodist",), {"punctuation": "?"})
     ok, result = run_task(allow_here, f"{HERE}:greet", payload)
     assert ok is True
-    assert protocol.decode_value(result) == "hello pyrodist?"
+    assert values.decode_value(result) == "hello pyrodist?"
 
 
 def test_raising_task_returns_its_type_message_and_traceback(allow_here: AllowList) -> None:
-    ok, error = run_task(allow_here, f"{HERE}:divide", protocol.encode_call((1, 0), {}))
+    ok, error = run_task(allow_here, f"{HERE}:divide", values.encode_call((1, 0), {}))
     assert ok is False
     assert error["type"] == "ZeroDivisionError"
     assert error["message"] == "division by zero"
@@ -200,19 +200,19 @@ def test_raising_task_returns_its_type_message_and_traceback(allow_here: AllowLi
 
 
 def test_raising_task_traceback_leaves_out_the_runner_frame(allow_here: AllowList) -> None:
-    _, error = run_task(allow_here, f"{HERE}:divide", protocol.encode_call((1, 0), {}))
+    _, error = run_task(allow_here, f"{HERE}:divide", values.encode_call((1, 0), {}))
     assert "run_task" not in error["traceback"]
     assert "runner.py" not in error["traceback"]
 
 
 def test_task_called_with_wrong_arguments_fails_with_type_error(allow: AllowList) -> None:
-    ok, error = run_task(allow, "math:sqrt", protocol.encode_call((1, 2, 3), {}))
+    ok, error = run_task(allow, "math:sqrt", values.encode_call((1, 2, 3), {}))
     assert ok is False
     assert error["type"] == "TypeError"
 
 
 def test_unsendable_result_fails_the_task_with_value_encoding_error(allow_here: AllowList) -> None:
-    ok, error = run_task(allow_here, f"{HERE}:make_unsendable", protocol.encode_call((), {}))
+    ok, error = run_task(allow_here, f"{HERE}:make_unsendable", values.encode_call((), {}))
     assert ok is False
     assert error["type"] == "ValueEncodingError"
     assert f"the result of {HERE}:make_unsendable" in error["message"]
@@ -221,7 +221,7 @@ def test_unsendable_result_fails_the_task_with_value_encoding_error(allow_here: 
 
 
 def test_refused_function_fails_the_task_with_function_not_allowed(allow: AllowList) -> None:
-    ok, error = run_task(allow, "os:getcwd", protocol.encode_call((), {}))
+    ok, error = run_task(allow, "os:getcwd", values.encode_call((), {}))
     assert ok is False
     assert error["type"] == "FunctionNotAllowed"
     assert "'os:getcwd'" in error["message"]
@@ -235,13 +235,13 @@ def test_undecodable_arguments_fail_the_task(allow: AllowList) -> None:
 
 
 def test_result_over_the_payload_limit_fails_the_task(allow: AllowList) -> None:
-    ok, error = run_task(allow, "operator:mul", protocol.encode_call(("x", protocol.MAX_PAYLOAD + 1), {}))
+    ok, error = run_task(allow, "operator:mul", values.encode_call(("x", values.MAX_PAYLOAD + 1), {}))
     assert ok is False
     assert error["type"] == "ValueEncodingError"
     assert "the limit is" in error["message"]
 
 
 def test_result_over_the_payload_limit_in_utf8_bytes_fails_the_task(allow_here: AllowList) -> None:
-    chars = protocol.MAX_PAYLOAD // 3 + 1  # "☃" is 3 bytes in UTF-8
-    ok, _ = run_task(allow_here, f"{HERE}:make_huge_text", protocol.encode_call((chars,), {}))
+    chars = values.MAX_PAYLOAD // 3 + 1  # "☃" is 3 bytes in UTF-8
+    ok, _ = run_task(allow_here, f"{HERE}:make_huge_text", values.encode_call((chars,), {}))
     assert ok is False

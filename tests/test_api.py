@@ -11,7 +11,7 @@ def test_exported_names() -> None:
             "AuthenticationFailed", "Client", "ClusterExecutor",
             "ConfigError", "ConnectionFailed", "FunctionNotAllowed", "FunctionRefError", "Future",
             "LocalCluster", "MasterNotFound", "MasterRejected", "NameServerNotFound", "PyrodistError",
-            "ResultExpired", "Settings",
+            "RemoteTraceback", "ResultExpired", "Settings",
             "Spinner", "progress",
             "TaskError", "TaskLost", "TaskOptions", "TaskState", "ValueEncodingError", "__version__", "as_completed",
         ]

@@ -160,16 +160,19 @@ def test_heartbeat_and_lease_timeout_are_set_independently() -> None:
 
 
 def test_worker_follows_the_masters_lease_timeout() -> None:
+    from pyrodist.reporter import Reporter
+    from pyrodist.wire import HeartbeatReply
     from pyrodist.worker import Worker
 
     worker = Worker(Settings(heartbeat=5.0), ["math"], concurrency=1)
-    worker._adopt({"lease_timeout": 3.0})
-    assert worker._heartbeat == pytest.approx(1.0)
-    assert worker._fetch_wait == pytest.approx(1.0)  # an idle worker's long-polls keep it alive too
-    worker._adopt({"lease_timeout": 60.0})  # never slower than asked
-    assert worker._heartbeat == pytest.approx(1.0)
-    worker._adopt("garbage")
-    assert worker._heartbeat == pytest.approx(1.0)
+    reporter = Reporter(worker.id, worker.state, None, worker.abort)  # type: ignore[arg-type]
+    reporter._adopt(HeartbeatReply(3.0))
+    assert worker.state.heartbeat == pytest.approx(1.0)
+    assert worker.state.fetch_wait == pytest.approx(1.0)  # an idle worker's long-polls keep it alive too
+    reporter._adopt(HeartbeatReply(60.0))  # never slower than asked
+    assert worker.state.heartbeat == pytest.approx(1.0)
+    with pytest.raises(TypeError):
+        HeartbeatReply.from_wire("garbage")
 
 
 @pytest.mark.parametrize("overrides", [{"heartbeat": float("nan")}, {"lease_timeout": float("nan")}], ids=repr)

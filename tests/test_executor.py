@@ -70,14 +70,13 @@ def test_map(executor: ClusterExecutor, chunksize: int | None) -> None:
 
 def test_chunksize_is_the_number_of_calls_per_submit(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[int] = []
-    call = client._call
+    submit_encoded = client._conn.submit_encoded
 
-    def spy(method: str, *args: Any, **kwargs: Any) -> Any:
-        if method == "submit_encoded":
-            sent.append(len(args[1]))
-        return call(method, *args, **kwargs)
+    def spy(client_id: str, submitted: Any) -> int:
+        sent.append(len(submitted))
+        return submit_encoded(client_id, submitted)
 
-    monkeypatch.setattr(client, "_call", spy)
+    monkeypatch.setattr(client._conn, "submit_encoded", spy)
     with ClusterExecutor(client) as ex:
         assert list(ex.map(operator.pow, range(10), range(10), chunksize=3)) == list(map(pow, range(10), range(10)))
         assert list(ex.map(tasks.inc, range(10))) == list(range(1, 11))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pyrodist import Client, TaskError
-from pyrodist.protocol import MAX_PAYLOAD
+from pyrodist import Client, RemoteTraceback, TaskError
+from pyrodist.values import MAX_PAYLOAD
 from tests import tasks
 
 
@@ -29,7 +29,9 @@ def test_raising_task_carries_type_message_and_remote_traceback(client: Client) 
     error = failure(client, tasks.boom, "no luck")
     assert (error.type_name, error.message) == ("ValueError", "no luck")
     assert "tasks.py" in error.remote_traceback and "raise ValueError(message)" in error.remote_traceback
-    assert "Remote traceback" in str(error) and "no luck" in str(error)
+    assert str(error) == f"task {error.task_id} failed: ValueError: no luck"
+    assert isinstance(error.__cause__, RemoteTraceback)  # printed above it, as concurrent.futures does
+    assert "raise ValueError(message)" in str(error.__cause__)
     assert error.task_id
     assert_workers_still_work(client)
 

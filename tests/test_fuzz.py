@@ -41,9 +41,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pyrodist import protocol
+from pyrodist import protocol, values
 from pyrodist.master import Master
-from pyrodist.protocol import MAX_BATCH, MAX_PAYLOAD, TASK_ID_PATTERN, TaskState
+from pyrodist.protocol import MAX_BATCH, TASK_ID_PATTERN, TaskState
+from pyrodist.values import MAX_PAYLOAD
 from tests import tasks
 from tests.conftest import Cluster, Processes, start_cluster, wait_until
 
@@ -195,14 +196,14 @@ SPEC = st.one_of(
 )
 SPECS = _batch(SPEC, {"func": "tests.tasks:inc", "args": [1]})
 ARG_PAYLOAD = st.one_of(
-    st.builds(protocol.encode_call, st.lists(SAFE, max_size=2), st.just({})), st.text(max_size=40), ANY
+    st.builds(values.encode_call, st.lists(SAFE, max_size=2), st.just({})), st.text(max_size=40), ANY
 )
 ENCODED = _batch(
     st.tuples(TASK_ID, FUNC, ARG_PAYLOAD, OPTIONS).map(list) | st.lists(ANY, max_size=5) | ANY,
     ["fz-over", "tests.tasks:inc", "((1,), {})", None],
 )
 # A reported payload is always serpent text or no text at all: the master stores any text unchecked (an xfail).
-GOOD_PAYLOAD = st.builds(protocol.encode_value, SAFE)
+GOOD_PAYLOAD = st.builds(values.encode_value, SAFE)
 REPORT_PAYLOAD = GOOD_PAYLOAD | ANY.filter(lambda v: not isinstance(v, str))
 REPORT_VALUE = SAFE | OBJECTS
 ERROR_RECORD = st.fixed_dictionaries(
@@ -717,7 +718,7 @@ def test_an_undecodable_reported_result_is_refused_or_reported_clearly(bare: Clu
 def test_result_answers_a_json_caller_whatever_the_value(bare: Cluster, value: Any) -> None:
     with plain_proxy(bare) as master, plain_proxy(bare, "json") as json_master:
         task = leased(master)
-        done = {"id": task["id"], "token": task["token"], "state": "done", "payload": protocol.encode_value(value)}
+        done = {"id": task["id"], "token": task["token"], "state": "done", "payload": values.encode_value(value)}
         assert master.report("fz-ghost", [done])["accepted"] == 1
         answers_or_refuses(lambda: json_master.result(task["id"]))
 

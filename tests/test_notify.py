@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pyrodist import notify
-from pyrodist.notify import Notifier, Record
+from pyrodist.notify import Notifier, Published
+from pyrodist.protocol import TaskState
+from pyrodist.wire import TaskRecord
 
 WAIT = 5.0
 
@@ -24,20 +26,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     return True
 
 
-def records(*task_ids: str, owner: str | None = None) -> list[Record]:
-    return [{"id": task_id, "owner": owner, "state": "done"} for task_id in task_ids]
+def records(*task_ids: str, owner: str | None = None) -> list[Published]:
+    return [(TaskRecord(task_id, TaskState.DONE, "tests.tasks:inc"), owner) for task_id in task_ids]
 
 
 class RecordingSink:
     """Keeps every record and every batch it is handed."""
 
     def __init__(self) -> None:
-        self.records: list[Record] = []
+        self.records: list[TaskRecord] = []
         self.batches: list[int] = []
         self.closed = threading.Event()
         self._lock = threading.Lock()
 
-    def deliver(self, batch: list[Record]) -> None:
+    def deliver(self, batch: list[TaskRecord]) -> None:
         with self._lock:
             self.records.extend(batch)
             self.batches.append(len(batch))
@@ -47,7 +49,7 @@ class RecordingSink:
 
     def ids(self) -> list[str]:
         with self._lock:
-            return [r["id"] for r in self.records]
+            return [r.id for r in self.records]
 
     def has(self, task_id: str) -> bool:
         return task_id in self.ids()
@@ -61,7 +63,7 @@ class GatedSink(RecordingSink):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def deliver(self, batch: list[Record]) -> None:
+    def deliver(self, batch: list[TaskRecord]) -> None:
         self.entered.set()
         assert self.gate.wait(WAIT * 4), "test never opened the gate"
         super().deliver(batch)
@@ -74,7 +76,7 @@ class FailingSink(RecordingSink):
         super().__init__()
         self.attempts = 0
 
-    def deliver(self, batch: list[Record]) -> None:
+    def deliver(self, batch: list[TaskRecord]) -> None:
         self.attempts += 1
         raise ConnectionError("subscriber is gone")
 
@@ -170,7 +172,7 @@ def test_subscriber_with_owner_gets_only_that_owners_records(notifier: Notifier)
             *records("a1", owner="alice"),
             *records("b1", owner="bob"),
             *records("n1"),
-            {"id": "no-owner-key"},
+            *records("no-owner-key"),
             *records("a2", owner="alice"),
         ]
     )
@@ -359,7 +361,7 @@ def test_batches_stop_growing_at_about_max_batch_bytes(
     notifier.subscribe(gated)
     notifier.publish(records("first"))
     assert gated.entered.wait(WAIT)  # held: the next records queue up behind it
-    notifier.publish([{"id": f"big{i}", "payload": "x" * 400} for i in range(6)])
+    notifier.publish([(TaskRecord(f"big{i}", TaskState.DONE, "f", "x" * 400), None) for i in range(6)])
     gated.gate.set()
     assert wait_until(lambda: len(gated.ids()) == 7)
     assert gated.batches[1:] == [3, 3]  # 400 + 400 + 400 reaches 1000: a batch ends there

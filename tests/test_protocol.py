@@ -1,4 +1,4 @@
-"""The wire rules in pyrodist.protocol: values, function references, options, task ids, error records."""
+"""The shared rules (pyrodist.protocol, pyrodist.values): values, function references, options, task ids, errors."""
 
 from __future__ import annotations
 
@@ -18,18 +18,14 @@ from hypothesis import strategies as st
 from pyrodist.errors import FunctionRefError, PyrodistError, ValueEncodingError
 from pyrodist.protocol import (
     FINISHED_STATES,
-    JSON_MARK,
     TaskState,
     check_options,
     check_task_id,
-    decode_call,
-    decode_value,
-    encode_call,
-    encode_value,
     error_info,
     function_ref,
     split_ref,
 )
+from pyrodist.values import JSON_MARK, decode_call, decode_value, encode_call, encode_value
 
 
 def roundtrip(value: Any) -> Any:

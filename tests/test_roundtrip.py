@@ -14,7 +14,7 @@ import Pyro4
 import pytest
 
 from pyrodist import Client, FunctionRefError, ValueEncodingError, as_completed
-from pyrodist.protocol import MAX_PAYLOAD
+from pyrodist.values import MAX_PAYLOAD
 from tests import tasks
 from tests.conftest import ROOT, Cluster, Processes, start_cluster, wait_until
 
@@ -167,9 +167,7 @@ def test_priority_runs_higher_first_fifo_within_one(procs: Processes) -> None:
         futures = [client.options(priority=priority[name.split("-")[0]]).submit(tasks.whoami) for name in order]
         cluster.start_worker("--prefetch", "1")
         client.gather(futures, timeout=60)
-        started = {
-            name: client._call("lookup", [f.task_id])[0]["started"] for name, f in zip(order, futures, strict=True)
-        }
+        started = {name: client.lookup([f.task_id])[0]["started"] for name, f in zip(order, futures, strict=True)}
     assert sorted(started, key=started.__getitem__) == ["urgent-1", "urgent-2", "normal-1", "normal-2", "low-1"]
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from pyrodist.errors import ConfigError
-from pyrodist.protocol import Outcome, TaskState
+from pyrodist.protocol import TaskState
 from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore
 from pyrodist.store import Task
+from pyrodist.wire import Outcome
 from tests.conftest import ROOT
 from tests.test_store import LEASE, counts, done, failure, fill, get, ids, make_task
 
@@ -73,9 +74,9 @@ def test_results_and_errors_survive_a_restart(path: Path) -> None:
     with opened(path, 10.0) as store:
         assert {i: get(store, i).record() for i in ("ok", "bad", "stop")} == before
         assert store.counts() == counts(done=1, failed=1, cancelled=1)
-    assert before["ok"]["payload"] == "42"
-    assert before["bad"]["state"] == "failed"
-    assert [(e["message"], e["attempt"], e["worker"]) for e in before["bad"]["errors"]] == [
+    assert before["ok"].payload == "42"
+    assert before["bad"].state == "failed"
+    assert [(e["message"], e["attempt"], e["worker"]) for e in before["bad"].errors] == [
         ("'x'", 1, "w1"),
         ("'y'", 2, "w2"),
     ]
@@ -255,7 +256,8 @@ def test_a_store_in_a_missing_folder_or_with_a_bad_sync_mode_is_refused(tmp_path
 
 CRASHING_MASTER = """
 import json, sys
-from pyrodist.protocol import Outcome, error_info
+from pyrodist.protocol import error_info
+from pyrodist.wire import Outcome
 from pyrodist.sqlstore import SqliteStore
 from pyrodist.store import Task
 

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from pyrodist.memstore import MemoryStore
-from pyrodist.protocol import Outcome, TaskState, error_info
+from pyrodist.protocol import TaskState, error_info
 from pyrodist.sqlstore import SqliteStore
 from pyrodist.store import DEFAULT_MAX_ATTEMPTS, ERRORS_KEPT, UNSEEN_LOSSES_PER_ATTEMPT, Task, TaskStore, is_finished
+from pyrodist.wire import Outcome
 
 LEASE = 10.0
 
@@ -372,7 +373,7 @@ def test_record_shows_the_public_fields_with_the_result_as_payload(store: TaskSt
     fill(store, "a", now=1.0, priority=2)
     (task,) = store.lease("w1", 1, 2.0, LEASE)
     store.finish("w1", [done(task, "9")], 3.0)
-    assert get(store, "a").record() == {
+    assert get(store, "a").record().to_wire() == {
         "id": "a",
         "state": "done",
         "func": "math:sqrt",
@@ -509,7 +510,7 @@ def test_retry_backoff_doubles_up_to_its_cap(store: TaskStore) -> None:
         now += 1.0
         store.finish("w1", [failure(task)], now)
         stored = get(store, "a")
-        assert (stored.state, stored.due, stored.record()["retry_at"]) == (TaskState.RETRYING, now + delay, now + delay)
+        assert (stored.state, stored.due, stored.record().retry_at) == (TaskState.RETRYING, now + delay, now + delay)
         assert store.counts() == counts(retrying=1)
         assert store.pending_count() == 1
         assert not store.has_pending()
@@ -1064,13 +1065,21 @@ def test_only_the_sqlite_store_is_durable() -> None:
     assert SqliteStore.durable is True
 
 
-def test_rate_meter_counts_the_last_minute_only() -> None:
-    from pyrodist.master import RateMeter
+def test_finish_rate_counts_the_last_minute_only() -> None:
+    from pyrodist.tally import Totals
 
-    meter = RateMeter()
-    meter.add(30, now=1000.2)
-    meter.add(30, now=1030.9)
-    assert meter.rate(now=1031.0, since=0.0) == pytest.approx(1.0)  # 60 events over 60 s
-    assert meter.rate(now=1075.0, since=0.0) == pytest.approx(0.5)  # the first 30 fell out of the window
-    assert meter.rate(now=1031.0, since=1001.0) == pytest.approx(2.0)  # a master up for 30 s divides by 30
-    assert meter.rate(now=2000.0, since=0.0) == 0.0
+    def finished(count: int) -> list[Task]:
+        tasks = [Task(f"t{i}", "math:sqrt", "", {}, None) for i in range(count)]
+        for task in tasks:
+            task.state = TaskState.DONE
+        return tasks
+
+    totals, young = Totals(started=0.0), Totals(started=1001.0)
+    for meter in (totals, young):
+        meter.finished(finished(30), now=1000.2)
+        meter.finished(finished(30), now=1030.9)
+    assert totals.rate(now=1031.0) == pytest.approx(1.0)  # 60 events over 60 s
+    assert totals.rate(now=1075.0) == pytest.approx(0.5)  # the first 30 fell out of the window
+    assert young.rate(now=1031.0) == pytest.approx(2.0)  # a master up for 30 s divides by 30
+    assert totals.rate(now=2000.0) == 0.0
+    assert totals.counts["done"] == 60

@@ -81,5 +81,5 @@ def test_long_task_keeps_its_lease_through_heartbeats(procs: Processes) -> None:
         slow = client.submit(tasks.sleep_return, 5.0, "once")
         assert future.result(timeout=20) > 0
         assert slow.result(timeout=30) == "once"
-        record = client._call("lookup", [slow.task_id])[0]
+        record = client.lookup([slow.task_id])[0]
         assert record["attempts"] == 1  # never handed out twice while its worker lived

@@ -66,12 +66,16 @@ def _connect(attempts: int = 3) -> tuple[Any, int]:
 
 def _records(settings: Any, task_ids: list[str]) -> list[dict[str, Any]]:
     """The master's records of these tasks (state, worker, timestamps), looked up in batches."""
-    from pyrodist import protocol, remote
+    from pyrodist import protocol
+    from pyrodist.remote_connection import PyroConnection
 
     records: list[dict[str, Any]] = []
-    with remote.connect_master(settings) as master:
+    master = PyroConnection(settings)
+    try:
         for start in range(0, len(task_ids), protocol.MAX_BATCH):
-            records.extend(r for r in master.lookup(task_ids[start : start + protocol.MAX_BATCH]) if r)
+            records.extend(r.to_wire() for r in master.lookup(task_ids[start : start + protocol.MAX_BATCH]) if r)
+    finally:
+        master.close()
     return records
 
 

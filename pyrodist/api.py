@@ -1,0 +1,90 @@
+"""`MasterAPI`: every method the master offers, with typed records in and out.
+
+The `Master` implements it; so do the connections clients and workers talk through (`remote.PyroConnection`
+over Pyro4, `connection.LocalConnection` in the same process). `service.MasterService` is the same API
+on the wire: plain values for Pyro4, checked on arrival and turned into these records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from .wire import (
+    FetchedTask,
+    Finished,
+    HeartbeatReply,
+    Limits,
+    Outcome,
+    ReportReply,
+    Stats,
+    SubmittedTask,
+    TaskRecord,
+    TaskSpec,
+    WorkerStatus,
+)
+
+
+class Sink(Protocol):
+    """Where a subscription's records go: a callback proxy in the master, a client's receiver in-process."""
+
+    def deliver(self, records: list[TaskRecord]) -> None:
+        """Deliver records in order; raise when the subscriber cannot be reached."""
+
+    def close(self) -> None:
+        """Release what the sink holds (a connection)."""
+
+
+class MasterAPI(Protocol):
+    """The master's methods, as clients and workers call them."""
+
+    def submit(self, task: TaskSpec) -> str:
+        """Queue one plain task (its values encoded by the master); its new id."""
+
+    def submit_many(self, tasks: Sequence[TaskSpec]) -> list[str]:
+        """Queue plain tasks (values encoded by the master); their new ids, in order. All or nothing."""
+
+    def submit_encoded(self, client_id: str, tasks: Sequence[SubmittedTask]) -> int:
+        """Queue a client's tasks (ids chosen by it, payloads encoded); a known id is left as it is."""
+
+    def fetch(self, worker: str, max_tasks: int = 1, wait: float = 0.0) -> list[FetchedTask]:
+        """Lease up to max_tasks tasks to worker, waiting up to wait seconds for one."""
+
+    def report(self, worker: str, outcomes: Sequence[Outcome]) -> ReportReply:
+        """Record a worker's results; only the current lease's token counts."""
+
+    def heartbeat(self, worker: str, status: WorkerStatus) -> HeartbeatReply:
+        """A worker is alive: renew its leases, learn what to cancel."""
+
+    def release(self, worker: str, task_ids: Sequence[str]) -> int:
+        """Give back fetched tasks the worker will not run; how many were given back."""
+
+    def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
+        """The task's record, waiting up to timeout seconds for it to finish."""
+
+    def collect(self, client_id: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
+        """This client's finished tasks, each delivered once, waiting up to timeout for the first."""
+
+    def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        """The records of these tasks; None for ids the master does not know."""
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not finished; False when it had."""
+
+    def forget(self, task_ids: Sequence[str]) -> int:
+        """Drop the kept results of these finished tasks; how many were dropped."""
+
+    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
+        """Deliver finished records to sink (all from now on, those listed, or one client's); the subscription id."""
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        """Stop a subscription."""
+
+    def stats(self) -> Stats:
+        """Workers, tasks per state, totals."""
+
+    def limits(self) -> Limits:
+        """The limits the master enforces, and its epoch."""
+
+    def ping(self) -> str:
+        """'pong'."""

@@ -1,0 +1,91 @@
+"""A client's callback channel: `on_result` functions, fed by the master's pushes to this client.
+
+The master pushes finished records to the connection's callback receiver, which only queues them; one
+thread here decodes each value and calls the functions, so a slow function never makes the master drop
+this client. A raising function is logged, never propagated.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .connection import Connection
+from .errors import PyrodistError
+from .values import decode_value
+from .wire import TaskRecord
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[dict[str, Any]], Any]
+
+
+class CallbackChannel:
+    """The subscription of one client and the thread that runs its on_result functions."""
+
+    def __init__(self, client_id: str, conn: Connection) -> None:
+        self._client_id = client_id
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._functions: list[Callback] = []
+        self._inbox: queue.SimpleQueue[list[TaskRecord] | None] = queue.SimpleQueue()
+        self._subscription: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, fn: Callback) -> None:
+        """Call fn(record) for each of this client's tasks that finishes from now on."""
+        with self._lock:
+            self._functions.append(fn)
+            if self._subscription is not None:
+                return
+            try:
+                self._subscription = self._conn.subscribe(self, None, self._client_id)
+            except BaseException:
+                self._functions.remove(fn)
+                raise
+            self._thread = threading.Thread(target=self._dispatch, name=f"callbacks-{self._client_id}", daemon=True)
+            self._thread.start()
+
+    def resubscribe(self) -> None:
+        """Subscribe again (the old subscription died with a restarted master)."""
+        with self._lock:
+            if self._subscription is not None:
+                self._subscription = self._conn.subscribe(self, None, self._client_id)
+
+    def deliver(self, records: list[TaskRecord]) -> None:
+        """Queue a batch for the dispatch thread and return at once (the connection's receiver calls this)."""
+        self._inbox.put(records)
+
+    def close(self) -> None:
+        """Unsubscribe (when the master is there) and stop the dispatch thread once it has run what is queued."""
+        with self._lock:
+            subscription, self._subscription = self._subscription, None
+            thread, self._thread = self._thread, None
+        if subscription is not None:
+            try:
+                self._conn.unsubscribe(subscription)
+            except PyrodistError as exc:  # gone already: the master drops it itself
+                log.info("client %s: could not unsubscribe: %s", self._client_id, exc)
+        if thread is not None:
+            self._inbox.put(None)
+            thread.join(5.0)
+
+    def _dispatch(self) -> None:
+        while (records := self._inbox.get()) is not None:
+            functions = list(self._functions)
+            for record in records:
+                public = record.to_wire()
+                payload = public.pop("payload", None)
+                try:
+                    public["value"] = decode_value(payload) if payload is not None else None
+                except Exception as exc:  # noqa: BLE001 - keep delivering the rest
+                    log.warning("result of task %s could not be decoded: %s", record.id, exc)
+                    public["value"] = None
+                for fn in functions:
+                    try:
+                        fn(public)
+                    except Exception:  # a raising callback is logged, never propagated
+                        log.exception("on_result callback %r raised for task %s", fn, record.id)

@@ -1,0 +1,66 @@
+"""A worker's fetcher: long-polls the master for tasks while the worker has room for them.
+
+It asks for enough to keep every slot busy plus the prefetch (`WorkerState.wanted`), only once the tasks
+held are down to the low-water mark; a lost master is waited for with capped backoff. On a stop it gives
+unstarted tasks back at once, so they run elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .connection import Connection, wait_for_master
+from .errors import ConnectionFailed
+from .workstate import WorkerState
+
+log = logging.getLogger(__name__)
+
+
+class Fetcher:
+    """The fetch loop of one worker (run in the worker's main thread)."""
+
+    def __init__(self, worker_id: str, state: WorkerState, conn: Connection, burst: bool) -> None:
+        self._worker_id = worker_id
+        self._state = state
+        self._conn = conn
+        self._burst = burst
+
+    def run(self) -> bool:
+        """Fetch until stopped, max_tasks reached, or (burst) the queue is empty; False if the master was lost."""
+        state = self._state
+        while not state.stopping.is_set():
+            with state.tasks:
+                while not state.stopping.is_set() and not state.wants_tasks():
+                    state.room.wait(0.5)
+                want = state.wanted()
+            if state.stopping.is_set() or want <= 0:  # stopped, or max_tasks reached: finish and exit
+                break
+            try:
+                tasks = self._conn.fetch(self._worker_id, want, state.fetch_wait)
+            except ConnectionFailed as exc:
+                log.warning("worker %s lost the master: %s; reconnecting", self._worker_id, exc)
+                stop = state.abort if state.stopping.is_set() else state.stopping
+                if not wait_for_master(self._conn, stop, f"worker {self._worker_id}"):
+                    return False
+                continue
+            idle = state.add(tasks, want)
+            if self._burst and not tasks and idle:
+                log.info("worker %s: queue empty, leaving (burst mode)", self._worker_id)
+                break
+            if tasks:
+                time.sleep(0)  # let a slot take the GIL and start them before this thread asks for more
+        return True
+
+    def give_back(self, task_ids: list[str], why: str) -> None:
+        """Give tasks back to the master (they keep their place in the queue); if it is away, their leases expire."""
+        if not task_ids:
+            return
+        try:
+            self._conn.release(self._worker_id, task_ids)
+            log.info("worker %s gave back %d %s tasks", self._worker_id, len(task_ids), why)
+        except ConnectionFailed as exc:
+            log.warning(
+                "worker %s could not give back %d tasks (their leases will expire): %s",
+                self._worker_id, len(task_ids), exc,
+            )  # fmt: skip

@@ -1,0 +1,84 @@
+"""Each client's finished records, kept until it collects them (long-poll).
+
+Called under the master's lock: an outbox's condition shares it, so `report` hands records over and
+wakes the one collector waiting for them without another lock round.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .store import Task
+from .wire import Finished
+
+OUTBOX_IDLE = 600.0
+"""Seconds after which a client that stopped collecting loses its undelivered outbox."""
+
+
+@dataclass
+class Outbox:
+    """Finished records waiting for the client that submitted them."""
+
+    ready: threading.Condition
+    records: collections.deque[Finished] = field(default_factory=collections.deque)
+    last_seen: float = 0.0
+
+
+class Outboxes:
+    """Every client's outbox, sharing one lock (the master's)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._boxes: dict[str, Outbox] = {}
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def open(self, client_id: str, now: float) -> Outbox:
+        """The client's outbox, made on first use (lock held)."""
+        box = self._boxes.get(client_id)
+        if box is None:
+            box = self._boxes[client_id] = Outbox(threading.Condition(self._lock), last_seen=now)
+        return box
+
+    def put(self, tasks: Iterable[Task], now: float) -> None:
+        """Hand finished tasks to their owners' outboxes and wake their collectors (lock held)."""
+        woken: dict[str, Outbox] = {}
+        for task in tasks:
+            if task.owner is None:
+                continue
+            box = woken.get(task.owner) or self.open(task.owner, now)
+            woken[task.owner] = box
+            box.records.append(Finished(task.id, task.state, task.result, task.error))
+        for box in woken.values():
+            box.ready.notify()
+
+    def take(self, client_id: str, timeout: float, most: int, now: float) -> list[Finished]:
+        """Up to most records of this client, waiting up to timeout seconds for the first (lock held)."""
+        box = self.open(client_id, now)
+        deadline = time.monotonic() + timeout
+        while not box.records and not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            box.ready.wait(remaining)
+        box.last_seen = now
+        return [box.records.popleft() for _ in range(min(most, len(box.records)))]
+
+    def forget_idle(self, now: float) -> list[str]:
+        """Drop the outboxes of clients that stopped collecting; their ids (lock held)."""
+        gone = [client_id for client_id, box in self._boxes.items() if now - box.last_seen > OUTBOX_IDLE]
+        for client_id in gone:
+            del self._boxes[client_id]
+        return gone
+
+    def close(self) -> None:
+        """Wake every collector: the master is stopping (lock held)."""
+        self.closed = True
+        for box in self._boxes.values():
+            box.ready.notify_all()

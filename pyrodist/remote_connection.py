@@ -1,0 +1,209 @@
+"""`PyroConnection`: `MasterAPI` over Pyro4, with its proxy pool, reconnection and callback daemon.
+
+A Pyro4 proxy serialises its calls, so each call in flight takes a proxy of its own from the pool (a
+long-poll must not block a heartbeat). When the master cannot be reached, every pooled proxy is dropped
+(a restarted master may have a new address) and the call is tried again, with capped backoff, for up to
+`reconnect_for` seconds. Every Pyro4 error is translated here: callers see `ConnectionFailed`,
+`AuthenticationFailed` and `MasterRejected`, never Pyro4's own classes. `close()` also ends calls in
+flight (their sockets are shut), so a client or worker closes without waiting out a long-poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import Pyro4
+import Pyro4.errors
+
+from . import remote
+from .api import MasterAPI, Sink
+from .config import Settings
+from .connection import WireConnection
+from .errors import ConnectionFailed, MasterRejected, PyrodistError
+from .retry import retrying
+from .wire import TaskRecord
+
+log = logging.getLogger(__name__)
+
+MAX_IDLE_PROXIES = 4
+"""Idle connections kept to the master (each holds one of the master's threads)."""
+
+
+def remote_traceback(exc: BaseException) -> str:
+    """The remote traceback Pyro4 attached to an exception raised on the other side."""
+    return "".join(getattr(exc, "_pyroTraceback", []) or [])
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn transport failures and refused calls into PyrodistErrors with a clear message."""
+    try:
+        yield
+    except PyrodistError:
+        raise
+    except Pyro4.errors.CommunicationError as exc:
+        remote.check_authentication(exc, "the master's")
+        raise ConnectionFailed(f"{what}: the master could not be reached: {exc}") from exc
+    except Pyro4.errors.PyroError as exc:  # SerializeError, ProtocolError: the call could not be carried
+        raise MasterRejected(f"{what}: the call could not be carried: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        if not remote_traceback(exc):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise MasterRejected(f"{what}: {message}") from exc
+
+
+@remote.expose
+class CallbackReceiver:
+    """What the master calls back: hands each batch of records to the subscriber's sink."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+
+    def task_batch(self, records: list[dict[str, Any]]) -> None:
+        """Take a batch of finished records (the sink returns at once)."""
+        self._sink.deliver([TaskRecord.from_wire(record) for record in records])
+
+
+class PyroConnection(WireConnection):
+    """A connection to the master named in settings, over Pyro4 (see the module docstring)."""
+
+    def __init__(self, settings: Settings, reconnect_for: float = 0.0) -> None:
+        remote.configure_pyro(settings)
+        self.settings = settings
+        self.reconnect_for = reconnect_for
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._busy: set[Any] = set()
+        self._closed = threading.Event()
+        self._callbacks: remote.Server | None = None
+        self._receivers: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<PyroConnection to {self.settings.master_name!r}>"
+
+    def _invoke(self, method: Callable[..., Any], *args: Any) -> Any:
+        def warn(exc: Exception, delay: float) -> None:
+            log.warning("%s; retrying for up to %g s", exc, self.reconnect_for)
+
+        return retrying(
+            lambda: self._call_once(method, args), ConnectionFailed, stop=self._closed, within=self.reconnect_for,
+            start=0.1, cap=2.0, on_retry=warn if self.reconnect_for else None,
+        )  # fmt: skip
+
+    def _call_once(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        name = method.__name__
+        proxy = self._checkout()
+        try:
+            with translate_errors(name):
+                result = getattr(proxy, name)(*args)
+        except ConnectionFailed:
+            self._drop(proxy)
+            if self._closed.is_set():
+                raise ConnectionFailed(f"{name}: the connection was closed") from None
+            raise
+        except BaseException:
+            self._checkin(proxy)
+            raise
+        self._checkin(proxy)
+        return result
+
+    def _checkout(self) -> Any:
+        with self._lock:
+            if self._closed.is_set():
+                raise ConnectionFailed("the connection is closed")
+            proxy = self._idle.pop() if self._idle else None
+        if proxy is None:
+            proxy = remote.connect_master(self.settings)
+        with self._lock:
+            self._busy.add(proxy)
+        return proxy
+
+    def _checkin(self, proxy: Any) -> None:
+        with self._lock:
+            self._busy.discard(proxy)
+            if len(self._idle) < MAX_IDLE_PROXIES and not self._closed.is_set():
+                self._idle.append(proxy)
+                return
+        proxy._pyroRelease()
+
+    def _drop(self, proxy: Any) -> None:
+        """A call failed to reach the master: let go of this proxy and the idle ones (maybe a new address)."""
+        with self._lock:
+            self.reconnects += 1
+            self._busy.discard(proxy)
+            stale, self._idle = [proxy, *self._idle], []
+        for old in stale:
+            old._pyroRelease()
+
+    @property
+    def master_uri(self) -> str:
+        """The address of the master this connection reaches now."""
+        proxy = self._checkout()
+        try:
+            return str(proxy._pyroUri)
+        finally:
+            self._checkin(proxy)
+
+    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
+        """Have the master call sink back (through a callback daemon this connection starts); never retried."""
+        with self._lock:
+            server = self._callbacks
+        if server is None:
+            server = remote.Server(self.settings, remote.interface_for(remote.uri_host(self.master_uri)))
+            server.start()
+            with self._lock:
+                if self._callbacks is None:
+                    self._callbacks = server
+                else:
+                    server.close()
+                    server = self._callbacks
+        receiver = CallbackReceiver(sink)
+        uri = server.register(receiver)
+        ids = None if task_ids is None else list(task_ids)
+        try:
+            return str(self._call_once(MasterAPI.subscribe, (remote.callback_ref(uri), ids, client_id)))
+        except BaseException:
+            server.unregister(receiver)
+            raise
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        """Stop a subscription (never retried)."""
+        self._call_once(MasterAPI.unsubscribe, (subscription_id,))
+
+    def close(self) -> None:
+        """Release every proxy, end calls in flight (their sockets are shut), stop the callback daemon."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            idle, self._idle = self._idle, []
+            busy = list(self._busy)
+            callbacks, self._callbacks = self._callbacks, None
+        for proxy in busy:  # a long-poll ends at once with a closed connection instead of running out its wait
+            _shut(proxy)
+        for proxy in idle:
+            proxy._pyroRelease()
+        if callbacks is not None:
+            callbacks.close()
+
+
+def _shut(proxy: Any) -> None:
+    """Shut the socket under a proxy that another thread is using; its call then fails at once."""
+    conn = getattr(proxy, "_pyroConnection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError as exc:  # already closed by the other side
+            log.debug("socket of %s already closed: %s", proxy, exc)
+
+
+def connect(settings: Settings) -> PyroConnection:
+    """A connection to the master named in settings (found through the name server on first use)."""
+    return PyroConnection(settings)

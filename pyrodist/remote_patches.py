@@ -1,0 +1,104 @@
+"""Patches to Pyro4's serializers, applied once per process, only to the Pyro4 release they were written for.
+
+- Undecodable call arguments get one clear `ValueError` instead of Pyro4's mix of errors (some of which
+  drop the connection).
+- json messages that cannot hold a serialized class skip Pyro4's class walk (about a tenth of the
+  master's own work per task).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import Pyro4
+import Pyro4.errors
+import Pyro4.util
+
+log = logging.getLogger(__name__)
+
+PATCHED_VERSION = "4.82"
+"""The Pyro4 release whose serializer internals these patches replace."""
+
+_applied = threading.Lock()
+_done = False
+
+
+def apply_patches() -> None:
+    """Apply the patches once; on another Pyro4 release, say so and leave Pyro4 as it is."""
+    global _done
+    with _applied:
+        if _done:
+            return
+        _done = True
+        if Pyro4.__version__ != PATCHED_VERSION:
+            log.warning(
+                "Pyro4 %s is not %s: its serializers are left unpatched (slower json decoding, and undecodable "
+                "call arguments raise Pyro4's own errors)", Pyro4.__version__, PATCHED_VERSION,
+            )  # fmt: skip
+            return
+        _fast_json_decoding()
+        _harden_call_decoding()
+
+
+def _harden_call_decoding() -> None:
+    """Make Pyro4 answer undecodable call arguments with a ValueError (once per process).
+
+    Pyro4 decodes a call's arguments before any of our code runs; a dict with a "__class__" key it does not
+    know, or arguments nested past the recursion limit, fail there with SerializeError, SecurityError (which
+    also drops the connection), KeyError or RecursionError. A caller should get one clear ValueError.
+    """
+    for serializer in (Pyro4.util.SerpentSerializer, Pyro4.util.JsonSerializer):
+        if getattr(serializer.loadsCall, "_pyrodist_hardened", False):
+            continue
+        decode = serializer.loadsCall
+
+        def loads_call(self: Any, data: Any, decode: Callable[..., Any] = decode) -> Any:
+            try:
+                return decode(self, data)
+            except RecursionError:
+                raise ValueError("the call's arguments are nested too deeply to decode") from None
+            except (
+                Pyro4.errors.SerializeError,
+                Pyro4.errors.SecurityError,
+                AttributeError,
+                KeyError,
+                TypeError,
+            ) as exc:
+                raise ValueError(f"the call's arguments cannot be decoded: {type(exc).__name__}: {exc}") from None
+
+        loads_call._pyrodist_hardened = True  # type: ignore[attr-defined]
+        serializer.loadsCall = loads_call
+
+
+# Pyro4's json serializer walks every decoded message in Python looking for dicts with a "__class__" key
+# (its encoding of exceptions and a few classes): about a tenth of the master's own work per task. Such a
+# key can only be in a message whose text holds '"__class__"' or an escape that could spell it ("\\u"),
+# so other messages skip the walk; the result is the same.
+def _needs_classes(text: str) -> bool:
+    return '"__class__"' in text or "\\u" in text
+
+
+def _json_loads(self: Any, data: Any) -> Any:
+    text = self._convertToBytes(data).decode("utf-8")
+    value = json.loads(text)
+    return self.recreate_classes(value) if _needs_classes(text) else value
+
+
+def _json_loads_call(self: Any, data: Any) -> Any:
+    text = self._convertToBytes(data).decode("utf-8")
+    call = json.loads(text)
+    params, kwargs = call["params"], call["kwargs"]
+    if _needs_classes(text):
+        params, kwargs = self.recreate_classes(params), self.recreate_classes(kwargs)
+    return call["object"], call["method"], params, kwargs
+
+
+def _fast_json_decoding() -> None:
+    """Decode json messages without Pyro4's class walk where no class can be inside (once per process)."""
+    if Pyro4.util.JsonSerializer.loads is not _json_loads:
+        Pyro4.util.JsonSerializer.loads = _json_loads
+        Pyro4.util.JsonSerializer.loadsCall = _json_loads_call  # hardened next, like Pyro4's own

@@ -1,0 +1,181 @@
+"""`MasterService`: the master's API on the wire, what Pyro4 exposes (and what in-process connections call).
+
+It takes plain values (json's or serpent's), checks them into `wire.py` records, calls the `Master`
+and turns what comes back into plain values again. Remote callers get builtin exceptions only
+(`ValueError`, `TypeError`) naming the bad field, so any Pyro4 client can read them. It knows nothing
+of Pyro4 itself: the transport tells it how to reach a subscriber (`make_sink`) and whether the
+caller speaks json (`caller_uses_json`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .api import Sink
+from .config import Settings
+from .errors import PyrodistError
+from .master import Master
+from .protocol import MAX_BATCH, MAX_WAIT, check_task_id
+from .values import decode_value
+from .wire import (
+    Outcome,
+    SubmittedTask,
+    TaskRecord,
+    TaskSpec,
+    WorkerStatus,
+    check_batch,
+    check_ids,
+    check_name,
+    check_number,
+)
+
+Wire = dict[str, Any]
+
+REMOTE_METHODS = (
+    "submit", "submit_many", "submit_encoded", "fetch", "report", "heartbeat", "release", "result", "collect",
+    "lookup", "cancel", "forget", "subscribe", "unsubscribe", "stats", "limits", "ping",
+)  # fmt: skip
+"""What remote callers may call."""
+
+
+@contextmanager
+def _plain() -> Iterator[None]:
+    """Turn pyrodist's ValueError subclasses into plain ValueErrors for the wire."""
+    try:
+        yield
+    except PyrodistError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def plain_record(record: TaskRecord, as_json: bool = False) -> Wire:
+    """A record for a plain caller: the value decoded under `value` (json callers keep the text under `payload`)."""
+    wire = record.to_wire()
+    if as_json:
+        wire["value"] = None  # json cannot carry bytes, tuples or sets: decode the payload yourself
+        return wire
+    payload = wire.pop("payload", None)
+    try:
+        wire["value"] = decode_value(payload) if payload is not None else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        wire["value"] = None
+        wire["error"] = {
+            "type": "ValueError",
+            "message": f"the stored result cannot be decoded: {exc}",
+            "traceback": "",
+        }
+    return wire
+
+
+def _any_sink(callback: Any) -> Sink:
+    """In-process subscribers hand over their sink itself."""
+    if not (callable(getattr(callback, "deliver", None)) and callable(getattr(callback, "close", None))):
+        raise TypeError(f"callback must be a sink with deliver(records) and close(), not {type(callback).__name__}")
+    return callback  # type: ignore[no-any-return]
+
+
+class MasterService:
+    """The remote methods of a master, on plain values (see the module docstring)."""
+
+    def __init__(
+        self,
+        master: Master,
+        settings: Settings,
+        make_sink: Callable[[Any], Sink] = _any_sink,
+        caller_uses_json: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._master = master
+        self._limit = settings.max_payload
+        self._make_sink = make_sink
+        self._caller_uses_json = caller_uses_json
+
+    def submit(self, func: Any, args: Any = None, kwargs: Any = None, options: Any = None) -> str:
+        """Queue one task: func is 'package.module:name'; returns its id."""
+        return self.submit_many([{"func": func, "args": args, "kwargs": kwargs, "options": options}])[0]
+
+    def submit_many(self, tasks: Any) -> list[str]:
+        """Queue tasks given as dicts {"func", "args", "kwargs", "options"}; returns their ids."""
+        specs = [TaskSpec.from_wire(i, spec) for i, spec in enumerate(check_batch(tasks, "tasks"))]
+        with _plain():
+            return self._master.submit_many(specs)
+
+    def submit_encoded(self, client_id: Any, tasks: Any) -> int:
+        """Queue tasks given as [task_id, func, payload, options] with pre-encoded payloads (the client's path)."""
+        client = check_name(client_id, "client_id")
+        items = enumerate(check_batch(tasks, "tasks"))
+        checked = [SubmittedTask.from_wire(i, item, client, self._limit) for i, item in items]
+        with _plain():
+            return self._master.submit_encoded(client, checked)
+
+    def fetch(self, worker: Any, max_tasks: Any = 1, wait: Any = 0.0) -> list[Wire]:
+        """Lease up to max_tasks tasks to worker, waiting up to wait seconds for one to be pending."""
+        name = check_name(worker, "worker")
+        count = int(check_number(max_tasks, "max_tasks", 1, MAX_BATCH))
+        leased = self._master.fetch(name, count, check_number(wait, "wait", 0, MAX_WAIT))
+        return [task.to_wire() for task in leased]
+
+    def report(self, worker: Any, results: Any) -> Wire:
+        """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
+        name = check_name(worker, "worker")
+        with _plain():
+            outcomes = [Outcome.from_wire(i, r, self._limit) for i, r in enumerate(check_batch(results, "results"))]
+        return self._master.report(name, outcomes).to_wire()
+
+    def heartbeat(self, worker: Any, info: Any = None) -> Wire:
+        """A worker is alive: update its details and renew the leases of the tasks it runs."""
+        return self._master.heartbeat(check_name(worker, "worker"), WorkerStatus.from_wire(info)).to_wire()
+
+    def release(self, worker: Any, task_ids: Any) -> int:
+        """Give back tasks worker fetched but will not run; they keep their place in the queue."""
+        return self._master.release(check_name(worker, "worker"), check_ids(task_ids, "task_ids"))
+
+    def result(self, task_id: Any, timeout: Any = 0.0) -> Wire:
+        """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""
+        record = self._master.result(check_task_id(task_id), check_number(timeout, "timeout", 0, 1e9))
+        return plain_record(record, self._caller_uses_json())
+
+    def collect(self, client_id: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[Wire]:
+        """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
+        client = check_name(client_id, "client_id")
+        wait = check_number(timeout, "timeout", 0, MAX_WAIT)
+        most = int(check_number(max_items, "max_items", 1, 1_000_000))
+        return [record.to_wire() for record in self._master.collect(client, wait, most)]
+
+    def lookup(self, task_ids: Any) -> list[Wire | None]:
+        """Encoded records of these tasks, None for ids this master does not know."""
+        records = self._master.lookup(check_ids(task_ids, "task_ids"))
+        return [None if record is None else record.to_wire() for record in records]
+
+    def cancel(self, task_id: Any) -> bool:
+        """Cancel a task that has not finished (a running one is killed on its worker); False when it finished."""
+        return self._master.cancel(check_task_id(task_id))
+
+    def forget(self, task_ids: Any) -> int:
+        """Drop the kept results of these finished tasks now; returns how many were forgotten."""
+        return self._master.forget(check_ids(task_ids, "task_ids"))
+
+    def subscribe(self, callback: Any, task_ids: Any = None, client_id: Any = None) -> str:
+        """Call callback.task_done(record) once per finished task (all from now on, or those listed)."""
+        ids = None if task_ids is None else [check_task_id(i) for i in check_batch(task_ids, "task_ids", 1_000_000)]
+        client = None if client_id is None else check_name(client_id, "client_id")
+        self._master.check_subscription(ids, client)  # cheap checks before calling the subscriber back
+        return self._master.subscribe(self._make_sink(callback), ids, client)
+
+    def unsubscribe(self, subscription_id: Any) -> None:
+        """Stop a subscription."""
+        if not isinstance(subscription_id, str):
+            raise ValueError(f"unknown subscription {subscription_id!r}")
+        self._master.unsubscribe(subscription_id)
+
+    def stats(self) -> Wire:
+        """Workers, tasks per state, totals and the master's own details."""
+        return self._master.stats().to_wire()
+
+    def limits(self) -> Wire:
+        """The limits this master enforces, so clients can check before sending."""
+        return self._master.limits().to_wire()
+
+    def ping(self) -> str:
+        """Answer 'pong' (used to tell a live master from a stale name server entry)."""
+        return self._master.ping()

@@ -1,0 +1,459 @@
+"""The records that cross a process boundary, each with its one `to_wire` and `from_wire`.
+
+Every message between client, master and worker is one of these records; nothing else in pyrodist
+builds or reads a wire dict by hand. `to_wire` gives plain lists, dicts, strings and numbers (what
+json and serpent both carry, and what `docs/api.md` documents for plain Pyro4 callers); `from_wire`
+checks a value that arrived and raises a builtin `TypeError` or `ValueError` naming the bad field, so
+any Pyro4 client can read the refusal. Values inside records (arguments, results) stay serpent text
+(`payload`), encoded and decoded only at the ends (`values.py`).
+
+::
+
+    client ──SubmittedTask──▶ master ──FetchedTask──▶ worker
+    client ◀──Finished─────── master ◀──Outcome────── worker   (ReportReply back; WorkerStatus / HeartbeatReply)
+    anyone ──lookup / result──▶ TaskRecord;  stats ──▶ Stats;  limits ──▶ Limits
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .protocol import FINISHED_STATES, MAX_BATCH, ErrorRecord, TaskState, check_task_id
+from .values import MAX_PAYLOAD, encode_value, payload_fits
+
+ERROR_FIELDS = ("type", "message", "traceback", "bases")
+MAX_ERROR_TEXT = 65536
+"""Longest kept text of one error field (a traceback of a deep recursion is cut)."""
+
+
+# ---- checks of values that arrived ---------------------------------------------------------------
+
+
+def check_name(value: Any, what: str) -> str:
+    """A worker or client id: a non-empty string of at most 128 characters."""
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise TypeError(f"{what} must be a non-empty string of at most 128 characters, not {value!r}")
+    return value
+
+
+def check_number(value: Any, what: str, low: float, high: float) -> float:
+    """A number within [low, high] (bools and nan refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{what} must be a number from {low} to {high}, not {value!r}")
+    return value
+
+
+def check_batch(items: Any, what: str, limit: int = MAX_BATCH) -> list[Any] | tuple[Any, ...]:
+    """A list of at most limit items."""
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"{what} must be a list, not {type(items).__name__}")
+    if len(items) > limit:
+        raise ValueError(f"{what} holds {len(items)} items; at most {limit} per call")
+    return items
+
+
+def check_ids(items: Any, what: str, limit: int = MAX_BATCH) -> list[str]:
+    """A list of task ids (strings), at most limit of them."""
+    check_batch(items, what, limit)
+    for i, task_id in enumerate(items):
+        if not isinstance(task_id, str):
+            raise TypeError(f"{what}[{i}] must be a task id string, not {type(task_id).__name__}")
+    return list(items)
+
+
+def _error(value: Any, what: str) -> ErrorRecord:
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("type", "message")):
+        raise TypeError(f"{what} must be a dict with 'type' and 'message' strings")
+    return {k: str(value.get(k, ""))[:MAX_ERROR_TEXT] for k in ERROR_FIELDS}  # type: ignore[return-value]
+
+
+def _optional_error(value: Any, what: str) -> ErrorRecord | None:
+    return None if value is None else _error(value, what)
+
+
+def _str_list(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of strings")
+    return value
+
+
+def _fields(record: Any, what: str, required: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise TypeError(f"{what} must be a dict, not {type(record).__name__}")
+    missing = [key for key in required if key not in record]
+    if missing:
+        raise ValueError(f"{what} lacks {', '.join(missing)}")
+    return record
+
+
+# ---- submitting -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedTask:
+    """A client's call with its arguments already encoded: `[task_id, func, payload, options]` on the wire."""
+
+    task_id: str
+    func: str
+    payload: str
+    options: dict[str, Any]
+
+    def to_wire(self) -> list[Any]:
+        """The wire form."""
+        return [self.task_id, self.func, self.payload, self.options]
+
+    @classmethod
+    def from_wire(cls, i: int, item: Any, client_id: str, limit: int = MAX_PAYLOAD) -> SubmittedTask:
+        """Entry i of a submit_encoded call, checked; its id must start with 'client_id.'."""
+        if not isinstance(item, (list, tuple)) or len(item) != 4:
+            raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
+        task_id, func, payload, options = item
+        check_task_id(task_id)
+        if not task_id.startswith(client_id + "."):
+            raise ValueError(f"tasks[{i}]: task id {task_id!r} must start with the client id {client_id + '.'!r}")
+        if not isinstance(payload, str) or not payload_fits(payload, limit):
+            raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {limit} bytes")
+        if not isinstance(func, str):
+            raise TypeError(f"func must be a 'package.module:name' string, not {type(func).__name__}")
+        return cls(task_id, func, payload, options if options else {})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A plain caller's task: `{"func", "args", "kwargs", "options"}`, values not yet encoded."""
+
+    func: str
+    args: list[Any] | tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: dict[str, Any] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return {"func": self.func, "args": list(self.args), "kwargs": self.kwargs, "options": self.options}
+
+    @classmethod
+    def from_wire(cls, i: int, spec: Any) -> TaskSpec:
+        """Entry i of a submit_many call, checked."""
+        if not isinstance(spec, dict):
+            raise TypeError(f"tasks[{i}] must be a dict with 'func', 'args', 'kwargs', 'options'")
+        unknown = set(spec) - {"func", "args", "kwargs", "options"}
+        if unknown:
+            raise ValueError(f"tasks[{i}] has unknown fields {sorted(map(str, unknown))}")
+        args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+            raise TypeError(f"tasks[{i}]: args must be a list and kwargs a dict")
+        func = spec.get("func")
+        if not isinstance(func, str):
+            raise TypeError(f"func must be a 'package.module:name' string, not {type(func).__name__}")
+        return cls(func, args, kwargs, spec.get("options"))
+
+
+# ---- workers --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FetchedTask:
+    """A task leased to a worker: `{"id", "func", "payload", "token", "options"}` on the wire."""
+
+    id: str
+    func: str
+    payload: str
+    token: int
+    options: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return {"id": self.id, "func": self.func, "payload": self.payload, "token": self.token, "options": self.options}
+
+    @classmethod
+    def from_wire(cls, item: Any) -> FetchedTask:
+        """A task as fetch returned it."""
+        fields = _fields(item, "a fetched task", ("id", "func", "payload", "token"))
+        task_id, func, payload, token = fields["id"], fields["func"], fields["payload"], fields["token"]
+        options = fields.get("options") or {}
+        if not all(isinstance(v, str) for v in (task_id, func, payload)) or not isinstance(token, int):
+            raise TypeError(f"a fetched task has fields of the wrong types: {item!r:.200}")
+        if not isinstance(options, dict):
+            raise TypeError(f"the options of fetched task {task_id} must be a dict")
+        return cls(task_id, func, payload, token, options)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A worker's report on one task: its result (encoded) or its error, with the lease token."""
+
+    task_id: str
+    token: int
+    ok: bool
+    result: str | None = None
+    error: ErrorRecord | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form: `{"id", "token", "state": "done", "payload"}` or `{..., "state": "failed", "error"}`."""
+        if self.ok:
+            return {"id": self.task_id, "token": self.token, "state": TaskState.DONE.value, "payload": self.result}
+        return {"id": self.task_id, "token": self.token, "state": TaskState.FAILED.value, "error": self.error}
+
+    @classmethod
+    def from_wire(cls, i: int, result: Any, limit: int = MAX_PAYLOAD) -> Outcome:
+        """Entry i of a report; a plain caller may give `"value"` instead of `"payload"` (encoded here)."""
+        if not isinstance(result, dict):
+            raise TypeError(f"results[{i}] must be a dict, not {type(result).__name__}")
+        task_id, token = result.get("id"), result.get("token")
+        if not isinstance(task_id, str) or isinstance(token, bool) or not isinstance(token, int):
+            raise TypeError(f"results[{i}] needs 'id' (a string) and 'token' (an int from fetch)")
+        if result.get("state") == TaskState.DONE:
+            payload = result.get("payload")
+            if payload is None and "value" in result:
+                payload = encode_value(result["value"], "the result", limit)
+            if not isinstance(payload, str) or not payload_fits(payload, limit):
+                raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {limit} bytes")
+            return cls(task_id, token, True, result=payload)
+        if result.get("state") == TaskState.FAILED:
+            return cls(task_id, token, False, error=_error(result.get("error"), f"results[{i}]: 'error'"))
+        raise ValueError(f"results[{i}]: 'state' must be 'done' or 'failed', not {result.get('state')!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportReply:
+    """The master's answer to a report: how many results counted, which were ignored, what to stop."""
+
+    accepted: int
+    ignored: list[str]
+    cancel: list[str]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return {"accepted": self.accepted, "ignored": self.ignored, "cancel": self.cancel}
+
+    @classmethod
+    def from_wire(cls, reply: Any) -> ReportReply:
+        """A reply as report returned it."""
+        fields = _fields(reply, "a report reply", ("accepted",))
+        return cls(int(fields["accepted"]), _str_list(fields.get("ignored", []), "ignored"),
+                   _str_list(fields.get("cancel", []), "cancel"))  # fmt: skip
+
+
+WORKER_STATES = ("live", "stopping", "stopped")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """What a worker tells in its heartbeat; fields it leaves out (None) keep what the master knew."""
+
+    host: str | None = None
+    pid: int | None = None
+    concurrency: int | None = None
+    running: list[str] | None = None
+    prefetched: list[str] | None = None
+    state: str = "live"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form: only the fields that are set."""
+        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def from_wire(cls, info: Any) -> WorkerStatus:
+        """A heartbeat's info; fields of the wrong type are left out, as a plain caller may send anything."""
+        info = info if isinstance(info, dict) else {}
+
+        def typed(key: str, kind: type) -> Any:
+            value = info.get(key)
+            return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+        running, prefetched = typed("running", list), info.get("prefetched", [])
+        ids = running is not None and isinstance(prefetched, list)
+        state = info.get("state")
+        return cls(
+            typed("host", str), typed("pid", int), typed("concurrency", int),
+            [t for t in running if isinstance(t, str)] if ids and running is not None else None,
+            [t for t in prefetched if isinstance(t, str)] if ids else None,
+            state if state in WORKER_STATES else "live",
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReply:
+    """The master's answer to a heartbeat: its lease timeout, and tasks to stop."""
+
+    lease_timeout: float
+    cancel: list[str] = dataclasses.field(default_factory=list)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return {"lease_timeout": self.lease_timeout, "cancel": self.cancel}
+
+    @classmethod
+    def from_wire(cls, reply: Any) -> HeartbeatReply:
+        """A reply as heartbeat returned it."""
+        fields = _fields(reply, "a heartbeat reply", ("lease_timeout",))
+        lease = check_number(fields["lease_timeout"], "lease_timeout", 0, math.inf)
+        return cls(float(lease), _str_list(fields.get("cancel", []), "cancel"))
+
+
+# ---- results --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A finished task as its client collects it: `{"id", "state", "payload", "error"}`."""
+
+    id: str
+    state: TaskState
+    payload: str | None
+    error: ErrorRecord | None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return {"id": self.id, "state": self.state.value, "payload": self.payload, "error": self.error}
+
+    @classmethod
+    def from_wire(cls, record: Any) -> Finished:
+        """A record as collect returned it."""
+        fields = _fields(record, "a finished record", ("id", "state"))
+        return cls(fields["id"], _state(fields["state"]), fields.get("payload"),
+                   _optional_error(fields.get("error"), "error"))  # fmt: skip
+
+
+def _state(value: Any) -> TaskState:
+    try:
+        return TaskState(value)
+    except ValueError:
+        raise ValueError(f"unknown task state {value!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """Everything the master tells of one task (`lookup`, `result`, callbacks); the result still encoded."""
+
+    id: str
+    state: TaskState
+    func: str
+    payload: str | None = None
+    error: ErrorRecord | None = None
+    errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    worker: str | None = None
+    attempts: int = 0
+    retries: int = 0
+    lost: int = 0
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    submitted: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    retry_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the task finished (done, failed, cancelled or expired)."""
+        return self.state in FINISHED_STATES
+
+    def finished_record(self) -> Finished:
+        """The short form a client settles its future from."""
+        return Finished(self.id, self.state, self.payload, self.error)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form: the documented public record, `payload` holding the result as serpent text."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record["state"] = self.state.value
+        return record
+
+    @classmethod
+    def from_wire(cls, record: Any) -> TaskRecord:
+        """A record as lookup returned it."""
+        fields = _fields(record, "a task record", ("id", "state", "func"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in fields.items() if k in known}
+        values["state"] = _state(fields["state"])
+        values["error"] = _optional_error(fields.get("error"), "error")
+        return cls(**values)
+
+
+# ---- the master itself ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WorkerRow:
+    """One worker in stats."""
+
+    id: str
+    host: str = "?"
+    pid: int = 0
+    concurrency: int = 0
+    running: int = 0
+    prefetched: int = 0
+    done: int = 0
+    failed: int = 0
+    last_seen: float = 0.0
+    """Seconds since the worker was last heard of."""
+    state: str = "live"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, row: Any) -> WorkerRow:
+        """A row as stats returned it."""
+        fields = _fields(row, "a worker row", ("id",))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in fields.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Workers, tasks per state, totals and the master's own details."""
+
+    master: dict[str, Any]
+    """name, epoch, pid, uptime (seconds), durable (whether its store survives restarts)."""
+    workers: list[WorkerRow]
+    lost_workers: list[WorkerRow]
+    counts: dict[str, int]
+    submitted: int = 0
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    clients: int = 0
+    subscriptions: int = 0
+    throughput_1m: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form (also what `Client.stats` and the dashboard show)."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        record["workers"] = [w.to_wire() for w in self.workers]
+        record["lost_workers"] = [w.to_wire() for w in self.lost_workers]
+        return record
+
+    @classmethod
+    def from_wire(cls, stats: Any) -> Stats:
+        """Stats as the master returned them."""
+        fields = _fields(stats, "stats", ("master", "workers", "lost_workers", "counts"))
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in fields.items() if k in known}
+        values["workers"] = [WorkerRow.from_wire(w) for w in fields["workers"]]
+        values["lost_workers"] = [WorkerRow.from_wire(w) for w in fields["lost_workers"]]
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits a master enforces, so callers can check before sending, and its epoch."""
+
+    max_payload: int
+    max_batch: int
+    max_pending: int
+    max_subscriptions_per_client: int
+    epoch: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, limits: Any) -> Limits:
+        """Limits as the master returned them."""
+        fields = _fields(limits, "limits", [f.name for f in dataclasses.fields(cls)])
+        return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})
