@@ -26,6 +26,7 @@ from .master import RunningMaster
 from .progressbar import Spinner
 from .sqlstore import SYNC_MODES
 from .statustext import format_status, format_task
+from .texttable import format_table
 from .worker import DEFAULT_GRACE, Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -396,9 +397,9 @@ def broadcast(func: str, args: tuple[str, ...], **options: Any) -> None:
         except TaskError as exc:
             click.echo(str(exc), err=True)
             sys.exit(1)
-    width = max(map(len, results))
-    for worker, value in sorted(results.items()):
-        click.echo(f"{worker.ljust(width)}  {value if isinstance(value, str) else repr(value)}")
+    rows = [(worker, value if isinstance(value, str) else repr(value)) for worker, value in sorted(results.items())]
+    for line in format_table(rows, "{:<}  {}", strip=False):
+        click.echo(line)
 
 
 @cli.command()
@@ -517,9 +518,9 @@ def show_config(ctx: click.Context, as_json: bool, command_name: str | None, arg
         return
     for name, options in report.items():
         click.echo(f"pyrodist {name}")
-        width = max(map(len, options), default=0)
-        for option, entry in options.items():
-            click.echo(f"  {option.ljust(width)}  {entry['value']!r:<24}  {entry['source']}")
+        rows = [(option, repr(entry["value"]), entry["source"]) for option, entry in options.items()]
+        for line in format_table(rows, "  {:<}  {:<24}  {}", strip=False):
+            click.echo(line)
 
 
 def _typed(param: click.Option, ctx: click.Context, raw: Any) -> Any:
