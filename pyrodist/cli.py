@@ -43,15 +43,13 @@ class Group(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-def ns_options(func: F) -> F:
-    """--ns-host, --ns-port, --master, each also read from its PYRODIST_* variable."""
+def ns_options(func: F, *, ns_host_help: str = "Name server host (default: localhost, then a broadcast lookup).") -> F:
+    """--ns-host, --ns-port, --master, each also read from its PYRODIST_* variable; ns_host_help may say more."""
     func = click.option("--master", "master_name", envvar=env_name("master_name"), default=DEFAULT_MASTER_NAME,
                         show_default=True, help="Name the master is registered under.")(func)  # fmt: skip
     func = click.option("--ns-port", envvar=env_name("ns_port"), type=click.IntRange(1, 65535),
                         help="Name server port (default: Pyro4's 9090).")(func)  # fmt: skip
-    func = click.option("--ns-host", envvar=env_name("ns_host"),
-                        help="Name server host (default: localhost, then a broadcast lookup).")(func)  # fmt: skip
-    return func
+    return click.option("--ns-host", envvar=env_name("ns_host"), help=ns_host_help)(func)
 
 
 def logging_options(func: F) -> F:
@@ -452,12 +450,11 @@ def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **opti
               help="Instead: master CPU per task with 10 to 1,000,000 tasks queued (with --store too).")  # fmt: skip
 @click.option("--targets", is_flag=True, help="Instead: every scenario, each figure next to its target (minutes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--ns-host", envvar=env_name("ns_host"), help="Use the running cluster there instead of a local one.")
-@click.option("--ns-port", envvar=env_name("ns_port"), type=click.IntRange(1, 65535), help="Its name server port.")
+@functools.partial(ns_options, ns_host_help="Use the running cluster there instead of a local one.")
 @security_options
 def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: bool, idle_workers: int | None,
           callbacks: bool, queue_tasks: int | None, scaling: bool, targets: bool, as_json: bool,
-          ns_host: str | None, ns_port: int | None, **security: Any) -> None:  # fmt: skip
+          ns_host: str | None, ns_port: int | None, master_name: str, **security: Any) -> None:  # fmt: skip
     """Measure throughput, latency and master cost on a local cluster (or a running one with --ns-host).
 
     --idle, --callbacks, --queue, --scaling and --targets measure other things instead, on new local clusters.
@@ -481,7 +478,7 @@ def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: 
         else:
             click.echo("\n\n".join(f.format() for f in figures))
         return
-    settings = settings_from(ns_host, ns_port, **security) if ns_host else None
+    settings = settings_from(ns_host, ns_port, master_name, **security) if ns_host else None
     result = run_bench(n_tasks, workers, payload, store, compare, settings)
     click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else format_result(result))
 

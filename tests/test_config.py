@@ -207,4 +207,4 @@ def test_every_command_line_option_for_a_field_reads_the_fields_variable() -> No
                 checked.append((name, param.name))
             if isinstance(param, click.Option) and param.name == "key_file":
                 assert param.envvar == KEY_FILE_ENV, f"pyrodist {name} --key-file"
-    assert ("bench", "ns_host") in checked and ("worker", "heartbeat") in checked
+    assert ("bench", "master_name") in checked and ("worker", "heartbeat") in checked
