@@ -31,6 +31,7 @@ from .client import Client
 from .cluster import LocalCluster
 from .config import Settings
 from .errors import ConfigError
+from .texttable import format_table
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +176,9 @@ def format_result(result: BenchResult) -> str:
     if result.raw_pyro_calls_per_s is not None:
         rows.append(("baseline raw Pyro4 call loop (json)", format_number(result.raw_pyro_calls_per_s),
                      "calls/s", f"pyrodist / baseline = {format_number(result.vs_raw_pyro)}"))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
     workers = f"{result.workers} worker{'s' if result.workers != 1 else ''}"
     lines = [f"pyrodist bench: {result.tasks:,} x {what} on {where}, {workers} x 1 slot", ""]
-    lines += [
-        f"  {label.ljust(widths[0])}  {value.rjust(widths[1])} {unit.ljust(widths[2])}  {note}".rstrip()
-        for label, value, unit, note in rows
-    ]
+    lines += format_table(rows, "  {:<}  {:>} {:<}  {}")
     lines += ["", f"machine: {result.cpus} CPUs, Python {result.python}, {result.platform}"]
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ from .cluster import LocalCluster
 from .config import Settings
 from .remote_connection import PyroConnection
 from .reporter import IDLE_HEARTBEAT_FACTOR
+from .texttable import format_table
 from .wire import Outcome, WorkerStatus
 from .workstate import FETCH_WAIT
 
@@ -68,15 +69,11 @@ class Figures:
 
     def format(self) -> str:
         """An aligned table."""
-        width = max((len(label) for label, _, _ in self.rows), default=0)
-        values = [f"{value:,}" if isinstance(value, int) else format_number(value) for _, value, _ in self.rows]
-        vwidth = max(map(len, values), default=0)
-        lines = [self.title, ""]
-        lines += [
-            f"  {label.ljust(width)}  {v.rjust(vwidth)} {unit}".rstrip()
-            for (label, _, unit), v in zip(self.rows, values, strict=True)
+        rows = [
+            (label, f"{value:,}" if isinstance(value, int) else format_number(value), unit)
+            for label, value, unit in self.rows
         ]
-        return "\n".join(lines)
+        return "\n".join([self.title, "", *format_table(rows, "  {:<}  {:>} {}")])
 
 
 class Quota:
@@ -333,10 +330,5 @@ def format_targets(targets: Sequence[Target]) -> str:
     """The targets as an aligned table: what, goal, measured, met."""
     verdicts: dict[bool | None, str] = {True: "met", False: "MISSED", None: ""}
     rows = [(t.what, t.goal, f"{format_number(t.value)} {t.unit}".strip(), verdicts[t.met]) for t in targets]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["pyrodist bench --targets: issue 4's targets on this machine", ""]
-    lines += [
-        f"  {what.ljust(widths[0])}  {goal.ljust(widths[1])}  {value.rjust(widths[2])}  {verdict}".rstrip()
-        for what, goal, value, verdict in rows
-    ]
-    return "\n".join(lines)
+    title = "pyrodist bench --targets: issue 4's targets on this machine"
+    return "\n".join([title, "", *format_table(rows, "  {:<}  {:<}  {:>}  {}")])

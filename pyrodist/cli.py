@@ -20,12 +20,13 @@ import click
 from . import __version__, benchsuite, remote
 from .bench import format_result, run_bench
 from .client import Client
-from .config import DEFAULT_MASTER_NAME, Settings, read_config_file, read_key_file
+from .config import DEFAULT_MASTER_NAME, KEY_FILE_ENV, Settings, env_name, read_config_file, read_key_file
 from .errors import ConfigError, PyrodistError, TaskError
 from .masterd import MasterOptions, serve_master
 from .progressbar import Spinner
 from .sqlstore import SYNC_MODES
 from .statustext import format_status, format_task
+from .texttable import format_table
 from .worker import DEFAULT_GRACE, Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,15 +43,13 @@ class Group(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-def ns_options(func: F) -> F:
-    """--ns-host, --ns-port, --master, each also read from its PYRODIST_* variable."""
-    func = click.option("--master", "master_name", envvar="PYRODIST_MASTER", default=DEFAULT_MASTER_NAME,
+def ns_options(func: F, *, ns_host_help: str = "Name server host (default: localhost, then a broadcast lookup).") -> F:
+    """--ns-host, --ns-port, --master, each also read from its PYRODIST_* variable; ns_host_help may say more."""
+    func = click.option("--master", "master_name", envvar=env_name("master_name"), default=DEFAULT_MASTER_NAME,
                         show_default=True, help="Name the master is registered under.")(func)  # fmt: skip
-    func = click.option("--ns-port", envvar="PYRODIST_NS_PORT", type=click.IntRange(1, 65535),
+    func = click.option("--ns-port", envvar=env_name("ns_port"), type=click.IntRange(1, 65535),
                         help="Name server port (default: Pyro4's 9090).")(func)  # fmt: skip
-    func = click.option("--ns-host", envvar="PYRODIST_NS_HOST",
-                        help="Name server host (default: localhost, then a broadcast lookup).")(func)  # fmt: skip
-    return func
+    return click.option("--ns-host", envvar=env_name("ns_host"), help=ns_host_help)(func)
 
 
 def logging_options(func: F) -> F:
@@ -119,14 +118,14 @@ def stop_on_signals(on_stop: Callable[[], None], on_second: Callable[[], None] |
 def security_options(func: F) -> F:
     """--key, --key-file and the TLS files, each also read from its PYRODIST_* variable."""
     options = [
-        click.option("--key", envvar="PYRODIST_KEY", help="Shared secret authenticating every connection."),
-        click.option("--key-file", envvar="PYRODIST_KEY_FILE", type=click.Path(dir_okay=False),
+        click.option("--key", envvar=env_name("key"), help="Shared secret authenticating every connection."),
+        click.option("--key-file", envvar=KEY_FILE_ENV, type=click.Path(dir_okay=False),
                      help="File holding the shared key (keeps it out of the process list)."),
-        click.option("--tls-cert", envvar="PYRODIST_TLS_CERT", type=click.Path(dir_okay=False),
+        click.option("--tls-cert", envvar=env_name("tls_cert"), type=click.Path(dir_okay=False),
                      help="This process's TLS certificate (PEM); turns TLS on."),
-        click.option("--tls-key", envvar="PYRODIST_TLS_KEY", type=click.Path(dir_okay=False),
+        click.option("--tls-key", envvar=env_name("tls_key"), type=click.Path(dir_okay=False),
                      help="Private key of --tls-cert, if not in the same file."),
-        click.option("--tls-ca", envvar="PYRODIST_TLS_CA", type=click.Path(dir_okay=False),
+        click.option("--tls-ca", envvar=env_name("tls_ca"), type=click.Path(dir_okay=False),
                      help="CA certificate to verify peers; servers then require client certificates."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -238,8 +237,8 @@ insecure_option = click.option(
 
 
 @cli.command()
-@click.option("--host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_NS_HOST", help="Address to bind.")
-@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), envvar="PYRODIST_NS_PORT",
+@click.option("--host", default=remote.LOOPBACK, show_default=True, envvar=env_name("ns_host"), help="Address to bind.")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), envvar=env_name("ns_port"),
               help="Port to bind (0 picks a free one).")  # fmt: skip
 @click.option("--broadcast/--no-broadcast", default=True, help="Answer broadcast lookups (never on loopback).")
 @nat_options
@@ -266,19 +265,19 @@ def nameserver(host: str, port: int, broadcast: bool, nathost: str | None, natpo
 @click.option("--host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_MASTER_HOST",
               help="Address to bind the master's daemon to.")  # fmt: skip
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0 picks a free one).")
-@click.option("--lease-timeout", type=click.FloatRange(min=0.1), envvar="PYRODIST_LEASE_TIMEOUT",
+@click.option("--lease-timeout", type=click.FloatRange(min=0.1), envvar=env_name("lease_timeout"),
               help="Seconds a lease lives without heartbeats.")  # fmt: skip
-@click.option("--max-connections", type=click.IntRange(min=4), envvar="PYRODIST_MAX_CONNECTIONS",
+@click.option("--max-connections", type=click.IntRange(min=4), envvar=env_name("max_connections"),
               help="Size of the Pyro4 thread pool.")  # fmt: skip
-@click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
+@click.option("--max-payload", type=click.IntRange(min=1024), envvar=env_name("max_payload"),
               help="Largest encoded arguments or result of a task, in bytes (default 8 MiB).")  # fmt: skip
 @click.option("--dashboard", type=click.IntRange(0, 65535), envvar="PYRODIST_DASHBOARD",
               help="Serve a live web dashboard on this port (0: a free one).")  # fmt: skip
 @click.option("--dashboard-host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_DASHBOARD_HOST",
               help="Address the dashboard binds to.")  # fmt: skip
-@click.option("--result-ttl", type=click.FloatRange(min=0.001), envvar="PYRODIST_RESULT_TTL",
+@click.option("--result-ttl", type=click.FloatRange(min=0.001), envvar=env_name("result_ttl"),
               help="Seconds finished tasks and their results are kept (default 3600).")  # fmt: skip
-@click.option("--max-pending", type=click.IntRange(min=1), envvar="PYRODIST_MAX_PENDING",
+@click.option("--max-pending", type=click.IntRange(min=1), envvar=env_name("max_pending"),
               help="Most queued tasks; then submit fails with 'queue full' (Client.map waits).")  # fmt: skip
 @click.option("--store", "store", metavar="PATH", is_flag=False, flag_value="", envvar="PYRODIST_STORE",
               help="Keep all state in this SQLite file (WAL), to survive restarts (default: in memory).")  # fmt: skip
@@ -322,9 +321,9 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
 @click.option("--id", "worker_id", help="Worker id (default: HOST-PID).")
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--max-tasks", type=click.IntRange(min=1), help="Exit after this many tasks.")
-@click.option("--heartbeat", type=click.FloatRange(min=0.05), envvar="PYRODIST_HEARTBEAT",
+@click.option("--heartbeat", type=click.FloatRange(min=0.05), envvar=env_name("heartbeat"),
               help="Seconds between heartbeats.")  # fmt: skip
-@click.option("--max-payload", type=click.IntRange(min=1024), envvar="PYRODIST_MAX_PAYLOAD",
+@click.option("--max-payload", type=click.IntRange(min=1024), envvar=env_name("max_payload"),
               help="Largest encoded result of a task, in bytes (default 8 MiB).")  # fmt: skip
 @click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE, show_default=True,
               envvar="PYRODIST_GRACE",
@@ -391,9 +390,9 @@ def broadcast(func: str, args: tuple[str, ...], **options: Any) -> None:
         except TaskError as exc:
             click.echo(str(exc), err=True)
             sys.exit(1)
-    width = max(map(len, results))
-    for worker, value in sorted(results.items()):
-        click.echo(f"{worker.ljust(width)}  {value if isinstance(value, str) else repr(value)}")
+    rows = [(worker, value if isinstance(value, str) else repr(value)) for worker, value in sorted(results.items())]
+    for line in format_table(rows, "{:<}  {}", strip=False):
+        click.echo(line)
 
 
 @cli.command()
@@ -446,12 +445,11 @@ def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **opti
               help="Instead: master CPU per task with 10 to 1,000,000 tasks queued (with --store too).")  # fmt: skip
 @click.option("--targets", is_flag=True, help="Instead: every scenario, each figure next to its target (minutes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--ns-host", envvar="PYRODIST_NS_HOST", help="Use the running cluster there instead of a local one.")
-@click.option("--ns-port", envvar="PYRODIST_NS_PORT", type=click.IntRange(1, 65535), help="Its name server port.")
+@functools.partial(ns_options, ns_host_help="Use the running cluster there instead of a local one.")
 @security_options
 def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: bool, idle_workers: int | None,
           callbacks: bool, queue_tasks: int | None, scaling: bool, targets: bool, as_json: bool,
-          ns_host: str | None, ns_port: int | None, **security: Any) -> None:  # fmt: skip
+          ns_host: str | None, ns_port: int | None, master_name: str, **security: Any) -> None:  # fmt: skip
     """Measure throughput, latency and master cost on a local cluster (or a running one with --ns-host).
 
     --idle, --callbacks, --queue, --scaling and --targets measure other things instead, on new local clusters.
@@ -475,7 +473,7 @@ def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: 
         else:
             click.echo("\n\n".join(f.format() for f in figures))
         return
-    settings = settings_from(ns_host, ns_port, **security) if ns_host else None
+    settings = settings_from(ns_host, ns_port, master_name, **security) if ns_host else None
     result = run_bench(n_tasks, workers, payload, store, compare, settings)
     click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else format_result(result))
 
@@ -512,9 +510,9 @@ def show_config(ctx: click.Context, as_json: bool, command_name: str | None, arg
         return
     for name, options in report.items():
         click.echo(f"pyrodist {name}")
-        width = max(map(len, options), default=0)
-        for option, entry in options.items():
-            click.echo(f"  {option.ljust(width)}  {entry['value']!r:<24}  {entry['source']}")
+        rows = [(option, repr(entry["value"]), entry["source"]) for option, entry in options.items()]
+        for line in format_table(rows, "  {:<}  {:<24}  {}", strip=False):
+            click.echo(line)
 
 
 def _typed(param: click.Option, ctx: click.Context, raw: Any) -> Any:

@@ -18,6 +18,8 @@ from .errors import ConfigError
 DEFAULT_MASTER_NAME = "pyrodist.master"
 
 _ENV_PREFIX = "PYRODIST_"
+KEY_FILE_ENV = _ENV_PREFIX + "KEY_FILE"
+"""The variable naming a file that holds the key, read when PYRODIST_KEY is unset or empty."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +101,9 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
-            key = _ENV_PREFIX + ("MASTER" if field.name == "master_name" else field.name.upper())
-            if key == "PYRODIST_KEY" and "PYRODIST_KEY_FILE" in env and not env.get(key):
-                values["key"] = read_key_file(env["PYRODIST_KEY_FILE"])
+            key = env_name(field.name)
+            if field.name == "key" and KEY_FILE_ENV in env and not env.get(key):
+                values["key"] = read_key_file(env[KEY_FILE_ENV])
                 continue
             if key in env and env[key] != "":
                 values[field.name] = _parse(key, env[key], field.type)
@@ -111,6 +113,20 @@ class Settings:
                     raise ConfigError(f"environment variable {key}={env[key]!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+_FIELDS = frozenset(field.name for field in dataclasses.fields(Settings))
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field: PYRODIST_ and the name upper-cased (master_name: PYRODIST_MASTER).
+
+    Raises:
+        ValueError: field is not a Settings field.
+    """
+    if field not in _FIELDS:
+        raise ValueError(f"{field!r} is not a Settings field; they are {', '.join(sorted(_FIELDS))}")
+    return _ENV_PREFIX + ("MASTER" if field == "master_name" else field.upper())
 
 
 def _parse(key: str, text: str, type_name: Any) -> Any:

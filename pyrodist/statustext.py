@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from .texttable import format_table
+
 
 def format_status(stats: dict[str, Any]) -> str:
     """The stats as aligned text."""
@@ -21,8 +23,7 @@ def format_status(stats: dict[str, Any]) -> str:
         )
         for w in stats["workers"]
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = format_table(rows, "  ".join(["{:<}"] * len(header)))
     if not stats["workers"]:
         lines.append("(no live workers)")
     counts = "  ".join(f"{state} {n}" for state, n in stats["counts"].items())

@@ -166,6 +166,16 @@ def test_bench_command_prints_well_formed_json() -> None:
     assert 0 < figures["latency_median_ms"] <= figures["latency_p99_ms"]
 
 
+def test_bench_takes_the_shared_name_server_options() -> None:
+    args = ["config", "--json", "bench", "--ns-host", "ns.example", "--master", "team.master"]
+    result = CliRunner().invoke(cli, args, env={"PYRODIST_NS_PORT": "9191"})
+    assert result.exit_code == 0, result.output
+    options = json.loads(result.output)["bench"]
+    assert options["ns_host"] == {"value": "ns.example", "source": "flag"}
+    assert options["ns_port"] == {"value": 9191, "source": "environment PYRODIST_NS_PORT"}
+    assert options["master"] == {"value": "team.master", "source": "flag"}
+
+
 def test_worker_logs_json_to_a_file_with_task_start_and_finish(procs: Processes, tmp_path: Path) -> None:
     cluster = start_cluster(procs, workers=0)  # the only worker is the one under test
     logfile = tmp_path / "worker.log"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import click
 import pytest
 
-from pyrodist.config import DEFAULT_MASTER_NAME, Settings
+from pyrodist.cli import cli
+from pyrodist.config import DEFAULT_MASTER_NAME, KEY_FILE_ENV, Settings, env_name
 from pyrodist.errors import ConfigError
 
 # ---- defaults ----------------------------------------------------------------------------------
@@ -179,3 +181,33 @@ def test_worker_follows_the_masters_lease_timeout() -> None:
 def test_nan_timeout_is_refused(overrides: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         Settings(**overrides)
+
+
+# ---- variable names: one rule for the environment reader and the command line ------------------
+
+
+def test_a_fields_variable_is_its_name_upper_cased_except_the_masters() -> None:
+    assert env_name("ns_host") == "PYRODIST_NS_HOST"
+    assert env_name("lease_timeout") == "PYRODIST_LEASE_TIMEOUT"
+    assert env_name("master_name") == "PYRODIST_MASTER"
+    with pytest.raises(ValueError, match="'ns_hots' is not a Settings field"):
+        env_name("ns_hots")
+
+
+def test_from_env_reads_each_field_from_its_env_name() -> None:
+    values = {"ns_host": "ns.example", "ns_port": 9091, "master_name": "team.master", "heartbeat": 1.5,
+              "max_pending": 7, "key": "secret"}  # fmt: skip
+    assert Settings.from_env({env_name(k): str(v) for k, v in values.items()}) == Settings(**values)
+
+
+def test_every_command_line_option_for_a_field_reads_the_fields_variable() -> None:
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    checked = []
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name in fields:
+                assert param.envvar == env_name(param.name), f"pyrodist {name} {param.opts[0]}"
+                checked.append((name, param.name))
+            if isinstance(param, click.Option) and param.name == "key_file":
+                assert param.envvar == KEY_FILE_ENV, f"pyrodist {name} --key-file"
+    assert ("bench", "master_name") in checked and ("worker", "heartbeat") in checked
