@@ -65,6 +65,9 @@ class MasterAPI(Protocol):
     def collect(self, client_id: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """This client's finished tasks, each delivered once, waiting up to timeout for the first."""
 
+    def disconnect(self, client_id: str) -> None:
+        """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
+
     def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
         """The records of these tasks; None for ids the master does not know."""
 

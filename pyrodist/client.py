@@ -218,10 +218,16 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        self._collector.stop()
         self._callbacks.close()
         stranded = self._futures.drain()
-        self._conn.close()  # ends the collector's long-poll in flight
-        self._collector.close()
+        self._conn.reconnect_for = 0.0
+        try:
+            self._conn.disconnect(self.id)  # ends the collector's long-poll, frees the master's outbox now
+        except PyrodistError as exc:  # gone already: it forgets this client by itself
+            log.info("client %s: could not say goodbye: %s", self.id, exc)
+        self._conn.close()  # ends calls in flight
+        self._collector.join()
         for future in stranded:
             if not future.done():
                 message = f"the client was closed before task {future.task_id} finished (it may still run)"

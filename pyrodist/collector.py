@@ -55,11 +55,14 @@ class Collector:
                 self._used = True
                 self._cond.notify_all()
 
-    def close(self, timeout: float = COLLECT_WAIT + 1) -> None:
-        """Stop, and wait for the thread (the connection's close ends a long-poll in flight)."""
+    def stop(self) -> None:
+        """Make no more calls (join waits for the one in flight)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def join(self, timeout: float = COLLECT_WAIT + 1) -> None:
+        """Wait for the thread to end (the client's disconnect, or its connection's close, ends a long-poll)."""
         self._thread.join(timeout)
 
     def _run(self) -> None:

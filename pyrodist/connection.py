@@ -98,6 +98,10 @@ class WireConnection:
         """This client's finished tasks."""
         return [Finished.from_wire(r) for r in self._invoke(MasterAPI.collect, client_id, timeout, max_items)]
 
+    def disconnect(self, client_id: str) -> None:
+        """Tell the master this client is leaving."""
+        self._invoke(MasterAPI.disconnect, client_id)
+
     def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
         """The records of these tasks; None for unknown ids."""
         records = self._invoke(MasterAPI.lookup, list(task_ids))

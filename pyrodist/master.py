@@ -206,6 +206,12 @@ class Master:
         with self._lock:
             return self._outboxes.take(client_id, timeout, max_items, self._clock())
 
+    def disconnect(self, client_id: str) -> None:
+        """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
+        with self._lock:
+            self._outboxes.drop(client_id)
+        self._notifier.unsubscribe_owner(client_id)
+
     def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
         """Records of these tasks, None for ids this master does not know."""
         with self._lock:

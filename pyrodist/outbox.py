@@ -26,6 +26,8 @@ class Outbox:
     ready: threading.Condition
     records: collections.deque[Finished] = field(default_factory=collections.deque)
     last_seen: float = 0.0
+    gone: bool = False
+    """The client said it left: its collect ends."""
 
 
 class Outboxes:
@@ -62,13 +64,20 @@ class Outboxes:
         """Up to most records of this client, waiting up to timeout seconds for the first (lock held)."""
         box = self.open(client_id, now)
         deadline = time.monotonic() + timeout
-        while not box.records and not self.closed:
+        while not box.records and not self.closed and not box.gone:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             box.ready.wait(remaining)
         box.last_seen = now
         return [box.records.popleft() for _ in range(min(most, len(box.records)))]
+
+    def drop(self, client_id: str) -> None:
+        """Forget a client's outbox now, waking its collect (lock held)."""
+        box = self._boxes.pop(client_id, None)
+        if box is not None:
+            box.gone = True
+            box.ready.notify_all()
 
     def forget_idle(self, now: float) -> list[str]:
         """Drop the outboxes of clients that stopped collecting; their ids (lock held)."""

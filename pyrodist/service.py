@@ -35,7 +35,7 @@ Wire = dict[str, Any]
 
 REMOTE_METHODS = (
     "submit", "submit_many", "submit_encoded", "fetch", "report", "heartbeat", "release", "result", "collect",
-    "lookup", "cancel", "forget", "subscribe", "unsubscribe", "stats", "limits", "ping",
+    "disconnect", "lookup", "cancel", "forget", "subscribe", "unsubscribe", "stats", "limits", "ping",
 )  # fmt: skip
 """What remote callers may call."""
 
@@ -141,6 +141,10 @@ class MasterService:
         wait = check_number(timeout, "timeout", 0, MAX_WAIT)
         most = int(check_number(max_items, "max_items", 1, 1_000_000))
         return [record.to_wire() for record in self._master.collect(client, wait, most)]
+
+    def disconnect(self, client_id: Any) -> None:
+        """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
+        self._master.disconnect(check_name(client_id, "client_id"))
 
     def lookup(self, task_ids: Any) -> list[Wire | None]:
         """Encoded records of these tasks, None for ids this master does not know."""

@@ -1,4 +1,9 @@
-"""Shared fixtures: real pyrodist processes on 127.0.0.1 with free ports, stopped by pid in teardown."""
+"""Shared fixtures and helpers.
+
+Two kinds of cluster: `InProcess` (a master in this process with a fake clock, reached through
+`LocalConnection`, workers as threads: for logic) and real processes on 127.0.0.1 with free ports,
+stopped by pid in teardown (for what needs processes: Pyro4, signals, keys, TLS, NAT).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +22,11 @@ from typing import Any
 import pytest
 
 from pyrodist import Client, ConnectionFailed, LocalCluster, Settings
+from pyrodist.connection import LocalConnection
+from pyrodist.master import Master
+from pyrodist.service import MasterService
+from pyrodist.store import TaskStore
+from pyrodist.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK_MODULES = ["tests.tasks", "math", "operator"]
@@ -38,6 +49,98 @@ def wait_until(
             more = f"\n{details()}" if details is not None else ""
             pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}{more}")
         time.sleep(interval)
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+class WorkerThread:
+    """A `Worker` running in a thread of this process (its tasks still run in child processes)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.exit_code: int | None = None
+        self.thread = threading.Thread(target=self._run, name=f"worker-{worker.id}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.exit_code = self.worker.run()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the worker gracefully and wait for its thread."""
+        self.worker.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"worker {self.worker.id} did not stop within {timeout} s"
+
+
+class InProcess:
+    """A master in this process with a fake clock; clients and workers reach it through `LocalConnection`.
+
+    The reaper does not run: a test moves the clock (`advance`) and reaps when it wants leases to expire.
+    The lease timeout is short in real time too, so workers' long-polls end quickly when they stop.
+    """
+
+    def __init__(self, store: TaskStore | None = None, **settings: Any) -> None:
+        self.clock = FakeClock()
+        self.settings = Settings(**{"lease_timeout": 0.3, "heartbeat": 0.1, **settings})
+        self.master = Master(self.settings, store, clock=self.clock)
+        self.service = MasterService(self.master, self.settings, caller_uses_json=lambda: True)
+        self.clients: list[Client] = []
+        self.workers: list[WorkerThread] = []
+
+    def connect(self, _settings: Settings | None = None) -> LocalConnection:
+        """A connection to this master (the `connect` factory of clients and workers)."""
+        return LocalConnection(self.service)
+
+    def client(self) -> Client:
+        """A client of this master, closed with the cluster."""
+        client = Client(settings=self.settings, connect=self.connect)
+        self.clients.append(client)
+        return client
+
+    def start_worker(self, *imports: str, concurrency: int = 1, **options: Any) -> WorkerThread:
+        """A worker thread allowed the test task modules (or imports), stopped with the cluster."""
+        worker = Worker(self.settings, list(imports or TASK_MODULES), concurrency, connect=self.connect, **options)
+        running = WorkerThread(worker)
+        self.workers.append(running)
+        return running
+
+    def reap(self, advance: float = 0.0) -> None:
+        """Move the clock, then run one round of the reaper."""
+        self.clock.advance(advance)
+        self.master.reap()
+
+    def close(self) -> None:
+        """Stop the workers, close the clients, stop the master and close its store."""
+        for running in self.workers:
+            running.worker.stop()
+        for running in self.workers:
+            running.stop()
+        for client in self.clients:
+            client.close()
+        self.master.close()
+        self.master.close_store()
+
+
+@pytest.fixture
+def inproc() -> Iterator[InProcess]:
+    """A master in this process, with no workers yet; everything it started is stopped afterwards."""
+    cluster = InProcess()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def free_port() -> int:
@@ -179,4 +282,7 @@ def client(cluster: Cluster) -> Iterator[Client]:
         yield c
 
 
-__all__ = ["ROOT", "Cluster", "LocalCluster", "Processes", "free_port", "port_open", "start_cluster", "wait_until"]
+__all__ = [
+    "ROOT", "Cluster", "FakeClock", "InProcess", "LocalCluster", "Processes", "WorkerThread", "free_port", "port_open",
+    "start_cluster", "wait_until",
+]  # fmt: skip

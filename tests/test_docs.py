@@ -17,8 +17,9 @@ from types import ModuleType
 import pytest
 
 import pyrodist
+from pyrodist.api import MasterAPI
 from pyrodist.cli import cli
-from pyrodist.master import REMOTE_METHODS, Master
+from pyrodist.service import REMOTE_METHODS, MasterService
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -87,6 +88,11 @@ def test_api_reference_documents_every_remote_method_with_its_parameters() -> No
     missing = [name for name in REMOTE_METHODS if name not in documented]
     assert not missing, f"docs/api.md has no `#### `name(...)`` section for the remote methods {', '.join(missing)}"
     for name in REMOTE_METHODS:
-        real = [p for p in inspect.signature(getattr(Master, name)).parameters if p != "self"]
+        real = [p for p in inspect.signature(getattr(MasterService, name)).parameters if p != "self"]
         shown = ", ".join(documented[name])
         assert documented[name] == real, f"docs/api.md documents {name}({shown}); the code has {name}{real}"
+
+
+def test_the_remote_methods_are_the_typed_api() -> None:
+    typed = {name for name in vars(MasterAPI) if not name.startswith("_")}
+    assert typed == set(REMOTE_METHODS), "MasterAPI and the methods the master exposes differ"
