@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import dataclasses
 import functools
 import json
 import logging
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, benchsuite, remote
+from . import __version__, remote
 from .bench import format_result, run_bench
 from .client import Client
 from .config import DEFAULT_MASTER_NAME, KEY_FILE_ENV, Settings, env_name, read_config_file, read_key_file
@@ -94,6 +93,13 @@ def setup_logging(level: str, logfile: str | None = None, log_format: str = "tex
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def describe_failure(exc: TaskError) -> str:
+    """A failed task for the terminal: what failed, then the remote traceback."""
+    if not exc.remote_traceback:
+        return str(exc)
+    return f"{exc}\n\nRemote traceback:\n{exc.remote_traceback.rstrip()}"
 
 
 @contextmanager
@@ -371,7 +377,7 @@ def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | Non
         except TimeoutError:
             raise click.ClickException(f"task {future.task_id} not finished after {timeout} s; it goes on") from None
         except TaskError as exc:
-            click.echo(str(exc), err=True)
+            click.echo(describe_failure(exc), err=True)
             sys.exit(1)
     click.echo(value if isinstance(value, str) else repr(value))
 
@@ -388,7 +394,7 @@ def broadcast(func: str, args: tuple[str, ...], **options: Any) -> None:
         try:
             results = client.broadcast(func, *values)
         except TaskError as exc:
-            click.echo(str(exc), err=True)
+            click.echo(describe_failure(exc), err=True)
             sys.exit(1)
     rows = [(worker, value if isinstance(value, str) else repr(value)) for worker, value in sorted(results.items())]
     for line in format_table(rows, "{:<}  {}", strip=False):
@@ -436,43 +442,16 @@ def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **opti
 @click.option("--store", type=click.Path(dir_okay=False),
               help="Durable store for the local master (with --compare, also measure an in-memory one).")  # fmt: skip
 @click.option("--compare", is_flag=True, help="Also run multiprocessing.Pool and a raw Pyro4 loop, and print ratios.")
-@click.option("--idle", "idle_workers", type=click.IntRange(min=1), metavar="N",
-              help="Instead: master CPU with N idle workers connected, and how soon a task then starts.")  # fmt: skip
-@click.option("--callbacks", is_flag=True, help="Instead: on_result callbacks per second next to results per second.")
-@click.option("--queue", "queue_tasks", type=click.IntRange(min=1), metavar="N",
-              help="Instead: submit N tasks to a master without workers: time, its memory (--store too).")  # fmt: skip
-@click.option("--scaling", is_flag=True,
-              help="Instead: master CPU per task with 10 to 1,000,000 tasks queued (with --store too).")  # fmt: skip
-@click.option("--targets", is_flag=True, help="Instead: every scenario, each figure next to its target (minutes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @functools.partial(ns_options, ns_host_help="Use the running cluster there instead of a local one.")
 @security_options
-def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: bool, idle_workers: int | None,
-          callbacks: bool, queue_tasks: int | None, scaling: bool, targets: bool, as_json: bool,
+def bench(n_tasks: int, workers: int, payload: int, store: str | None, compare: bool, as_json: bool,
           ns_host: str | None, ns_port: int | None, master_name: str, **security: Any) -> None:  # fmt: skip
     """Measure throughput, latency and master cost on a local cluster (or a running one with --ns-host).
 
-    --idle, --callbacks, --queue, --scaling and --targets measure other things instead, on new local clusters.
+    More scenarios (idle workers, callbacks, deep queues, scaling, targets) are in the lab: `python -m benchmarks`
+    from a clone of the repository.
     """
-    if targets:
-        measured = benchsuite.run_targets(n_tasks)
-        text = benchsuite.format_targets(measured)
-        click.echo(json.dumps([dataclasses.asdict(t) for t in measured], indent=2) if as_json else text)
-        return
-    scenarios: list[tuple[bool, Callable[[], benchsuite.Figures]]] = [
-        (idle_workers is not None, lambda: benchsuite.run_idle(idle_workers or 0)),
-        (callbacks, lambda: benchsuite.run_callbacks(n_tasks, workers)),
-        (queue_tasks is not None, lambda: benchsuite.run_queue(queue_tasks or 0, store)),
-        (scaling, lambda: benchsuite.run_scaling(store=store)),
-    ]
-    chosen = [run for wanted, run in scenarios if wanted]
-    if chosen:
-        figures = [run() for run in chosen]
-        if as_json:
-            click.echo(json.dumps([f.as_dict() for f in figures], indent=2))
-        else:
-            click.echo("\n\n".join(f.format() for f in figures))
-        return
     settings = settings_from(ns_host, ns_port, master_name, **security) if ns_host else None
     result = run_bench(n_tasks, workers, payload, store, compare, settings)
     click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True) if as_json else format_result(result))

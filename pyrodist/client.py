@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import progressbar, protocol
 from .callbacks import Callback, CallbackChannel
@@ -27,9 +27,6 @@ from .remote_connection import PyroConnection
 from .retry import retrying
 from .values import encode_call
 from .wire import SubmittedTask
-
-if TYPE_CHECKING:
-    from .executor import ClusterExecutor
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +118,6 @@ class Client:
     def options(self, **options: Any) -> TaskOptions:
         """Submit with per-task options, e.g. `client.options(priority=5, timeout=30).submit(fn, x)`."""
         return TaskOptions(self, protocol.check_options(options))
-
-    def executor(self, **options: Any) -> ClusterExecutor:
-        """A `concurrent.futures.Executor` on this client with these task options; its shutdown keeps the client."""
-        from .executor import ClusterExecutor  # executor.py builds on this module, so it is imported on use
-
-        return ClusterExecutor(self, options=options)
 
     def gather(self, futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None) -> list[Any]:
         """The results of futures, in order; raises the first failure."""

@@ -1,16 +1,18 @@
-"""`run_bench` runs end to end on a small N and returns well-formed figures (no timing assertions)."""
+"""`run_bench` and the lab's scenarios run end to end on small numbers, figures well-formed (no timing asserted)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from pyrodist import benchsuite
+from benchmarks import lab
 from pyrodist.bench import BenchResult, format_result, run_bench
 from pyrodist.errors import ConfigError
-from tests.test_cli import pyrodist
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +80,11 @@ def test_durable_store_is_compared_with_an_in_memory_master_in_the_same_run(tmp_
     assert f"--store {store}" in text and "durable / in-memory" in text
 
 
-# ---- the other scenarios (benchsuite), on small numbers: figures present and well-formed --------
+# ---- the lab's scenarios (benchmarks/lab.py), on small numbers: figures present and well-formed --------
 
 
 def test_idle_scenario_lists_its_workers_and_measures_start_delays() -> None:
-    figures = benchsuite.run_idle(workers=3, seconds=0.5)
+    figures = lab.run_idle(workers=3, seconds=0.5)
     assert figures.get("workers the master lists") == 3
     cpu = figures.get("master CPU")
     assert cpu is not None and cpu >= 0
@@ -92,7 +94,7 @@ def test_idle_scenario_lists_its_workers_and_measures_start_delays() -> None:
 
 
 def test_callbacks_scenario_counts_every_callback() -> None:
-    figures = benchsuite.run_callbacks(tasks=300, workers=1)
+    figures = lab.run_callbacks(tasks=300, workers=1)
     assert figures.get("callbacks received") == 300
     rate = figures.get("callbacks (")
     assert rate is not None and rate > 0
@@ -100,32 +102,35 @@ def test_callbacks_scenario_counts_every_callback() -> None:
 
 def test_queue_scenario_leaves_every_task_pending_and_reads_memory(tmp_path: Path) -> None:
     for store in (None, str(tmp_path / "q.db")):
-        figures = benchsuite.run_queue(tasks=500, store=store)
+        figures = lab.run_queue(tasks=500, store=store)
         assert figures.get("tasks pending") == 500
         rss, peak = figures.get("master memory"), figures.get("master peak memory")
         assert rss is not None and peak is not None and 0 < rss <= peak
 
 
 def test_scaling_scenario_runs_only_the_measured_tasks_at_each_depth() -> None:
-    figures = benchsuite.run_scaling(depths=(10, 300), tasks=300)
+    figures = lab.run_scaling(depths=(10, 300), tasks=300)
     assert [label for label, _, _ in figures.rows] == [f"{d:>9,} tasks queued" for d in (10, 300)]
     assert all(value is not None and value >= 0 for _, value, _ in figures.rows)
 
 
 def test_targets_table_says_which_were_met() -> None:
     targets = [
-        benchsuite.Target("throughput", ">= 20,000", 21_000.0, "tasks/s", True),
-        benchsuite.Target("round trip", "<= 1 ms", 1.2, "ms", False),
-        benchsuite.Target("baseline", "", 30_000.0, "tasks/s", None),
+        lab.Target("throughput", ">= 20,000", 21_000.0, "tasks/s", True),
+        lab.Target("round trip", "<= 1 ms", 1.2, "ms", False),
+        lab.Target("baseline", "", 30_000.0, "tasks/s", None),
     ]
-    lines = benchsuite.format_targets(targets).splitlines()
+    lines = lab.format_targets(targets).splitlines()
     assert lines[2].endswith("met") and "21,000 tasks/s" in lines[2]
     assert lines[3].endswith("MISSED") and "1.20 ms" in lines[3]
     assert lines[4].endswith("tasks/s")
 
 
-def test_bench_command_runs_a_scenario_and_prints_json() -> None:
-    result = pyrodist("bench", "--queue", "200", "--json", timeout=120)
+def test_the_lab_command_runs_a_scenario_and_prints_json() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--queue", "200", "--json"], cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (figures,) = json.loads(result.stdout)
     assert "200 tasks submitted" in figures["title"]

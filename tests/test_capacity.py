@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from pyrodist.benchsuite import EmulatedWorker
+from benchmarks.lab import EmulatedWorker
 from tests import tasks
 from tests.conftest import Processes, start_cluster, wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyrodist import benchsuite
+from benchmarks import lab
 from pyrodist.statustext import format_status
 from pyrodist.texttable import format_table
 
@@ -64,7 +64,7 @@ def test_status_table() -> None:
 
 
 def test_bench_figures_table() -> None:
-    figures = benchsuite.Figures("title")
+    figures = lab.Figures("title")
     figures.add("tasks pending", 1_000_000, "")
     figures.add("master CPU", 0.5, "% of one core")
     figures.add("not measured", None, "s")

@@ -1,4 +1,7 @@
-"""The bench's other scenarios (`pyrodist bench --idle/--callbacks/--queue/--scaling/--targets`).
+"""The benchmark lab's scenarios (`python -m benchmarks --idle/--callbacks/--queue/--scaling/--targets`).
+
+They talk to the master through `MasterAPI` (a `PyroConnection`) like any other client, beside local
+clusters of real processes (`LocalCluster`).
 
 - idle: N idle workers connected to a new master: its CPU share, and how soon a task submitted then starts.
   The workers are `EmulatedWorker` loops, threads of this process doing on the wire what an idle
@@ -24,18 +27,21 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import benchtasks, values
-from .bench import RESULT_TIMEOUT, WARMUP_TASKS, cpu_seconds, format_number, proc_lines, run_bench
-from .client import Client
-from .cluster import LocalCluster
-from .config import Settings
-from .remote_connection import PyroConnection
-from .reporter import IDLE_HEARTBEAT_FACTOR
-from .texttable import format_table
-from .wire import Outcome, WorkerStatus
-from .workstate import FETCH_WAIT
+from pyrodist import benchtasks, values
+from pyrodist.bench import RESULT_TIMEOUT, WARMUP_TASKS, cpu_seconds, format_number, proc_lines, run_bench
+from pyrodist.client import Client
+from pyrodist.cluster import LocalCluster
+from pyrodist.config import Settings
+from pyrodist.remote_connection import PyroConnection
+from pyrodist.texttable import format_table
+from pyrodist.wire import Outcome, WorkerStatus
 
 log = logging.getLogger(__name__)
+
+FETCH_WAIT = 2.0
+"""Longest long-poll of an emulated worker, as `pyrodist worker` waits (shorter when leases are shorter)."""
+IDLE_HEARTBEAT_FACTOR = 4
+"""An idle `pyrodist worker` heartbeats this many times less often than a busy one; so does an emulated one."""
 
 START_SAMPLES = 20
 """Tasks whose start delay is measured on the idle cluster, one at a time."""
@@ -330,5 +336,5 @@ def format_targets(targets: Sequence[Target]) -> str:
     """The targets as an aligned table: what, goal, measured, met."""
     verdicts: dict[bool | None, str] = {True: "met", False: "MISSED", None: ""}
     rows = [(t.what, t.goal, f"{format_number(t.value)} {t.unit}".strip(), verdicts[t.met]) for t in targets]
-    title = "pyrodist bench --targets: issue 4's targets on this machine"
+    title = "python -m benchmarks --targets: issue 4's targets on this machine"
     return "\n".join([title, "", *format_table(rows, "  {:<}  {:<}  {:>}  {}")])
