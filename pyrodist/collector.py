@@ -16,7 +16,7 @@ from collections.abc import Callable
 from .connection import Connection
 from .errors import ConnectionFailed, TaskLost
 from .futures import FutureTable
-from .protocol import MAX_BATCH
+from .protocol import FINISHED_STATES, MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Collector:
             self._on_restart()
         for chunk in batches(self._futures.sent()):
             records = self._conn.lookup(chunk)
-            self._futures.settle([r.finished_record() for r in records if r is not None and r.done])
+            self._futures.settle([r.finished_record() for r in records if r is not None and r.state in FINISHED_STATES])
             for task_id in [i for i, r in zip(chunk, records, strict=True) if r is None]:
                 future = self._futures.pop(task_id)
                 if future is not None and not future.done():

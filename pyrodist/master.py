@@ -35,8 +35,9 @@ from .notify import Notifier
 from .outbox import Outboxes
 from .protocol import FINISHED_STATES, MAX_BATCH, TaskState
 from .registry import WorkerRegistry
-from .store import Task, TaskStore
+from .store import TaskStore
 from .tally import Totals
+from .task import Task
 from .values import encode_call
 from .wire import (
     FetchedTask,

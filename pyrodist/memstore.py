@@ -20,7 +20,8 @@ import itertools
 from typing import Any
 
 from .protocol import FINISHED_STATES, TaskState
-from .store import RESULT_STATES, Task, TaskStore, tombstone
+from .store import RESULT_STATES, TaskStore
+from .task import Task, tombstone
 
 Header = tuple[str, dict[str, Any], "str | None", float]
 """(func, options, owner, submitted), shared by the compact tasks of one submit call."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .store import Task
+from .task import Task
 from .wire import Finished
 
 OUTBOX_IDLE = 600.0

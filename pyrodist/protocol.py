@@ -29,6 +29,8 @@ class TaskState(enum.StrEnum):
 
 FINISHED_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED})
 ACTIVE_STATES = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING})
+WORKER_STATES = ("live", "stopping", "stopped")
+"""What a worker may say it is in its heartbeat."""
 
 MAX_BATCH = 10_000
 """Most tasks or results in one submit_many, fetch or report call."""
@@ -187,3 +189,64 @@ def check_task_id(task_id: Any) -> str:
     if not isinstance(task_id, str) or not TASK_ID_PATTERN.fullmatch(task_id):
         raise ValueError(f"bad task id {task_id!r}: ids are 1-64 letters, digits, '.', '_' or '-'")
     return task_id
+
+
+def check_name(value: Any, what: str) -> str:
+    """A worker or client id: a non-empty string of at most 128 characters."""
+    if not isinstance(value, str) or not 0 < len(value) <= 128:
+        raise TypeError(f"{what} must be a non-empty string of at most 128 characters, not {value!r}")
+    return value
+
+
+def check_number(value: Any, what: str, low: float, high: float) -> float:
+    """A number within [low, high] (bools and nan refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{what} must be a number from {low} to {high}, not {value!r}")
+    return value
+
+
+def check_batch(items: Any, what: str, limit: int = MAX_BATCH) -> list[Any] | tuple[Any, ...]:
+    """A list of at most limit items."""
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"{what} must be a list, not {type(items).__name__}")
+    if len(items) > limit:
+        raise ValueError(f"{what} holds {len(items)} items; at most {limit} per call")
+    return items
+
+
+def check_ids(items: Any, what: str, limit: int = MAX_BATCH) -> list[str]:
+    """A list of task ids (strings), at most limit of them."""
+    check_batch(items, what, limit)
+    for i, task_id in enumerate(items):
+        if not isinstance(task_id, str):
+            raise TypeError(f"{what}[{i}] must be a task id string, not {type(task_id).__name__}")
+    return list(items)
+
+
+ERROR_FIELDS = ("type", "message", "traceback", "bases")
+MAX_ERROR_TEXT = 65536
+"""Longest kept text of one error field (a traceback of a deep recursion is cut)."""
+
+
+def check_error(value: Any, what: str, optional: bool = True) -> ErrorRecord | None:
+    """An error record that arrived (None allowed when optional), its texts cut to MAX_ERROR_TEXT."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("type", "message")):
+        raise TypeError(f"{what} must be a dict with 'type' and 'message' strings")
+    return {k: str(value.get(k, ""))[:MAX_ERROR_TEXT] for k in ERROR_FIELDS}  # type: ignore[return-value]
+
+
+def check_strings(value: Any, what: str) -> list[str]:
+    """A list of strings."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of strings")
+    return value
+
+
+def check_state(value: Any) -> TaskState:
+    """A task state that arrived."""
+    try:
+        return TaskState(value)
+    except ValueError:
+        raise ValueError(f"unknown task state {value!r}") from None

@@ -17,19 +17,9 @@ from .api import Sink
 from .config import Settings
 from .errors import PyrodistError
 from .master import Master
-from .protocol import MAX_BATCH, MAX_WAIT, check_task_id
+from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_name, check_number, check_task_id
 from .values import decode_value
-from .wire import (
-    Outcome,
-    SubmittedTask,
-    TaskRecord,
-    TaskSpec,
-    WorkerStatus,
-    check_batch,
-    check_ids,
-    check_name,
-    check_number,
-)
+from .wire import Outcome, SubmittedTask, TaskRecord, TaskSpec, WorkerStatus
 
 Wire = dict[str, Any]
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .protocol import TaskState
-from .store import RESULT_STATES, Task, TaskStore, tombstone
+from .store import RESULT_STATES, TaskStore
+from .task import Task, tombstone
 
 log = logging.getLogger(__name__)
 

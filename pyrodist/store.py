@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from typing import Any
 
-from .protocol import ACTIVE_STATES, FINISHED_STATES, ErrorRecord, TaskState
-from .wire import Outcome, TaskRecord
+from .protocol import ACTIVE_STATES, ErrorRecord, TaskState
+from .task import Task, lost_error, retry_delay, wants_retry
+from .wire import Outcome
 
 RESULT_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 """Finished states whose record is still kept (not yet expired)."""
@@ -35,76 +35,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 UNSEEN_LOSSES_PER_ATTEMPT = 5
 """Leases lost before the worker ever said the task was running, allowed per attempt (a task that kills
 its worker before the next heartbeat must not cycle forever either)."""
-RETRY_BACKOFF_MAX = 600.0
-"""Default cap of the retry backoff, in seconds."""
 ERRORS_KEPT = 20
 """Most attempt errors kept on a record (the latest)."""
-
-
-class Task:
-    """One task and everything the master knows about it."""
-
-    __slots__ = (
-        "attempts", "deadline", "due", "error", "errors", "finished", "func", "id", "lost", "options", "owner",
-        "payload", "priority", "result", "retried", "seen_running", "seq", "started", "state", "submitted",
-        "target", "token", "unseen_losses", "worker",
-    )  # fmt: skip
-
-    def __init__(self, task_id: str, func: str, payload: str | None, options: dict[str, Any], owner: str | None):
-        self.id = task_id
-        self.func = func
-        self.payload = payload
-        self.options = options
-        self.owner = owner
-        self.priority: int = options.get("priority", 0)
-        self.target: str | None = options.get("worker")  # only this worker may run it (broadcast)
-        self.seq = 0
-        self.state = TaskState.PENDING
-        self.attempts = 0  # runs started (a lease given back unstarted is not one)
-        self.lost = 0  # runs lost with their worker
-        self.unseen_losses = 0  # leases lost before the worker reported the task running
-        self.retried = 0
-        self.worker: str | None = None
-        self.token = 0
-        self.deadline = 0.0
-        self.seen_running = False  # a heartbeat listed it as running (not only prefetched)
-        self.due: float | None = None  # when a retrying task becomes pending again
-        self.result: str | None = None
-        self.error: ErrorRecord | None = None
-        self.errors: tuple[dict[str, Any], ...] = ()  # a tuple: most tasks never fail, and () costs nothing
-        self.submitted = 0.0
-        self.started: float | None = None
-        self.finished: float | None = None
-
-    def record(self) -> TaskRecord:
-        """The task's public record, with the result still encoded under `payload`."""
-        return TaskRecord(
-            self.id, self.state, self.func, self.result, self.error, list(self.errors), self.worker, self.attempts,
-            self.retried, self.lost, dict(self.options), self.submitted, self.started, self.finished, self.due,
-        )  # fmt: skip
-
-
-def retry_delay(options: dict[str, Any], retry: int) -> float:
-    """Seconds before retry number `retry` (1, 2, ...): retry_backoff doubling each time, capped."""
-    base = float(options.get("retry_backoff", 0.0))
-    cap = float(options.get("retry_backoff_max", RETRY_BACKOFF_MAX))
-    return min(cap, base * 2 ** min(retry - 1, 60)) if base > 0 else 0.0
-
-
-def wants_retry(task: Task, error: ErrorRecord) -> bool:
-    """Whether a failed run is tried again: retries left, and the error is one of retry_on (any when unset)."""
-    if task.retried >= task.options.get("retries", 0):
-        return False
-    retry_on = task.options.get("retry_on")
-    if not retry_on:
-        return True
-    names = {str(error.get("type", "")), *str(error.get("bases", "")).split()}
-    return not names.isdisjoint(retry_on)
-
-
-def lost_error(message: str) -> ErrorRecord:
-    """The error record of a task lost with its worker."""
-    return {"type": "WorkerLost", "message": message, "traceback": "", "bases": ""}
 
 
 class TaskStore:
@@ -425,18 +357,3 @@ class TaskStore:
 
     def _commit(self) -> None:
         """Make the changes so far durable (a no-op in memory)."""
-
-
-def tombstone(task_id: str, reason: str, at: float) -> Task:
-    """The stand-in for a task whose result is gone: state expired, with an error saying why."""
-    task = Task(task_id, "", None, {}, None)
-    task.state = TaskState.EXPIRED
-    task.finished = at
-    why = "was forgotten (client.forget)" if reason == "forgotten" else "expired (--result-ttl)"
-    task.error = {"type": "ResultExpired", "message": f"the result of task {task_id} {why}", "traceback": ""}
-    return task
-
-
-def is_finished(task: Task) -> bool:
-    """Whether a task has reached a final state."""
-    return task.state in FINISHED_STATES

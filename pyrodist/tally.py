@@ -6,7 +6,7 @@ import collections
 from typing import Any
 
 from .protocol import TaskState
-from .store import Task
+from .task import Task
 
 RECENT_FAILURES = 50
 """Failed task records kept for the dashboard."""

@@ -1,11 +1,9 @@
 """The records that cross a process boundary, each with its one `to_wire` and `from_wire`.
 
-Every message between client, master and worker is one of these records; nothing else in pyrodist
-builds or reads a wire dict by hand. `to_wire` gives plain lists, dicts, strings and numbers (what
-json and serpent both carry, and what `docs/api.md` documents for plain Pyro4 callers); `from_wire`
-checks a value that arrived and raises a builtin `TypeError` or `ValueError` naming the bad field, so
-any Pyro4 client can read the refusal. Values inside records (arguments, results) stay serpent text
-(`payload`), encoded and decoded only at the ends (`values.py`).
+Nothing else in pyrodist builds or reads a wire dict by hand. `to_wire` gives plain lists, dicts,
+strings and numbers (what json and serpent carry, as `docs/api.md` documents them); `from_wire` checks
+what arrived and raises a builtin `TypeError` or `ValueError` naming the bad field. Values inside
+(arguments, results) stay serpent text (`payload`), encoded and decoded only at the ends (`values.py`).
 
 ::
 
@@ -22,63 +20,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import FINISHED_STATES, MAX_BATCH, ErrorRecord, TaskState, check_task_id
+from .protocol import (
+    WORKER_STATES,
+    ErrorRecord,
+    TaskState,
+    check_error,
+    check_number,
+    check_state,
+    check_strings,
+    check_task_id,
+)
 from .values import MAX_PAYLOAD, encode_value, payload_fits
 
-ERROR_FIELDS = ("type", "message", "traceback", "bases")
-MAX_ERROR_TEXT = 65536
-"""Longest kept text of one error field (a traceback of a deep recursion is cut)."""
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    """A record's fields by name (the values shared, not copied)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
 
 
-# ---- checks of values that arrived ---------------------------------------------------------------
-
-
-def check_name(value: Any, what: str) -> str:
-    """A worker or client id: a non-empty string of at most 128 characters."""
-    if not isinstance(value, str) or not 0 < len(value) <= 128:
-        raise TypeError(f"{what} must be a non-empty string of at most 128 characters, not {value!r}")
-    return value
-
-
-def check_number(value: Any, what: str, low: float, high: float) -> float:
-    """A number within [low, high] (bools and nan refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{what} must be a number from {low} to {high}, not {value!r}")
-    return value
-
-
-def check_batch(items: Any, what: str, limit: int = MAX_BATCH) -> list[Any] | tuple[Any, ...]:
-    """A list of at most limit items."""
-    if not isinstance(items, (list, tuple)):
-        raise TypeError(f"{what} must be a list, not {type(items).__name__}")
-    if len(items) > limit:
-        raise ValueError(f"{what} holds {len(items)} items; at most {limit} per call")
-    return items
-
-
-def check_ids(items: Any, what: str, limit: int = MAX_BATCH) -> list[str]:
-    """A list of task ids (strings), at most limit of them."""
-    check_batch(items, what, limit)
-    for i, task_id in enumerate(items):
-        if not isinstance(task_id, str):
-            raise TypeError(f"{what}[{i}] must be a task id string, not {type(task_id).__name__}")
-    return list(items)
-
-
-def _error(value: Any, what: str) -> ErrorRecord:
-    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("type", "message")):
-        raise TypeError(f"{what} must be a dict with 'type' and 'message' strings")
-    return {k: str(value.get(k, ""))[:MAX_ERROR_TEXT] for k in ERROR_FIELDS}  # type: ignore[return-value]
-
-
-def _optional_error(value: Any, what: str) -> ErrorRecord | None:
-    return None if value is None else _error(value, what)
-
-
-def _str_list(value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{what} must be a list of strings")
-    return value
+def _known(cls: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """The entries that are fields of cls (a newer peer may send more)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {key: value for key, value in fields.items() if key in names}
 
 
 def _fields(record: Any, what: str, required: Sequence[str]) -> dict[str, Any]:
@@ -214,7 +177,9 @@ class Outcome:
                 raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {limit} bytes")
             return cls(task_id, token, True, result=payload)
         if result.get("state") == TaskState.FAILED:
-            return cls(task_id, token, False, error=_error(result.get("error"), f"results[{i}]: 'error'"))
+            return cls(
+                task_id, token, False, error=check_error(result.get("error"), f"results[{i}]: 'error'", optional=False)
+            )
         raise ValueError(f"results[{i}]: 'state' must be 'done' or 'failed', not {result.get('state')!r}")
 
 
@@ -228,17 +193,14 @@ class ReportReply:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form."""
-        return {"accepted": self.accepted, "ignored": self.ignored, "cancel": self.cancel}
+        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, reply: Any) -> ReportReply:
         """A reply as report returned it."""
         fields = _fields(reply, "a report reply", ("accepted",))
-        return cls(int(fields["accepted"]), _str_list(fields.get("ignored", []), "ignored"),
-                   _str_list(fields.get("cancel", []), "cancel"))  # fmt: skip
-
-
-WORKER_STATES = ("live", "stopping", "stopped")
+        return cls(int(fields["accepted"]), check_strings(fields.get("ignored", []), "ignored"),
+                   check_strings(fields.get("cancel", []), "cancel"))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +216,7 @@ class WorkerStatus:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form: only the fields that are set."""
-        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+        return {key: value for key, value in _as_dict(self).items() if value is not None}
 
     @classmethod
     def from_wire(cls, info: Any) -> WorkerStatus:
@@ -285,14 +247,14 @@ class HeartbeatReply:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form."""
-        return {"lease_timeout": self.lease_timeout, "cancel": self.cancel}
+        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, reply: Any) -> HeartbeatReply:
         """A reply as heartbeat returned it."""
         fields = _fields(reply, "a heartbeat reply", ("lease_timeout",))
         lease = check_number(fields["lease_timeout"], "lease_timeout", 0, math.inf)
-        return cls(float(lease), _str_list(fields.get("cancel", []), "cancel"))
+        return cls(float(lease), check_strings(fields.get("cancel", []), "cancel"))
 
 
 # ---- results --------------------------------------------------------------------------------------
@@ -315,15 +277,8 @@ class Finished:
     def from_wire(cls, record: Any) -> Finished:
         """A record as collect returned it."""
         fields = _fields(record, "a finished record", ("id", "state"))
-        return cls(fields["id"], _state(fields["state"]), fields.get("payload"),
-                   _optional_error(fields.get("error"), "error"))  # fmt: skip
-
-
-def _state(value: Any) -> TaskState:
-    try:
-        return TaskState(value)
-    except ValueError:
-        raise ValueError(f"unknown task state {value!r}") from None
+        return cls(fields["id"], check_state(fields["state"]), fields.get("payload"),
+                   check_error(fields.get("error"), "error"))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,29 +301,21 @@ class TaskRecord:
     finished: float | None = None
     retry_at: float | None = None
 
-    @property
-    def done(self) -> bool:
-        """Whether the task finished (done, failed, cancelled or expired)."""
-        return self.state in FINISHED_STATES
-
     def finished_record(self) -> Finished:
         """The short form a client settles its future from."""
         return Finished(self.id, self.state, self.payload, self.error)
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form: the documented public record, `payload` holding the result as serpent text."""
-        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        record["state"] = self.state.value
-        return record
+        return {**_as_dict(self), "state": self.state.value}
 
     @classmethod
     def from_wire(cls, record: Any) -> TaskRecord:
         """A record as lookup returned it."""
         fields = _fields(record, "a task record", ("id", "state", "func"))
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in fields.items() if k in known}
-        values["state"] = _state(fields["state"])
-        values["error"] = _optional_error(fields.get("error"), "error")
+        values = _known(cls, fields)
+        values["state"] = check_state(fields["state"])
+        values["error"] = check_error(fields.get("error"), "error")
         return cls(**values)
 
 
@@ -393,14 +340,12 @@ class WorkerRow:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form."""
-        return dataclasses.asdict(self)
+        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, row: Any) -> WorkerRow:
         """A row as stats returned it."""
-        fields = _fields(row, "a worker row", ("id",))
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in fields.items() if k in known})
+        return cls(**_known(cls, _fields(row, "a worker row", ("id",))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,17 +367,14 @@ class Stats:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form (also what `Client.stats` and the dashboard show)."""
-        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        record["workers"] = [w.to_wire() for w in self.workers]
-        record["lost_workers"] = [w.to_wire() for w in self.lost_workers]
-        return record
+        workers, lost = [w.to_wire() for w in self.workers], [w.to_wire() for w in self.lost_workers]
+        return {**_as_dict(self), "workers": workers, "lost_workers": lost}
 
     @classmethod
     def from_wire(cls, stats: Any) -> Stats:
         """Stats as the master returned them."""
         fields = _fields(stats, "stats", ("master", "workers", "lost_workers", "counts"))
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in fields.items() if k in known}
+        values = _known(cls, fields)
         values["workers"] = [WorkerRow.from_wire(w) for w in fields["workers"]]
         values["lost_workers"] = [WorkerRow.from_wire(w) for w in fields["lost_workers"]]
         return cls(**values)
@@ -450,10 +392,9 @@ class Limits:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form."""
-        return dataclasses.asdict(self)
+        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, limits: Any) -> Limits:
         """Limits as the master returned them."""
-        fields = _fields(limits, "limits", [f.name for f in dataclasses.fields(cls)])
-        return cls(**{f.name: fields[f.name] for f in dataclasses.fields(cls)})
+        return cls(**_known(cls, _fields(limits, "limits", [f.name for f in dataclasses.fields(cls)])))

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pyrodist.cli import cli, parse_arg
+from pyrodist.cli import cli
+from pyrodist.cliopts import parse_arg
 from tests import tasks
 from tests.conftest import ROOT, Cluster, Processes, free_port, start_cluster, wait_until
 

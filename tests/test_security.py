@@ -17,7 +17,7 @@ import pytest
 
 from pyrodist import AuthenticationFailed, Client, FunctionRefError, MasterRejected, PyrodistError, Settings, TaskError
 from pyrodist import ValueEncodingError as EncodingError
-from pyrodist.cli import warn_if_exposed
+from pyrodist.cliopts import warn_if_exposed
 from tests import tasks
 from tests.conftest import Cluster, Processes, free_port, port_open, wait_until
 from tests.test_cli import assert_one_clear_line, pyrodist

@@ -20,7 +20,7 @@ import pytest
 from pyrodist.errors import ConfigError
 from pyrodist.protocol import TaskState
 from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore
-from pyrodist.store import Task
+from pyrodist.task import Task
 from pyrodist.wire import Outcome
 from tests.conftest import ROOT
 from tests.test_store import LEASE, counts, done, failure, fill, get, ids, make_task
@@ -259,7 +259,7 @@ import json, sys
 from pyrodist.protocol import error_info
 from pyrodist.wire import Outcome
 from pyrodist.sqlstore import SqliteStore
-from pyrodist.store import Task
+from pyrodist.task import Task
 
 store = SqliteStore(sys.argv[1], 0.0, 10.0)
 store.add([Task("r", "m:f", "p", {"retries": 1, "retry_backoff": 50.0}, None)], 1.0)

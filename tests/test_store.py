@@ -18,7 +18,8 @@ import pytest
 from pyrodist.memstore import MemoryStore
 from pyrodist.protocol import TaskState, error_info
 from pyrodist.sqlstore import SqliteStore
-from pyrodist.store import DEFAULT_MAX_ATTEMPTS, ERRORS_KEPT, UNSEEN_LOSSES_PER_ATTEMPT, Task, TaskStore, is_finished
+from pyrodist.store import DEFAULT_MAX_ATTEMPTS, ERRORS_KEPT, UNSEEN_LOSSES_PER_ATTEMPT, TaskStore
+from pyrodist.task import Task, is_finished
 from pyrodist.wire import Outcome
 
 LEASE = 10.0
