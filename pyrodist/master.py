@@ -31,7 +31,7 @@ from . import protocol
 from .api import Sink
 from .config import Settings
 from .memstore import MemoryStore
-from .notify import Notifier
+from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
 from .protocol import FINISHED_STATES, MAX_BATCH, TaskState
 from .registry import WorkerRegistry
@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 
 NO_OPTIONS: dict[str, Any] = {}
 """Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
-MAX_SUBSCRIPTIONS = 1000
-MAX_SUBSCRIPTIONS_PER_CLIENT = 16
 REAP_EVERY = 0.25
 """Seconds between two rounds of the reaper."""
 
@@ -78,7 +76,6 @@ class Master:
         self._notifier = Notifier()
         self.epoch = secrets.token_hex(3)
         self._ids = itertools.count(1)
-        self._funcs: dict[str, str] = {}  # function references as given -> checked and normalized
         self._totals = Totals(clock())
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -106,13 +103,8 @@ class Master:
         return len(new)
 
     def _new_task(self, task_id: str, func: str, payload: str, options: Any, owner: str | None = None) -> Task:
-        ref = self._funcs.get(func)
-        if ref is None:
-            ref = protocol.function_ref(func)
-            if len(self._funcs) >= 10_000:
-                self._funcs.clear()
-            self._funcs[func] = ref
-        return Task(task_id, ref, payload, protocol.check_options(options) if options else NO_OPTIONS, owner)
+        checked = protocol.check_options(options) if options else NO_OPTIONS
+        return Task(task_id, protocol.normalized_ref(func), payload, checked, owner)
 
     def _queue(self, tasks: list[Task], owner: str | None = None) -> None:
         with self._lock:
@@ -246,10 +238,7 @@ class Master:
 
     def check_subscription(self, task_ids: Sequence[str] | None, client_id: str | None) -> None:
         """Refuse a subscription beyond the limits or naming unknown tasks (before its sink is built)."""
-        if self._notifier.count() >= MAX_SUBSCRIPTIONS:
-            raise ValueError(f"too many subscriptions ({MAX_SUBSCRIPTIONS}); unsubscribe unused ones first")
-        if client_id is not None and self._notifier.count(client_id) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
-            raise ValueError(f"client {client_id} has {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions, the most allowed")
+        self._notifier.check_room(client_id)
         with self._lock:
             for task_id in task_ids or ():
                 self._known(task_id)

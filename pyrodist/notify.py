@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 Published = tuple[TaskRecord, str | None]
 """A finished task's record and the client that submitted it (None for a plain submit)."""
 
+MAX_SUBSCRIPTIONS = 1000
+MAX_SUBSCRIPTIONS_PER_CLIENT = 16
 MAX_QUEUE = 100_000
 """Records one subscriber may fall behind before it is dropped."""
 MAX_BATCH = 5000
@@ -150,6 +152,13 @@ class Notifier:
             if not sub.put([record for record, owner in records if sub.wants(record, owner)]):
                 log.warning("subscription %s dropped: it fell %d records behind", sub.id, MAX_QUEUE)
                 self.unsubscribe(sub.id, discard=True)
+
+    def check_room(self, owner: str | None) -> None:
+        """Refuse one more subscription (of this owner) beyond the limits, with a ValueError saying which."""
+        if self.count() >= MAX_SUBSCRIPTIONS:
+            raise ValueError(f"too many subscriptions ({MAX_SUBSCRIPTIONS}); unsubscribe unused ones first")
+        if owner is not None and self.count(owner) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+            raise ValueError(f"client {owner} has {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions, the most allowed")
 
     def count(self, owner: str | None = None) -> int:
         """How many subscriptions are live (of one owner, if given)."""

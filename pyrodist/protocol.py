@@ -6,6 +6,7 @@ The records built on these rules, and what crosses the wire, are in `wire.py`; v
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 import traceback
@@ -68,6 +69,12 @@ def function_ref(func: Callable[..., Any] | str) -> str:
             "and start the workers with -I that.module"
         )
     return f"{_public_module(module, qualname, func)}:{qualname}"
+
+
+@functools.lru_cache(maxsize=10_000)
+def normalized_ref(ref: str) -> str:
+    """A function reference as given, checked and written `"package.module:name"` (cached: tasks repeat it)."""
+    return function_ref(ref)
 
 
 def _public_module(module: str, name: str, func: object) -> str:
