@@ -15,7 +15,6 @@ from typing import Any
 
 from .connection import Connection
 from .errors import PyrodistError
-from .values import decode_value
 from .wire import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -77,13 +76,7 @@ class CallbackChannel:
         while (records := self._inbox.get()) is not None:
             functions = list(self._functions)
             for record in records:
-                public = record.to_wire()
-                payload = public.pop("payload", None)
-                try:
-                    public["value"] = decode_value(payload) if payload is not None else None
-                except Exception as exc:  # noqa: BLE001 - keep delivering the rest
-                    log.warning("result of task %s could not be decoded: %s", record.id, exc)
-                    public["value"] = None
+                public = record.to_plain()  # an undecodable value reads None, with an error saying why
                 for fn in functions:
                     try:
                         fn(public)

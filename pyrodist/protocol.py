@@ -10,7 +10,7 @@ import functools
 import math
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NotRequired, TypedDict
 
 from .errors import FunctionRefError
@@ -257,3 +257,13 @@ def check_state(value: Any) -> TaskState:
         return TaskState(value)
     except ValueError:
         raise ValueError(f"unknown task state {value!r}") from None
+
+
+def check_fields(record: Any, what: str, required: Sequence[str]) -> dict[str, Any]:
+    """A dict that has these keys (a record as it arrived)."""
+    if not isinstance(record, dict):
+        raise TypeError(f"{what} must be a dict, not {type(record).__name__}")
+    missing = [key for key in required if key not in record]
+    if missing:
+        raise ValueError(f"{what} lacks {', '.join(missing)}")
+    return record

@@ -35,7 +35,6 @@ from .errors import (
 )
 from .remote_patches import apply_patches
 from .retry import retrying, warn_once
-from .service import plain_record
 from .wire import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -389,7 +388,7 @@ class CallbackSink:
             self._proxy.task_batch([record.to_wire() for record in records])
         else:
             for record in records:
-                self._proxy.task_done(plain_record(record))
+                self._proxy.task_done(record.to_plain())
 
     def close(self) -> None:
         """Release the proxy's connection."""

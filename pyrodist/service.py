@@ -18,8 +18,7 @@ from .config import Settings
 from .errors import PyrodistError
 from .master import Master
 from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_name, check_number, check_task_id
-from .values import decode_value
-from .wire import Outcome, SubmittedTask, TaskRecord, TaskSpec, WorkerStatus
+from .wire import Outcome, SubmittedTask, TaskSpec, WorkerStatus
 
 Wire = dict[str, Any]
 
@@ -37,25 +36,6 @@ def _plain() -> Iterator[None]:
         yield
     except PyrodistError as exc:
         raise ValueError(str(exc)) from None
-
-
-def plain_record(record: TaskRecord, as_json: bool = False) -> Wire:
-    """A record for a plain caller: the value decoded under `value` (json callers keep the text under `payload`)."""
-    wire = record.to_wire()
-    if as_json:
-        wire["value"] = None  # json cannot carry bytes, tuples or sets: decode the payload yourself
-        return wire
-    payload = wire.pop("payload", None)
-    try:
-        wire["value"] = decode_value(payload) if payload is not None else None
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-        wire["value"] = None
-        wire["error"] = {
-            "type": "ValueError",
-            "message": f"the stored result cannot be decoded: {exc}",
-            "traceback": "",
-        }
-    return wire
 
 
 def _any_sink(callback: Any) -> Sink:
@@ -123,7 +103,7 @@ class MasterService:
     def result(self, task_id: Any, timeout: Any = 0.0) -> Wire:
         """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""
         record = self._master.result(check_task_id(task_id), check_number(timeout, "timeout", 0, 1e9))
-        return plain_record(record, self._caller_uses_json())
+        return record.to_plain(self._caller_uses_json())
 
     def collect(self, client_id: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[Wire]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""

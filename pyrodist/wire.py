@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +24,13 @@ from .protocol import (
     ErrorRecord,
     TaskState,
     check_error,
+    check_fields,
     check_number,
     check_state,
     check_strings,
     check_task_id,
 )
-from .values import MAX_PAYLOAD, encode_value, payload_fits
+from .values import MAX_PAYLOAD, decode_value, encode_value, payload_fits
 
 
 def _as_dict(record: Any) -> dict[str, Any]:
@@ -42,15 +42,6 @@ def _known(cls: Any, fields: dict[str, Any]) -> dict[str, Any]:
     """The entries that are fields of cls (a newer peer may send more)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {key: value for key, value in fields.items() if key in names}
-
-
-def _fields(record: Any, what: str, required: Sequence[str]) -> dict[str, Any]:
-    if not isinstance(record, dict):
-        raise TypeError(f"{what} must be a dict, not {type(record).__name__}")
-    missing = [key for key in required if key not in record]
-    if missing:
-        raise ValueError(f"{what} lacks {', '.join(missing)}")
-    return record
 
 
 # ---- submitting -----------------------------------------------------------------------------------
@@ -130,19 +121,17 @@ class FetchedTask:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form."""
-        return {"id": self.id, "func": self.func, "payload": self.payload, "token": self.token, "options": self.options}
+        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, item: Any) -> FetchedTask:
         """A task as fetch returned it."""
-        fields = _fields(item, "a fetched task", ("id", "func", "payload", "token"))
-        task_id, func, payload, token = fields["id"], fields["func"], fields["payload"], fields["token"]
-        options = fields.get("options") or {}
-        if not all(isinstance(v, str) for v in (task_id, func, payload)) or not isinstance(token, int):
+        fields = check_fields(item, "a fetched task", ("id", "func", "payload", "token"))
+        task = cls(fields["id"], fields["func"], fields["payload"], fields["token"], fields.get("options") or {})
+        typed = all(isinstance(v, str) for v in (task.id, task.func, task.payload)) and isinstance(task.token, int)
+        if not typed or type(task.options) is not dict:
             raise TypeError(f"a fetched task has fields of the wrong types: {item!r:.200}")
-        if not isinstance(options, dict):
-            raise TypeError(f"the options of fetched task {task_id} must be a dict")
-        return cls(task_id, func, payload, token, options)
+        return task
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +187,12 @@ class ReportReply:
     @classmethod
     def from_wire(cls, reply: Any) -> ReportReply:
         """A reply as report returned it."""
-        fields = _fields(reply, "a report reply", ("accepted",))
+        fields = check_fields(reply, "a report reply", ("accepted",))
         return cls(int(fields["accepted"]), check_strings(fields.get("ignored", []), "ignored"),
                    check_strings(fields.get("cancel", []), "cancel"))  # fmt: skip
+
+
+_STATUS_TYPES: dict[str, type] = {"host": str, "pid": int, "concurrency": int, "running": list}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,19 +214,14 @@ class WorkerStatus:
     def from_wire(cls, info: Any) -> WorkerStatus:
         """A heartbeat's info; fields of the wrong type are left out, as a plain caller may send anything."""
         info = info if isinstance(info, dict) else {}
-
-        def typed(key: str, kind: type) -> Any:
-            value = info.get(key)
-            return value if isinstance(value, kind) and not isinstance(value, bool) else None
-
-        running, prefetched = typed("running", list), info.get("prefetched", [])
-        ids = running is not None and isinstance(prefetched, list)
-        state = info.get("state")
+        typed: dict[str, Any] = {k: v for k, v in info.items() if type(v) is _STATUS_TYPES.get(k)}  # no bools
+        running, prefetched = typed.get("running"), info.get("prefetched", [])  # leases renewed only with both
+        ids = isinstance(running, list) and isinstance(prefetched, list)
         return cls(
-            typed("host", str), typed("pid", int), typed("concurrency", int),
-            [t for t in running if isinstance(t, str)] if ids and running is not None else None,
+            typed.get("host"), typed.get("pid"), typed.get("concurrency"),
+            [t for t in running or () if isinstance(t, str)] if ids else None,
             [t for t in prefetched if isinstance(t, str)] if ids else None,
-            state if state in WORKER_STATES else "live",
+            info["state"] if info.get("state") in WORKER_STATES else "live",
         )  # fmt: skip
 
 
@@ -252,7 +239,7 @@ class HeartbeatReply:
     @classmethod
     def from_wire(cls, reply: Any) -> HeartbeatReply:
         """A reply as heartbeat returned it."""
-        fields = _fields(reply, "a heartbeat reply", ("lease_timeout",))
+        fields = check_fields(reply, "a heartbeat reply", ("lease_timeout",))
         lease = check_number(fields["lease_timeout"], "lease_timeout", 0, math.inf)
         return cls(float(lease), check_strings(fields.get("cancel", []), "cancel"))
 
@@ -276,7 +263,7 @@ class Finished:
     @classmethod
     def from_wire(cls, record: Any) -> Finished:
         """A record as collect returned it."""
-        fields = _fields(record, "a finished record", ("id", "state"))
+        fields = check_fields(record, "a finished record", ("id", "state"))
         return cls(fields["id"], check_state(fields["state"]), fields.get("payload"),
                    check_error(fields.get("error"), "error"))  # fmt: skip
 
@@ -309,10 +296,23 @@ class TaskRecord:
         """The wire form: the documented public record, `payload` holding the result as serpent text."""
         return {**_as_dict(self), "state": self.state.value}
 
+    def to_plain(self, as_json: bool = False) -> dict[str, Any]:
+        """The record for a plain caller: the value decoded under `value` (json callers keep the text in `payload`)."""
+        wire = self.to_wire()
+        if as_json:
+            return {**wire, "value": None}  # json cannot carry bytes, tuples or sets: decode the payload yourself
+        payload = wire.pop("payload")
+        try:
+            wire["value"] = decode_value(payload) if payload is not None else None
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            message = f"the stored result cannot be decoded: {exc}"
+            wire["value"], wire["error"] = None, {"type": "ValueError", "message": message, "traceback": ""}
+        return wire
+
     @classmethod
     def from_wire(cls, record: Any) -> TaskRecord:
         """A record as lookup returned it."""
-        fields = _fields(record, "a task record", ("id", "state", "func"))
+        fields = check_fields(record, "a task record", ("id", "state", "func"))
         values = _known(cls, fields)
         values["state"] = check_state(fields["state"])
         values["error"] = check_error(fields.get("error"), "error")
@@ -345,7 +345,7 @@ class WorkerRow:
     @classmethod
     def from_wire(cls, row: Any) -> WorkerRow:
         """A row as stats returned it."""
-        return cls(**_known(cls, _fields(row, "a worker row", ("id",))))
+        return cls(**_known(cls, check_fields(row, "a worker row", ("id",))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +373,7 @@ class Stats:
     @classmethod
     def from_wire(cls, stats: Any) -> Stats:
         """Stats as the master returned them."""
-        fields = _fields(stats, "stats", ("master", "workers", "lost_workers", "counts"))
+        fields = check_fields(stats, "stats", ("master", "workers", "lost_workers", "counts"))
         values = _known(cls, fields)
         values["workers"] = [WorkerRow.from_wire(w) for w in fields["workers"]]
         values["lost_workers"] = [WorkerRow.from_wire(w) for w in fields["lost_workers"]]
@@ -397,4 +397,4 @@ class Limits:
     @classmethod
     def from_wire(cls, limits: Any) -> Limits:
         """Limits as the master returned them."""
-        return cls(**_known(cls, _fields(limits, "limits", [f.name for f in dataclasses.fields(cls)])))
+        return cls(**_known(cls, check_fields(limits, "limits", [f.name for f in dataclasses.fields(cls)])))
