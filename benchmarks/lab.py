@@ -328,7 +328,7 @@ def run_targets(tasks: int = 20_000, queue: int = 1_000_000) -> list[Target]:
     return [
         *targets,
         Target("baseline: multiprocessing.Pool(2).map", "", memory.pool_throughput, "tasks/s", None),
-        Target("baseline: raw Pyro4 call loop", "", memory.raw_pyro_calls_per_s, "calls/s", None),
+        Target("baseline: raw Pyro4 call loop", "", memory.raw_rpc_calls_per_s, "calls/s", None),
     ]
 
 

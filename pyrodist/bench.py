@@ -41,7 +41,7 @@ LATENCY_CALLS = 200
 """Sequential round trips the latency figures are taken from."""
 WARMUP_TASKS = 200
 WARMUP_CALLS = 20
-RAW_PYRO_MAX_CALLS = 5_000
+RAW_RPC_MAX_CALLS = 5_000
 """At most this many calls in the raw Pyro4 loop (it is sequential, so N would take long)."""
 RESULT_TIMEOUT = 60.0
 """Seconds a round trip may take; the throughput step also allows 10 ms per task on top."""
@@ -62,7 +62,7 @@ class BenchResult:
     master_cpu_per_task_ms: float | None
     master_peak_mb: float | None
     pool_throughput: float | None
-    raw_pyro_calls_per_s: float | None
+    raw_rpc_calls_per_s: float | None
     store: str | None
     memory_throughput: float | None
     cpus: int
@@ -75,9 +75,9 @@ class BenchResult:
         return self.throughput / self.pool_throughput if self.pool_throughput else None
 
     @property
-    def vs_raw_pyro(self) -> float | None:
+    def vs_raw_rpc(self) -> float | None:
         """pyrodist throughput / raw Pyro4 calls per second."""
-        return self.throughput / self.raw_pyro_calls_per_s if self.raw_pyro_calls_per_s else None
+        return self.throughput / self.raw_rpc_calls_per_s if self.raw_rpc_calls_per_s else None
 
     @property
     def vs_memory(self) -> float | None:
@@ -86,7 +86,7 @@ class BenchResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The figures and ratios as a JSON-ready dict."""
-        ratios = {"vs_pool": self.vs_pool, "vs_raw_pyro": self.vs_raw_pyro, "vs_memory": self.vs_memory}
+        ratios = {"vs_pool": self.vs_pool, "vs_raw_rpc": self.vs_raw_rpc, "vs_memory": self.vs_memory}
         return {**dataclasses.asdict(self), **ratios}
 
 
@@ -134,20 +134,20 @@ def run_bench(
         finished = time.perf_counter()
         cpu_after = cpu_seconds(master_pid)
         peak_mb = _peak_mb(master_pid)
-    pool = raw_pyro = memory = None
+    pool = raw_rpc = memory = None
     if compare:
         if store is not None:
             log.info("bench: the same on an in-memory master")
             memory = run_bench(tasks, workers, payload).throughput
         log.info("bench: baselines")
         pool = _pool_throughput(func, args, served_by)  # as many processes as workers served
-        raw_pyro = _raw_pyro_calls_per_s(min(tasks, RAW_PYRO_MAX_CALLS), settings)
+        raw_rpc = _raw_rpc_calls_per_s(min(tasks, RAW_RPC_MAX_CALLS), settings)
     cpu_ms = (cpu_after - cpu_before) * 1000 / tasks if cpu_before is not None and cpu_after is not None else None
     return BenchResult(
         tasks=tasks, workers=served_by, payload=payload, local=master_pid is not None,
         throughput=tasks / (finished - start), submit_rate=tasks / (submitted - start),
         latency_median_ms=statistics.median(latencies) * 1000, latency_p99_ms=_percentile(latencies, 99) * 1000,
-        master_cpu_per_task_ms=cpu_ms, master_peak_mb=peak_mb, pool_throughput=pool, raw_pyro_calls_per_s=raw_pyro,
+        master_cpu_per_task_ms=cpu_ms, master_peak_mb=peak_mb, pool_throughput=pool, raw_rpc_calls_per_s=raw_rpc,
         store=store, memory_throughput=memory,
         cpus=os.cpu_count() or 0, python=platform.python_version(), platform=platform.platform(),
     )  # fmt: skip
@@ -173,9 +173,9 @@ def format_result(result: BenchResult) -> str:
     if result.pool_throughput is not None:
         rows.append((f"baseline multiprocessing.Pool({result.workers}).map", format_number(result.pool_throughput),
                      "tasks/s", f"pyrodist / baseline = {format_number(result.vs_pool)}"))  # fmt: skip
-    if result.raw_pyro_calls_per_s is not None:
-        rows.append(("baseline raw Pyro4 call loop (json)", format_number(result.raw_pyro_calls_per_s),
-                     "calls/s", f"pyrodist / baseline = {format_number(result.vs_raw_pyro)}"))  # fmt: skip
+    if result.raw_rpc_calls_per_s is not None:
+        rows.append(("baseline raw Pyro4 call loop (json)", format_number(result.raw_rpc_calls_per_s),
+                     "calls/s", f"pyrodist / baseline = {format_number(result.vs_raw_rpc)}"))  # fmt: skip
     workers = f"{result.workers} worker{'s' if result.workers != 1 else ''}"
     lines = [f"pyrodist bench: {result.tasks:,} x {what} on {where}, {workers} x 1 slot", ""]
     lines += format_table(rows, "  {:<}  {:>} {:<}  {}")
@@ -249,7 +249,7 @@ class NoopTarget:
         """Do nothing."""
 
 
-def _raw_pyro_calls_per_s(calls: int, settings: Settings) -> float:
+def _raw_rpc_calls_per_s(calls: int, settings: Settings) -> float:
     """Sequential no-op calls per second through one json Pyro4 proxy to a daemon in a thread of this process.
 
     This measures the transport itself, as pyrodist configures it for these settings (`remote.Server`,

@@ -84,7 +84,7 @@ def open_store(options: MasterOptions, settings: Settings) -> TaskStore:
 def start_master(settings: Settings, options: MasterOptions | None = None) -> RunningMaster:
     """Start a master (not yet serving in this thread: see serve_master) and register it; the running parts."""
     options = options or MasterOptions()
-    remote.configure_pyro(settings, threadpool_size=settings.max_connections)
+    remote.configure(settings, threadpool_size=settings.max_connections)
     existing = remote.master_answers(settings)
     if existing is not None:
         raise ConfigError(
@@ -127,7 +127,7 @@ def _dashboard(master: Master, options: MasterOptions) -> Dashboard:
 
 def serve_master(settings: Settings, options: MasterOptions, stop: threading.Event) -> None:
     """Wait for the name server, start a master, serve until stop is set, then close it."""
-    remote.configure_pyro(settings, threadpool_size=settings.max_connections)
+    remote.configure(settings, threadpool_size=settings.max_connections)
     if not remote.wait_for_nameserver(settings, stop, "master"):
         return
     start_master(settings, options).serve_forever(stop)

@@ -46,7 +46,7 @@ LOOPBACK = "127.0.0.1"
 _configured = threading.Lock()
 
 
-def configure_pyro(settings: Settings | None = None, threadpool_size: int | None = None) -> None:
+def configure(settings: Settings | None = None, threadpool_size: int | None = None) -> None:
     """Set the Pyro4 options pyrodist relies on; the only code that touches `Pyro4.config`.
 
     TLS is a per-process setting in Pyro4 (one certificate, one CA for every connection), so the
@@ -132,7 +132,7 @@ def start_nameserver(
     """Start a Pyro4 name server daemon (not yet serving); broadcast is off on loopback."""
     # Pyro4's pool of 40 threads refuses the 41st connection at once ("no free workers"): a few hundred
     # workers starting together each look the master up. The pool grows only when needed.
-    configure_pyro(settings, threadpool_size=settings.max_connections)
+    configure(settings, threadpool_size=settings.max_connections)
     try:
         uri, daemon, bcserver = Pyro4.naming.startNS(
             host=host, port=port, enableBroadcast=broadcast, hmac=settings.key_bytes, nathost=nathost,
@@ -299,7 +299,7 @@ class Server:
         nathost: str | None = None,
         natport: int | None = None,
     ) -> None:
-        configure_pyro(settings)
+        configure(settings)
         try:
             self.daemon = _Daemon(host=host, port=port, nathost=nathost, natport=_natport(nathost, natport))
         except OSError as exc:

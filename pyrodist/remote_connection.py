@@ -74,7 +74,7 @@ class PyroConnection(WireConnection):
     """A connection to the master named in settings, over Pyro4 (see the module docstring)."""
 
     def __init__(self, settings: Settings, reconnect_for: float = 0.0) -> None:
-        remote.configure_pyro(settings)
+        remote.configure(settings)
         self.settings = settings
         self.reconnect_for = reconnect_for
         self._lock = threading.Lock()

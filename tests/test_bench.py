@@ -33,16 +33,16 @@ def test_figures_are_well_formed(result: BenchResult) -> None:
 
 def test_baselines_and_ratios_are_present(result: BenchResult) -> None:
     assert result.pool_throughput is not None and result.pool_throughput > 0
-    assert result.raw_pyro_calls_per_s is not None and result.raw_pyro_calls_per_s > 0
+    assert result.raw_rpc_calls_per_s is not None and result.raw_rpc_calls_per_s > 0
     assert result.vs_pool is not None and result.vs_pool > 0
-    assert result.vs_raw_pyro is not None and result.vs_raw_pyro > 0
+    assert result.vs_raw_rpc is not None and result.vs_raw_rpc > 0
 
 
 def test_as_dict_is_json(result: BenchResult) -> None:
     data = json.loads(json.dumps(result.as_dict()))
     assert data["throughput"] == result.throughput
     assert data["vs_pool"] == result.vs_pool
-    assert data["vs_raw_pyro"] == result.vs_raw_pyro
+    assert data["vs_raw_rpc"] == result.vs_raw_rpc
 
 
 def test_format_result_names_every_figure(result: BenchResult) -> None:
@@ -57,11 +57,11 @@ def test_format_result_without_baselines_or_proc() -> None:
     bare = BenchResult(
         tasks=10, workers=1, payload=1024, local=False, throughput=5.0, submit_rate=50.0, latency_median_ms=1.0,
         latency_p99_ms=2.0, master_cpu_per_task_ms=None, master_peak_mb=None, pool_throughput=None,
-        raw_pyro_calls_per_s=None, store=None, memory_throughput=None, cpus=1, python="3.11", platform="x",
+        raw_rpc_calls_per_s=None, store=None, memory_throughput=None, cpus=1, python="3.11", platform="x",
     )  # fmt: skip
     text = format_result(bare)
     assert "n/a" in text and "baseline" not in text and "payload(b'x' * 1,024)" in text and "1 worker x" in text
-    assert bare.vs_pool is None and bare.as_dict()["vs_raw_pyro"] is None
+    assert bare.vs_pool is None and bare.as_dict()["vs_raw_rpc"] is None
 
 
 @pytest.mark.parametrize("kwargs", [{"tasks": 0}, {"workers": 0}, {"payload": -1}])

@@ -258,7 +258,7 @@ def test_json_messages_skip_the_class_walk_only_when_no_class_can_be_inside() ->
     """remote.py decodes json messages without Pyro4's "__class__" walk unless the text could hold that key."""
     from pyrodist import remote
 
-    remote.configure_pyro()
+    remote.configure()
     serializer = Pyro4.util.get_serializer("json")
     error = serializer.dumps(ValueError("boom"))  # Pyro4 sends exceptions as a dict with a "__class__" key
     assert isinstance(serializer.loads(error), ValueError)
