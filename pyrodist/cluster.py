@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 
 from .client import Client
 from .config import Settings
@@ -28,6 +28,43 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+class Launcher:
+    """Starts `python -m pyrodist ...` processes, each in its own session, and stops them by pid."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self,
+        *args: str,
+        output: IO[bytes] | int | None = subprocess.DEVNULL,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start one pyrodist command, its output (stdout and stderr) going to output."""
+        cmd = [sys.executable, "-m", "pyrodist", *args]
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT if output is not None else None,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else env,
+                                cwd=cwd, start_new_session=True)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, procs: Sequence[subprocess.Popen[bytes]] | None = None, timeout: float = 15.0) -> None:
+        """SIGTERM these processes (all, newest first, by default), wait up to timeout, then SIGKILL the rest."""
+        group = list(reversed(self.procs)) if procs is None else list(procs)
+        for proc in group:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in group:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in time; killing it", proc.pid)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 class LocalCluster:
@@ -59,6 +96,7 @@ class LocalCluster:
         self.workers: list[subprocess.Popen[bytes]] = []
         self._n_workers = workers
         self._log_to = log_to
+        self._launcher = Launcher()
 
     def __enter__(self) -> LocalCluster:
         try:
@@ -141,25 +179,12 @@ class LocalCluster:
         env["PYTHONUNBUFFERED"] = "1"
         if self.settings.key:
             env["PYRODIST_KEY"] = self.settings.key  # the environment, not argv: keys stay out of `ps`
-        cmd = [sys.executable, "-m", "pyrodist", *args]
-        return subprocess.Popen(cmd, stdout=self._log_to, stderr=self._log_to, env=env, start_new_session=True)
+        return self._launcher.start(*args, output=self._log_to, env=env)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every process by its pid, workers first, then the master, then the name server.
 
         Each group gets SIGTERM and `timeout` seconds; what is still running then gets SIGKILL.
         """
-        groups: list[list[subprocess.Popen[Any]]] = [self.workers, [self.master] if self.master else [],
-                                                     [self.nameserver] if self.nameserver else []]  # fmt: skip
-        for group in groups:
-            for proc in group:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            for proc in group:
-                try:
-                    proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log.warning("local cluster: pid %d did not stop in time; killing it", proc.pid)
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+        for group in (self.workers, [self.master] if self.master else [], [self.nameserver] if self.nameserver else []):
+            self._launcher.stop(group, timeout)

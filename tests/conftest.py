@@ -7,11 +7,8 @@ stopped by pid in teardown (for what needs processes: Pyro4, signals, keys, TLS,
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +19,7 @@ from typing import Any
 import pytest
 
 from pyrodist import Client, ConnectionFailed, LocalCluster, Settings
+from pyrodist.cluster import Launcher
 from pyrodist.connection import LocalConnection
 from pyrodist.master import Master
 from pyrodist.service import MasterService
@@ -156,23 +154,18 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-class Processes:
-    """Starts `python -m pyrodist ...` processes and stops every one of them by pid."""
+class Processes(Launcher):
+    """`LocalCluster`'s launcher, each process writing to its own log file in log_dir."""
 
     def __init__(self, log_dir: Path) -> None:
+        super().__init__()
         self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start one pyrodist command; its stderr goes to a log file."""
-        log = open(self.log_dir / f"{len(self.procs)}-{args[0]}.log", "wb")  # noqa: SIM115 - closed with the process
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pyrodist", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    def start(self, *args: str, **_: Any) -> subprocess.Popen[bytes]:  # type: ignore[override]
+        """Start one pyrodist command (from the repository's root); its output goes to a log file."""
+        with open(self.log_dir / f"{len(self.procs)}-{args[0]}.log", "wb") as log:  # the child keeps its own copy
+            proc = super().start(*args, output=log, cwd=str(ROOT))
         proc.log_path = log.name  # type: ignore[attr-defined]
-        self.procs.append(proc)
         return proc
 
     def log(self, proc: subprocess.Popen[bytes]) -> str:
@@ -181,15 +174,7 @@ class Processes:
 
     def stop_all(self) -> None:
         """SIGTERM every live process (newest first), then SIGKILL what did not exit."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        self.stop()
 
 
 @pytest.fixture
