@@ -52,7 +52,7 @@ Connect = Callable[["Settings"], Connection]
 """How a client or worker gets its connection (`remote_connection.connect`, or an in-process one)."""
 
 
-class WireConnection:
+class WireConnection(MasterAPI):
     """`MasterAPI` as wire calls; subclasses send them (`_invoke`) and carry callbacks back (`subscribe`)."""
 
     reconnect_for = 0.0

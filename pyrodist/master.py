@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import protocol
-from .api import Sink
+from .api import MasterAPI, Sink
 from .config import Settings
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
@@ -61,7 +61,7 @@ REAP_EVERY = 0.25
 """Seconds between two rounds of the reaper."""
 
 
-class Master:
+class Master(MasterAPI):
     """The master's state and rules behind its remote API (see the module docstring for the flow)."""
 
     def __init__(self, settings: Settings, store: TaskStore | None = None, clock: Callable[[], float] = time.time):
