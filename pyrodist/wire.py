@@ -15,6 +15,7 @@ what arrived and raises a builtin `TypeError` or `ValueError` naming the bad fie
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -33,18 +34,19 @@ from .protocol import (
 from .values import MAX_PAYLOAD, decode_value, encode_value, payload_fits
 
 
+@functools.cache
+def _names(cls: Any) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _as_dict(record: Any) -> dict[str, Any]:
     """A record's fields by name (the values shared, not copied)."""
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    return {name: getattr(record, name) for name in _names(record.__class__)}
 
 
-def _known(cls: Any, fields: dict[str, Any]) -> dict[str, Any]:
+def _known(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
     """The entries that are fields of cls (a newer peer may send more)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {key: value for key, value in fields.items() if key in names}
-
-
-# ---- submitting -----------------------------------------------------------------------------------
+    return {key: value for key, value in fields.items() if key in _names(cls)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +108,6 @@ class TaskSpec:
         return cls(func, args, kwargs, spec.get("options"))
 
 
-# ---- workers --------------------------------------------------------------------------------------
-
-
 @dataclass(slots=True)
 class FetchedTask:
     """A task leased to a worker: `{"id", "func", "payload", "token", "options"}` on the wire."""
@@ -121,7 +120,7 @@ class FetchedTask:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form."""
-        return _as_dict(self)
+        return {"id": self.id, "func": self.func, "payload": self.payload, "token": self.token, "options": self.options}
 
     @classmethod
     def from_wire(cls, item: Any) -> FetchedTask:
@@ -244,9 +243,6 @@ class HeartbeatReply:
         return cls(float(lease), check_strings(fields.get("cancel", []), "cancel"))
 
 
-# ---- results --------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class Finished:
     """A finished task as its client collects it: `{"id", "state", "payload", "error"}`."""
@@ -317,9 +313,6 @@ class TaskRecord:
         values["state"] = check_state(fields["state"])
         values["error"] = check_error(fields.get("error"), "error")
         return cls(**values)
-
-
-# ---- the master itself ----------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
