@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import Pyro4
@@ -24,7 +23,7 @@ from . import remote
 from .api import MasterAPI, Sink
 from .config import Settings
 from .connection import WireConnection
-from .errors import ConnectionFailed, MasterRejected, PyrodistError
+from .errors import ConnectionFailed, MasterRejected
 from .retry import retrying
 from .wire import TaskRecord
 
@@ -39,23 +38,17 @@ def remote_traceback(exc: BaseException) -> str:
     return "".join(getattr(exc, "_pyroTraceback", []) or [])
 
 
-@contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Turn transport failures and refused calls into PyrodistErrors with a clear message."""
-    try:
-        yield
-    except PyrodistError:
-        raise
-    except Pyro4.errors.CommunicationError as exc:
+def translated(what: str, exc: BaseException) -> BaseException:
+    """What a failed call raises: transport failures and refused calls as PyrodistErrors with a clear message."""
+    if isinstance(exc, Pyro4.errors.CommunicationError):
         remote.check_authentication(exc, "the master's")
-        raise ConnectionFailed(f"{what}: the master could not be reached: {exc}") from exc
-    except Pyro4.errors.PyroError as exc:  # SerializeError, ProtocolError: the call could not be carried
-        raise MasterRejected(f"{what}: the call could not be carried: {exc}") from exc
-    except (ValueError, TypeError, KeyError) as exc:
-        if not remote_traceback(exc):
-            raise
+        return ConnectionFailed(f"{what}: the master could not be reached: {exc}")
+    if isinstance(exc, Pyro4.errors.PyroError):  # SerializeError: the call could not be carried
+        return MasterRejected(f"{what}: the call could not be carried: {exc}")
+    if isinstance(exc, (ValueError, TypeError, KeyError)) and remote_traceback(exc):
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise MasterRejected(f"{what}: {message}") from exc
+        return MasterRejected(f"{what}: {message}")
+    return exc  # ours, or a local error: as it is
 
 
 @remote.expose
@@ -88,28 +81,35 @@ class PyroConnection(WireConnection):
         return f"<PyroConnection to {self.settings.master_name!r}>"
 
     def _invoke(self, method: Callable[..., Any], *args: Any) -> Any:
-        def warn(exc: Exception, delay: float) -> None:
+        try:
+            return self._call_once(method, args)
+        except ConnectionFailed as exc:
+            if not self.reconnect_for or self._closed.is_set():
+                raise
             log.warning("%s; retrying for up to %g s", exc, self.reconnect_for)
-
-        return retrying(
-            lambda: self._call_once(method, args), ConnectionFailed, stop=self._closed, within=self.reconnect_for,
-            start=0.1, cap=2.0, on_retry=warn if self.reconnect_for else None,
-        )  # fmt: skip
+        return retrying(lambda: self._call_once(method, args), ConnectionFailed, stop=self._closed,
+                        within=self.reconnect_for, start=0.1, cap=2.0)  # fmt: skip
 
     def _call_once(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        name = method.__name__
         proxy = self._checkout()
         try:
-            with translate_errors(name):
-                result = getattr(proxy, name)(*args)
-        except ConnectionFailed:
-            self._drop(proxy)
-            if self._closed.is_set():
-                raise ConnectionFailed(f"{name}: the connection was closed") from None
-            raise
-        except BaseException:
-            self._checkin(proxy)
-            raise
+            result = getattr(proxy, method.__name__)(*args)
+        except BaseException as exc:
+            try:
+                error = translated(method.__name__, exc)
+            except BaseException:  # AuthenticationFailed: this proxy is of no use
+                self._drop(proxy)
+                raise
+            if error is exc:
+                self._checkin(proxy)
+                raise
+            if not isinstance(error, ConnectionFailed):
+                self._checkin(proxy)
+            else:
+                self._drop(proxy)
+                if self._closed.is_set():
+                    raise ConnectionFailed(f"{method.__name__}: the connection was closed") from None
+            raise error from exc
         self._checkin(proxy)
         return result
 
@@ -117,9 +117,11 @@ class PyroConnection(WireConnection):
         with self._lock:
             if self._closed.is_set():
                 raise ConnectionFailed("the connection is closed")
-            proxy = self._idle.pop() if self._idle else None
-        if proxy is None:
-            proxy = remote.connect_master(self.settings)
+            if self._idle:
+                proxy = self._idle.pop()
+                self._busy.add(proxy)
+                return proxy
+        proxy = remote.connect_master(self.settings)
         with self._lock:
             self._busy.add(proxy)
         return proxy

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .protocol import (
+    STATES,
     WORKER_STATES,
     ErrorRecord,
     TaskState,
@@ -49,7 +50,7 @@ def _known(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if key in _names(cls)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmittedTask:
     """A client's call with its arguments already encoded: `[task_id, func, payload, options]` on the wire."""
 
@@ -78,7 +79,7 @@ class SubmittedTask:
         return cls(task_id, func, payload, options if options else {})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSpec:
     """A plain caller's task: `{"func", "args", "kwargs", "options"}`, values not yet encoded."""
 
@@ -125,15 +126,18 @@ class FetchedTask:
     @classmethod
     def from_wire(cls, item: Any) -> FetchedTask:
         """A task as fetch returned it."""
-        fields = check_fields(item, "a fetched task", ("id", "func", "payload", "token"))
-        task = cls(fields["id"], fields["func"], fields["payload"], fields["token"], fields.get("options") or {})
-        typed = all(isinstance(v, str) for v in (task.id, task.func, task.payload)) and isinstance(task.token, int)
-        if not typed or type(task.options) is not dict:
-            raise TypeError(f"a fetched task has fields of the wrong types: {item!r:.200}")
-        return task
+        try:
+            task = cls(item["id"], item["func"], item["payload"], item["token"], item.get("options") or {})
+        except (KeyError, TypeError, AttributeError):
+            check_fields(item, "a fetched task", ("id", "func", "payload", "token"))
+            raise
+        texts = type(task.id) is type(task.func) is type(task.payload) is str
+        if texts and type(task.token) is int and type(task.options) is dict:
+            return task
+        raise TypeError(f"a fetched task has fields of the wrong types: {item!r:.200}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """A worker's report on one task: its result (encoded) or its error, with the lease token."""
 
@@ -171,7 +175,7 @@ class Outcome:
         raise ValueError(f"results[{i}]: 'state' must be 'done' or 'failed', not {result.get('state')!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportReply:
     """The master's answer to a report: how many results counted, which were ignored, what to stop."""
 
@@ -194,7 +198,7 @@ class ReportReply:
 _STATUS_TYPES: dict[str, type] = {"host": str, "pid": int, "concurrency": int, "running": list}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerStatus:
     """What a worker tells in its heartbeat; fields it leaves out (None) keep what the master knew."""
 
@@ -224,7 +228,7 @@ class WorkerStatus:
         )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HeartbeatReply:
     """The master's answer to a heartbeat: its lease timeout, and tasks to stop."""
 
@@ -243,7 +247,7 @@ class HeartbeatReply:
         return cls(float(lease), check_strings(fields.get("cancel", []), "cancel"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finished:
     """A finished task as its client collects it: `{"id", "state", "payload", "error"}`."""
 
@@ -259,12 +263,15 @@ class Finished:
     @classmethod
     def from_wire(cls, record: Any) -> Finished:
         """A record as collect returned it."""
-        fields = check_fields(record, "a finished record", ("id", "state"))
-        return cls(fields["id"], check_state(fields["state"]), fields.get("payload"),
-                   check_error(fields.get("error"), "error"))  # fmt: skip
+        try:  # the common case without a call per field: one of these per finished task
+            return cls(record["id"], STATES[record["state"]], record["payload"], check_error(record["error"], "error"))
+        except (KeyError, TypeError):
+            fields = check_fields(record, "a finished record", ("id", "state", "payload", "error"))
+            check_state(fields["state"])
+            raise
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskRecord:
     """Everything the master tells of one task (`lookup`, `result`, callbacks); the result still encoded."""
 
@@ -341,7 +348,7 @@ class WorkerRow:
         return cls(**_known(cls, check_fields(row, "a worker row", ("id",))))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stats:
     """Workers, tasks per state, totals and the master's own details."""
 
@@ -373,7 +380,7 @@ class Stats:
         return cls(**values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Limits:
     """The limits a master enforces, so callers can check before sending, and its epoch."""
 
