@@ -49,7 +49,7 @@ class Connection(MasterAPI, Protocol):
 
 
 Connect = Callable[["Settings"], Connection]
-"""How a client or worker gets its connection (`remote_connection.connect`, or an in-process one)."""
+"""How a client or worker gets its connection (`remote_connection.PyroConnection`, or an in-process one)."""
 
 
 class WireConnection(MasterAPI):

@@ -75,7 +75,6 @@ class PyroConnection(WireConnection):
         self._busy: set[Any] = set()
         self._closed = threading.Event()
         self._callbacks: remote.Server | None = None
-        self._receivers: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<PyroConnection to {self.settings.master_name!r}>"
@@ -204,8 +203,3 @@ def _shut(proxy: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError as exc:  # already closed by the other side
             log.debug("socket of %s already closed: %s", proxy, exc)
-
-
-def connect(settings: Settings) -> PyroConnection:
-    """A connection to the master named in settings (found through the name server on first use)."""
-    return PyroConnection(settings)
