@@ -17,8 +17,8 @@ from typing import Any
 from .protocol import error_info
 from .retry import retrying
 from .runner import ChildProcess, TaskCall
-from .wire import Outcome
-from .workstate import Held, WorkerState
+from .wire import FetchedTask, Outcome
+from .workstate import WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class Slots:
         finally:
             child.close()
 
-    def _run_batch(self, child: ChildProcess, batch: list[Held]) -> ChildProcess:
+    def _run_batch(self, child: ChildProcess, batch: list[FetchedTask]) -> ChildProcess:
         """Run a batch on child and queue its results; tasks a crash left unrun go back to the buffer."""
-        calls = [TaskCall(h.task.id, h.task.func, h.task.payload, h.task.options.get("timeout")) for h in batch]
+        calls = [TaskCall(t.id, t.func, t.payload, t.options.get("timeout")) for t in batch]
         if log.isEnabledFor(logging.DEBUG):
             for call in calls:
                 log.debug("task %s (%s) starting", call.task_id, call.func)
@@ -76,7 +76,7 @@ class Slots:
                     self._state.results.put(ready)
                     ready = []
         except Exception as exc:  # the child could not be run (fds, memory): fail that task, go on
-            log.exception("worker %s could not run task %s", self._worker_id, batch[done].task.id)
+            log.exception("worker %s could not run task %s", self._worker_id, batch[done].id)
             self._finished(batch[done], False, error_info(exc, tb=""), 0.0, ready)
             done += 1
             child = self._fresh_child(child)
@@ -87,10 +87,9 @@ class Slots:
                 self._state.put_back(batch[done:])
         return child
 
-    def _finished(self, held: Held, ok: bool, result: Any, elapsed: float, ready: list[Outcome]) -> None:
+    def _finished(self, task: FetchedTask, ok: bool, result: Any, elapsed: float, ready: list[Outcome]) -> None:
         """Account for a finished task and add its report to ready (unless it was cancelled or stopped)."""
-        task = held.task
-        if not self._state.finished(held, elapsed):
+        if not self._state.finished(task.id, elapsed):
             return
         if ok:
             ready.append(Outcome(task.id, task.token, True, result=result))

@@ -150,8 +150,8 @@ class Outcome:
     def to_wire(self) -> dict[str, Any]:
         """The wire form: `{"id", "token", "state": "done", "payload"}` or `{..., "state": "failed", "error"}`."""
         if self.ok:
-            return {"id": self.task_id, "token": self.token, "state": TaskState.DONE.value, "payload": self.result}
-        return {"id": self.task_id, "token": self.token, "state": TaskState.FAILED.value, "error": self.error}
+            return {"id": self.task_id, "token": self.token, "state": "done", "payload": self.result}
+        return {"id": self.task_id, "token": self.token, "state": "failed", "error": self.error}
 
     @classmethod
     def from_wire(cls, i: int, result: Any, limit: int = MAX_PAYLOAD) -> Outcome:

@@ -14,7 +14,6 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass
 
 from .runner import PIPELINE_BYTES, ChildProcess
 from .wire import FetchedTask, Outcome, WorkerStatus
@@ -30,14 +29,6 @@ PIPELINE_BELOW = 0.005
 """Tasks are pipelined only while they take less than this (seconds): a slow one must not hold others back."""
 
 
-@dataclass(slots=True)
-class Held:
-    """A task this worker holds, and the slot running it (-1 while it waits in the buffer)."""
-
-    task: FetchedTask
-    slot: int = -1
-
-
 class WorkerState:
     """The shared state of one worker's threads (see the module docstring)."""
 
@@ -48,8 +39,8 @@ class WorkerState:
         lock = threading.RLock()
         self.tasks = threading.Condition(lock)  # slots wait here for tasks in the buffer
         self.room = threading.Condition(lock)  # the fetcher waits here for room in the buffer
-        self.buffer: collections.deque[Held] = collections.deque()
-        self.running: dict[str, Held] = {}
+        self.buffer: collections.deque[FetchedTask] = collections.deque()
+        self.running: dict[str, int] = {}  # task id -> the slot running it
         self.children: list[ChildProcess | None] = [None] * concurrency  # per slot, to kill one task
         self.dropped: dict[str, str] = {}  # running tasks being killed, and why: "cancelled" or "stopped"
         self.results: queue.Queue[list[Outcome] | None] = queue.Queue()  # reports, a group per item
@@ -96,7 +87,7 @@ class WorkerState:
     def add(self, tasks: list[FetchedTask], asked: int) -> bool:
         """Buffer fetched tasks for the slots; whether the worker holds nothing at all now."""
         with self.tasks:
-            self.buffer.extend(Held(task) for task in tasks)
+            self.buffer.extend(tasks)
             self.fetched += len(tasks)
             self.drained = len(tasks) < asked
             self.tasks.notify_all()
@@ -105,11 +96,11 @@ class WorkerState:
     def take_unstarted(self) -> list[str]:
         """Empty the buffer; the ids of the tasks it held."""
         with self.tasks:
-            unstarted = [held.task.id for held in self.buffer]
+            unstarted = [task.id for task in self.buffer]
             self.buffer.clear()
         return unstarted
 
-    def take_batch(self, slot: int) -> list[Held] | None:
+    def take_batch(self, slot: int) -> list[FetchedTask] | None:
         """The next tasks for one slot: a fair share of the buffer, small enough to pipeline to its child."""
         with self.tasks:
             while not self.buffer and not self.draining:
@@ -118,27 +109,26 @@ class WorkerState:
                 return None
             fast = self.task_time is not None and self.task_time < PIPELINE_BELOW
             share = min(PIPELINE_TASKS, -(-len(self.buffer) // self.concurrency)) if fast else 1
-            batch: list[Held] = []
+            batch: list[FetchedTask] = []
             size = 0
             while self.buffer and len(batch) < share:
-                payload = self.buffer[0].task.payload
+                payload = self.buffer[0].payload
                 # Bytes as written: json escapes each non-ASCII character to up to 12 bytes; 200 for the rest.
                 size += 200 + (len(payload) if payload.isascii() else 12 * len(payload))
                 if batch and size > PIPELINE_BYTES:
                     break
-                held = self.buffer.popleft()
-                held.slot = slot
-                self.running[held.task.id] = held
-                batch.append(held)
+                task = self.buffer.popleft()
+                self.running[task.id] = slot
+                batch.append(task)
             return batch
 
-    def put_back(self, unrun: list[Held]) -> None:
+    def put_back(self, unrun: list[FetchedTask]) -> None:
         """Tasks a batch did not run go back to the buffer; killed ones (all, once the grace is over) do not."""
         over = self.over()
         with self.tasks:
             again = []
-            for held in unrun:
-                task_id = held.task.id
+            for task in unrun:
+                task_id = task.id
                 del self.running[task_id]
                 why = self.dropped.get(task_id)
                 if why == "cancelled":
@@ -146,15 +136,13 @@ class WorkerState:
                 elif why is None and over:
                     self.dropped[task_id] = "stopped"
                 elif why is None:
-                    held.slot = -1
-                    again.append(held)
+                    again.append(task)
             self.buffer.extendleft(reversed(again))
             self.tasks.notify_all()
             self.room.notify_all()
 
-    def finished(self, held: Held, elapsed: float) -> bool:
+    def finished(self, task_id: str, elapsed: float) -> bool:
         """Account for a task whose child answered; False when it was dropped (nothing is to be reported)."""
-        task_id = held.task.id
         with self.tasks:
             del self.running[task_id]
             why = self.dropped.get(task_id)
@@ -172,9 +160,9 @@ class WorkerState:
     def cancel(self, task_ids: list[str]) -> tuple[list[str], list[str]]:
         """The master cancelled these tasks: drop the unstarted ones, kill the running ones' children; both's ids."""
         with self.tasks:
-            unstarted = {held.task.id for held in self.buffer} & set(task_ids)
+            unstarted = {task.id for task in self.buffer} & set(task_ids)
             if unstarted:
-                kept = [held for held in self.buffer if held.task.id not in unstarted]
+                kept = [task for task in self.buffer if task.id not in unstarted]
                 self.buffer.clear()
                 self.buffer.extend(kept)
                 self.room.notify_all()
@@ -185,12 +173,12 @@ class WorkerState:
         killed = []
         with self.tasks:
             for task_id in task_ids:
-                held = self.running.get(task_id)
-                if held is None or task_id in self.dropped:
+                slot = self.running.get(task_id)
+                if slot is None or task_id in self.dropped:
                     continue
                 self.dropped[task_id] = why
                 killed.append(task_id)
-                child = self.children[held.slot]
+                child = self.children[slot]
                 if child is not None:
                     child.interrupt()
         return killed
@@ -214,6 +202,6 @@ class WorkerState:
     def status(self) -> WorkerStatus:
         """What the next heartbeat tells the master."""
         with self.tasks:
-            running, prefetched = list(self.running), [held.task.id for held in self.buffer]
+            running, prefetched = list(self.running), [task.id for task in self.buffer]
         state = "stopping" if self.stopping.is_set() else "live"
         return WorkerStatus(socket.gethostname(), os.getpid(), self.concurrency, running, prefetched, state)
