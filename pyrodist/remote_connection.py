@@ -72,8 +72,9 @@ class PyroConnection(WireConnection):
         self.reconnect_for = reconnect_for
         self._lock = threading.Lock()
         self._idle: list[Any] = []
-        self._busy: set[Any] = set()
-        self._closed = threading.Event()
+        self._busy: dict[int, Any] = {}  # by id: a proxy's own hash is slow Python code
+        self._closed = threading.Event()  # for waits; _closing for the checks on every call
+        self._closing = False
         self._callbacks: remote.Server | None = None
 
     def __repr__(self) -> str:
@@ -114,21 +115,21 @@ class PyroConnection(WireConnection):
 
     def _checkout(self) -> Any:
         with self._lock:
-            if self._closed.is_set():
+            if self._closing:
                 raise ConnectionFailed("the connection is closed")
             if self._idle:
                 proxy = self._idle.pop()
-                self._busy.add(proxy)
+                self._busy[id(proxy)] = proxy
                 return proxy
         proxy = remote.connect_master(self.settings)
         with self._lock:
-            self._busy.add(proxy)
+            self._busy[id(proxy)] = proxy
         return proxy
 
     def _checkin(self, proxy: Any) -> None:
         with self._lock:
-            self._busy.discard(proxy)
-            if len(self._idle) < MAX_IDLE_PROXIES and not self._closed.is_set():
+            del self._busy[id(proxy)]
+            if len(self._idle) < MAX_IDLE_PROXIES and not self._closing:
                 self._idle.append(proxy)
                 return
         proxy._pyroRelease()
@@ -137,7 +138,7 @@ class PyroConnection(WireConnection):
         """A call failed to reach the master: let go of this proxy and the idle ones (maybe a new address)."""
         with self._lock:
             self.reconnects += 1
-            self._busy.discard(proxy)
+            self._busy.pop(id(proxy), None)
             stale, self._idle = [proxy, *self._idle], []
         for old in stale:
             old._pyroRelease()
@@ -180,11 +181,12 @@ class PyroConnection(WireConnection):
     def close(self) -> None:
         """Release every proxy, end calls in flight (their sockets are shut), stop the callback daemon."""
         with self._lock:
-            if self._closed.is_set():
+            if self._closing:
                 return
+            self._closing = True
             self._closed.set()
             idle, self._idle = self._idle, []
-            busy = list(self._busy)
+            busy = list(self._busy.values())
             callbacks, self._callbacks = self._callbacks, None
         for proxy in busy:  # a long-poll ends at once with a closed connection instead of running out its wait
             _shut(proxy)
