@@ -44,6 +44,10 @@ class Connection(MasterAPI, Protocol):
     reconnects: int
     """How often the master was lost (a call could not reach it); what happened meanwhile is unknown."""
 
+    @property
+    def address(self) -> str:
+        """Where the master is, for messages."""
+
     def close(self) -> None:
         """Release the connection; calls in flight end with ConnectionFailed."""
 
@@ -172,6 +176,11 @@ class LocalConnection(WireConnection):
             return self._service.subscribe(_WireSink(sink), None if task_ids is None else list(task_ids), client_id)
         except (ValueError, TypeError) as exc:
             raise MasterRejected(f"subscribe: {exc}") from exc
+
+    @property
+    def address(self) -> str:
+        """Where the master is: in this process."""
+        return "in-process"
 
     def close(self) -> None:
         """Refuse further calls."""

@@ -144,8 +144,8 @@ class PyroConnection(WireConnection):
             old._pyroRelease()
 
     @property
-    def master_uri(self) -> str:
-        """The address of the master this connection reaches now."""
+    def address(self) -> str:
+        """The Pyro4 URI of the master this connection reaches now."""
         proxy = self._checkout()
         try:
             return str(proxy._pyroUri)
@@ -157,7 +157,7 @@ class PyroConnection(WireConnection):
         with self._lock:
             server = self._callbacks
         if server is None:
-            server = remote.Server(self.settings, remote.interface_for(remote.uri_host(self.master_uri)))
+            server = remote.Server(self.settings, remote.interface_for(remote.uri_host(self.address)))
             server.start()
             with self._lock:
                 if self._callbacks is None:

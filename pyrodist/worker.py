@@ -96,9 +96,8 @@ class Worker:
         try:
             if not wait_for_master(conn, self.state.stopping, f"worker {self.id}"):
                 return 0
-            log.info("worker %s connected to the master %r: concurrency %d, prefetch %s, modules %s", self.id,
-                     self.settings.master_name, self.concurrency, self.state.prefetch or "adaptive",
-                     self.allow.describe())  # fmt: skip
+            log.info("worker %s connected to %s: concurrency %d, prefetch %s, modules %s", self.id, conn.address,
+                     self.concurrency, self.state.prefetch or "adaptive", self.allow.describe())  # fmt: skip
             self._work(conn)
         finally:
             conn.close()
