@@ -44,6 +44,7 @@ from .wire import (
     Finished,
     HeartbeatReply,
     Limits,
+    MasterInfo,
     Outcome,
     ReportReply,
     Stats,
@@ -257,8 +258,8 @@ class Master(MasterAPI):
             totals = dict(self._totals.counts)
             rate = self._totals.rate(now)
             clients = len(self._outboxes)
-        master = {"name": self._settings.master_name, "epoch": self.epoch, "pid": os.getpid(),
-                  "uptime": round(now - self._totals.started, 3), "durable": self._store.durable}  # fmt: skip
+        uptime = round(now - self._totals.started, 3)
+        master = MasterInfo(self._settings.master_name, self.epoch, os.getpid(), uptime, self._store.durable)
         return Stats(
             master, [w for w in rows if w.state != "lost"], [w for w in rows if w.state == "lost"], counts, **totals,
             clients=clients, subscriptions=self._notifier.count(), throughput_1m=round(rate, 2),

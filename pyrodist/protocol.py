@@ -191,6 +191,13 @@ def _exception_names(key: str, value: Any) -> list[str]:
     return names
 
 
+def check_func(value: Any) -> str:
+    """A function reference that arrived: a string (its form is checked where it is normalized)."""
+    if not isinstance(value, str):
+        raise TypeError(f"func must be a 'package.module:name' string, not {type(value).__name__}")
+    return value
+
+
 def check_task_id(task_id: Any) -> str:
     """Validate a task id given by a caller."""
     if not isinstance(task_id, str) or not TASK_ID_PATTERN.fullmatch(task_id):

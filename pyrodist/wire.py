@@ -7,9 +7,9 @@ what arrived and raises a builtin `TypeError` or `ValueError` naming the bad fie
 
 ::
 
-    client ──SubmittedTask──▶ master ──FetchedTask──▶ worker
-    client ◀──Finished─────── master ◀──Outcome────── worker   (ReportReply back; WorkerStatus / HeartbeatReply)
-    anyone ──lookup / result──▶ TaskRecord;  stats ──▶ Stats;  limits ──▶ Limits
+    client ──SubmittedTask──▶ master ──FetchedTask──▶ worker     (stats ──▶ Stats, limits ──▶ Limits)
+    client ◀──Finished─────── master ◀──Outcome────── worker     (ReportReply back; WorkerStatus / HeartbeatReply)
+    anyone ──lookup / result──▶ TaskRecord
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .protocol import (
     TaskState,
     check_error,
     check_fields,
+    check_func,
     check_number,
     check_state,
     check_strings,
@@ -48,6 +49,16 @@ def _as_dict(record: Any) -> dict[str, Any]:
 def _known(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
     """The entries that are fields of cls (a newer peer may send more)."""
     return {key: value for key, value in fields.items() if key in _names(cls)}
+
+
+class _Plain:
+    """A record whose wire form is its fields by name."""
+
+    __slots__ = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form."""
+        return _as_dict(self)
 
 
 @dataclass(slots=True)
@@ -74,9 +85,7 @@ class SubmittedTask:
             raise ValueError(f"tasks[{i}]: task id {task_id!r} must start with the client id {client_id + '.'!r}")
         if not isinstance(payload, str) or not payload_fits(payload, limit):
             raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {limit} bytes")
-        if not isinstance(func, str):
-            raise TypeError(f"func must be a 'package.module:name' string, not {type(func).__name__}")
-        return cls(task_id, func, payload, options if options else {})
+        return cls(task_id, check_func(func), payload, options if options else {})
 
 
 @dataclass(slots=True)
@@ -103,10 +112,7 @@ class TaskSpec:
         args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
         if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
             raise TypeError(f"tasks[{i}]: args must be a list and kwargs a dict")
-        func = spec.get("func")
-        if not isinstance(func, str):
-            raise TypeError(f"func must be a 'package.module:name' string, not {type(func).__name__}")
-        return cls(func, args, kwargs, spec.get("options"))
+        return cls(check_func(spec.get("func")), args, kwargs, spec.get("options"))
 
 
 @dataclass(slots=True)
@@ -176,16 +182,12 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class ReportReply:
+class ReportReply(_Plain):
     """The master's answer to a report: how many results counted, which were ignored, what to stop."""
 
     accepted: int
     ignored: list[str]
     cancel: list[str]
-
-    def to_wire(self) -> dict[str, Any]:
-        """The wire form."""
-        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, reply: Any) -> ReportReply:
@@ -229,15 +231,11 @@ class WorkerStatus:
 
 
 @dataclass(slots=True)
-class HeartbeatReply:
+class HeartbeatReply(_Plain):
     """The master's answer to a heartbeat: its lease timeout, and tasks to stop."""
 
     lease_timeout: float
     cancel: list[str] = dataclasses.field(default_factory=list)
-
-    def to_wire(self) -> dict[str, Any]:
-        """The wire form."""
-        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, reply: Any) -> HeartbeatReply:
@@ -323,7 +321,7 @@ class TaskRecord:
 
 
 @dataclass(slots=True)
-class WorkerRow:
+class WorkerRow(_Plain):
     """One worker in stats."""
 
     id: str
@@ -334,13 +332,8 @@ class WorkerRow:
     prefetched: int = 0
     done: int = 0
     failed: int = 0
-    last_seen: float = 0.0
-    """Seconds since the worker was last heard of."""
+    last_seen: float = 0.0  # seconds since the worker was last heard of
     state: str = "live"
-
-    def to_wire(self) -> dict[str, Any]:
-        """The wire form."""
-        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, row: Any) -> WorkerRow:
@@ -349,11 +342,21 @@ class WorkerRow:
 
 
 @dataclass(slots=True)
+class MasterInfo(_Plain):
+    """The master itself in stats: its name, epoch and pid, seconds up, whether its store survives restarts."""
+
+    name: str
+    epoch: str
+    pid: int
+    uptime: float
+    durable: bool
+
+
+@dataclass(slots=True)
 class Stats:
     """Workers, tasks per state, totals and the master's own details."""
 
-    master: dict[str, Any]
-    """name, epoch, pid, uptime (seconds), durable (whether its store survives restarts)."""
+    master: MasterInfo
     workers: list[WorkerRow]
     lost_workers: list[WorkerRow]
     counts: dict[str, int]
@@ -368,20 +371,21 @@ class Stats:
     def to_wire(self) -> dict[str, Any]:
         """The wire form (also what `Client.stats` and the dashboard show)."""
         workers, lost = [w.to_wire() for w in self.workers], [w.to_wire() for w in self.lost_workers]
-        return {**_as_dict(self), "workers": workers, "lost_workers": lost}
+        return {**_as_dict(self), "master": self.master.to_wire(), "workers": workers, "lost_workers": lost}
 
     @classmethod
     def from_wire(cls, stats: Any) -> Stats:
         """Stats as the master returned them."""
         fields = check_fields(stats, "stats", ("master", "workers", "lost_workers", "counts"))
         values = _known(cls, fields)
+        values["master"] = MasterInfo(**_known(MasterInfo, check_fields(fields["master"], "master", ("name", "epoch"))))
         values["workers"] = [WorkerRow.from_wire(w) for w in fields["workers"]]
         values["lost_workers"] = [WorkerRow.from_wire(w) for w in fields["lost_workers"]]
         return cls(**values)
 
 
 @dataclass(slots=True)
-class Limits:
+class Limits(_Plain):
     """The limits a master enforces, so callers can check before sending, and its epoch."""
 
     max_payload: int
@@ -389,10 +393,6 @@ class Limits:
     max_pending: int
     max_subscriptions_per_client: int
     epoch: str
-
-    def to_wire(self) -> dict[str, Any]:
-        """The wire form."""
-        return _as_dict(self)
 
     @classmethod
     def from_wire(cls, limits: Any) -> Limits:
