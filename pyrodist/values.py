@@ -212,9 +212,11 @@ def _restore(value: Any) -> Any:
             return {_restore(k): _restore(v) for k, v in value["items"]}
         items = [_restore(v) for v in value["items"]]
         return frozenset(items) if tag == "frozenset" else set(items)
-    marker = value.get("__class__")  # serpent's own: floats and complex numbers with nan parts
-    if marker == "float" and len(value) == 2:
-        return float(value["value"])
-    if marker == "complex" and len(value) == 3:
-        return complex(_restore(value["real"]), _restore(value["imag"]))
+    if "__class__" in value:  # serpent's own markers: floats and complex numbers with nan parts
+        keys, marker = set(value), value["__class__"]
+        if marker == "float" and keys == {"__class__", "value"}:
+            return float(value["value"])
+        if marker == "complex" and keys == {"__class__", "real", "imag"}:
+            return complex(_restore(value["real"]), _restore(value["imag"]))
+        raise ValueError(f"not a value encode_value writes: a dict with a '__class__' key {marker!r}")
     return {k: _restore(v) for k, v in value.items()}

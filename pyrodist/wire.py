@@ -15,7 +15,6 @@ what arrived and raises a builtin `TypeError` or `ValueError` naming the bad fie
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from .protocol import (
     WORKER_STATES,
     ErrorRecord,
     TaskState,
+    check_batch,
     check_error,
     check_fields,
     check_func,
@@ -33,32 +33,8 @@ from .protocol import (
     check_strings,
     check_task_id,
 )
+from .records import Plain, as_dict, checked, field_names, known
 from .values import MAX_PAYLOAD, decode_value, encode_value, payload_fits
-
-
-@functools.cache
-def _names(cls: Any) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
-
-
-def _as_dict(record: Any) -> dict[str, Any]:
-    """A record's fields by name (the values shared, not copied)."""
-    return {name: getattr(record, name) for name in _names(record.__class__)}
-
-
-def _known(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
-    """The entries that are fields of cls (a newer peer may send more)."""
-    return {key: value for key, value in fields.items() if key in _names(cls)}
-
-
-class _Plain:
-    """A record whose wire form is its fields by name."""
-
-    __slots__ = ()
-
-    def to_wire(self) -> dict[str, Any]:
-        """The wire form."""
-        return _as_dict(self)
 
 
 @dataclass(slots=True)
@@ -182,7 +158,7 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class ReportReply(_Plain):
+class ReportReply(Plain):
     """The master's answer to a report: how many results counted, which were ignored, what to stop."""
 
     accepted: int
@@ -193,8 +169,11 @@ class ReportReply(_Plain):
     def from_wire(cls, reply: Any) -> ReportReply:
         """A reply as report returned it."""
         fields = check_fields(reply, "a report reply", ("accepted",))
-        return cls(int(fields["accepted"]), check_strings(fields.get("ignored", []), "ignored"),
-                   check_strings(fields.get("cancel", []), "cancel"))  # fmt: skip
+        ignored, cancel = (
+            check_strings(fields.get("ignored", []), "ignored"),
+            check_strings(fields.get("cancel", []), "cancel"),
+        )
+        return checked(cls(fields["accepted"], ignored, cancel), "a report reply")
 
 
 _STATUS_TYPES: dict[str, type] = {"host": str, "pid": int, "concurrency": int, "running": list}
@@ -213,7 +192,7 @@ class WorkerStatus:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form: only the fields that are set."""
-        return {key: value for key, value in _as_dict(self).items() if value is not None}
+        return {key: value for key, value in as_dict(self).items() if value is not None}
 
     @classmethod
     def from_wire(cls, info: Any) -> WorkerStatus:
@@ -231,7 +210,7 @@ class WorkerStatus:
 
 
 @dataclass(slots=True)
-class HeartbeatReply(_Plain):
+class HeartbeatReply(Plain):
     """The master's answer to a heartbeat: its lease timeout, and tasks to stop."""
 
     lease_timeout: float
@@ -262,7 +241,10 @@ class Finished:
     def from_wire(cls, record: Any) -> Finished:
         """A record as collect returned it."""
         try:  # the common case without a call per field: one of these per finished task
-            return cls(record["id"], STATES[record["state"]], record["payload"], check_error(record["error"], "error"))
+            done = cls(record["id"], STATES[record["state"]], record["payload"], check_error(record["error"], "error"))
+            if type(done.id) is str and (done.payload is None or type(done.payload) is str):
+                return done
+            return checked(done, "a finished record")
         except (KeyError, TypeError):
             fields = check_fields(record, "a finished record", ("id", "state", "payload", "error"))
             check_state(fields["state"])
@@ -295,7 +277,7 @@ class TaskRecord:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form: the documented public record, `payload` holding the result as serpent text."""
-        return {**_as_dict(self), "state": self.state.value}
+        return {**as_dict(self), "state": self.state.value}
 
     def to_plain(self, as_json: bool = False) -> dict[str, Any]:
         """The record for a plain caller: the value decoded under `value` (json callers keep the text in `payload`)."""
@@ -314,14 +296,14 @@ class TaskRecord:
     def from_wire(cls, record: Any) -> TaskRecord:
         """A record as lookup returned it."""
         fields = check_fields(record, "a task record", ("id", "state", "func"))
-        values = _known(cls, fields)
+        values = known(cls, fields)
         values["state"] = check_state(fields["state"])
         values["error"] = check_error(fields.get("error"), "error")
-        return cls(**values)
+        return checked(cls(**values), "a task record")
 
 
 @dataclass(slots=True)
-class WorkerRow(_Plain):
+class WorkerRow(Plain):
     """One worker in stats."""
 
     id: str
@@ -338,11 +320,11 @@ class WorkerRow(_Plain):
     @classmethod
     def from_wire(cls, row: Any) -> WorkerRow:
         """A row as stats returned it."""
-        return cls(**_known(cls, check_fields(row, "a worker row", ("id",))))
+        return checked(cls(**known(cls, check_fields(row, "a worker row", ("id",)))), "a worker row")
 
 
 @dataclass(slots=True)
-class MasterInfo(_Plain):
+class MasterInfo(Plain):
     """The master itself in stats: its name, epoch and pid, seconds up, whether its store survives restarts."""
 
     name: str
@@ -371,21 +353,22 @@ class Stats:
     def to_wire(self) -> dict[str, Any]:
         """The wire form (also what `Client.stats` and the dashboard show)."""
         workers, lost = [w.to_wire() for w in self.workers], [w.to_wire() for w in self.lost_workers]
-        return {**_as_dict(self), "master": self.master.to_wire(), "workers": workers, "lost_workers": lost}
+        return {**as_dict(self), "master": self.master.to_wire(), "workers": workers, "lost_workers": lost}
 
     @classmethod
     def from_wire(cls, stats: Any) -> Stats:
         """Stats as the master returned them."""
         fields = check_fields(stats, "stats", ("master", "workers", "lost_workers", "counts"))
-        values = _known(cls, fields)
-        values["master"] = MasterInfo(**_known(MasterInfo, check_fields(fields["master"], "master", ("name", "epoch"))))
-        values["workers"] = [WorkerRow.from_wire(w) for w in fields["workers"]]
-        values["lost_workers"] = [WorkerRow.from_wire(w) for w in fields["lost_workers"]]
-        return cls(**values)
+        values = known(cls, fields)
+        master = MasterInfo(**known(MasterInfo, check_fields(fields["master"], "master", ("name", "epoch"))))
+        values["master"] = checked(master, "the master in stats")
+        for key in ("workers", "lost_workers"):
+            values[key] = [WorkerRow.from_wire(w) for w in check_batch(fields[key], key, 1_000_000)]
+        return checked(cls(**values), "stats")
 
 
 @dataclass(slots=True)
-class Limits(_Plain):
+class Limits(Plain):
     """The limits a master enforces, so callers can check before sending, and its epoch."""
 
     max_payload: int
@@ -397,4 +380,4 @@ class Limits(_Plain):
     @classmethod
     def from_wire(cls, limits: Any) -> Limits:
         """Limits as the master returned them."""
-        return cls(**_known(cls, check_fields(limits, "limits", [f.name for f in dataclasses.fields(cls)])))
+        return checked(cls(**known(cls, check_fields(limits, "limits", field_names(cls)))), "limits")

@@ -17,6 +17,7 @@ from pyrodist.wire import (
     Finished,
     HeartbeatReply,
     Limits,
+    MasterInfo,
     Outcome,
     ReportReply,
     Stats,
@@ -62,7 +63,7 @@ statuses = st.one_of(  # running and prefetched travel together: one without the
 rows = st.builds(WorkerRow, ids, texts, st.integers(0, 2**31), st.integers(0, 512), st.integers(0, 99),
                  st.integers(0, 99), st.integers(0, 10**6), st.integers(0, 10**6), numbers)  # fmt: skip
 stats = st.builds(
-    Stats, st.fixed_dictionaries({"name": texts, "epoch": texts, "pid": st.integers(0, 2**31)}),
+    Stats, st.builds(MasterInfo, texts, texts, st.integers(0, 2**31), numbers, st.booleans()),
     st.lists(rows, max_size=3), st.lists(rows, max_size=2),
     st.fixed_dictionaries({state.value: st.integers(0, 10**6) for state in TaskState}),
     *[st.integers(0, 10**6)] * 6, numbers,
@@ -146,14 +147,14 @@ def test_task_record_has_exactly_the_documented_lookup_keys() -> None:
 
 def test_stats_have_the_documented_keys_and_counts_by_state() -> None:
     counts = {state.value: 0 for state in TaskState}
-    wire = Stats({"name": "m", "epoch": "e", "pid": 1, "uptime": 0.0, "durable": False}, [], [], counts).to_wire()
+    wire = Stats(MasterInfo("m", "e", 1, 0.0, False), [], [], counts).to_wire()
     assert set(wire) == STATS_KEYS
     assert set(wire["master"]) == {"name", "epoch", "pid", "uptime", "durable"}
 
 
 def test_stats_worker_rows_have_exactly_the_documented_keys() -> None:
-    """docs/api.md `stats`: id, host, pid, concurrency, running, done, failed, last_seen, state."""
-    documented = {"id", "host", "pid", "concurrency", "running", "done", "failed", "last_seen", "state"}
+    """docs/api.md `stats`: id, host, pid, concurrency, running, prefetched, done, failed, last_seen, state."""
+    documented = {"id", "host", "pid", "concurrency", "running", "prefetched", "done", "failed", "last_seen", "state"}
     assert set(WorkerRow("w").to_wire()) == documented
 
 
@@ -168,6 +169,8 @@ def submitted_task(wire: Any) -> SubmittedTask:
     return SubmittedTask.from_wire(3, wire, CLIENT, limit=1024)
 
 
+M = {"name": "m", "epoch": "e", "pid": 1, "uptime": 0.0, "durable": False}
+"""A well-formed master in stats."""
 GOOD_FETCHED = {"id": "c.1", "func": "m:f", "payload": "x", "token": 1}
 GOOD_FINISHED = {"id": "c.1", "state": "done", "payload": "x", "error": None}
 DONE = {"id": "c.1", "token": 1, "state": "done", "payload": " 1"}
@@ -218,7 +221,7 @@ FAILED = {"id": "c.1", "token": 1, "state": "failed", "error": ERROR}
         (HeartbeatReply.from_wire, {"lease_timeout": 1, "cancel": "c.1"}, TypeError, "cancel"),
         (WorkerRow.from_wire, {"host": "h"}, ValueError, "id"),
         (Stats.from_wire, {"master": {}, "workers": [], "counts": {}}, ValueError, "lost_workers"),
-        (Stats.from_wire, {"master": {}, "workers": [3], "lost_workers": [], "counts": {}}, TypeError, "worker row"),
+        (Stats.from_wire, {"master": M, "workers": [3], "lost_workers": [], "counts": {}}, TypeError, "worker row"),
         (Limits.from_wire, {"max_payload": 1, "max_batch": 1, "max_pending": 1, "epoch": "e"}, ValueError,
          "max_subscriptions_per_client"),
         (submitted_task, {"task_id": "c-1.1"}, TypeError, "tasks[3]"),
@@ -254,7 +257,7 @@ def test_from_wire_refuses_malformed_input_naming_the_field(
         pytest.param(TaskRecord.from_wire, {"id": 5, "state": "done", "func": "m:f"}, "id", id="TaskRecord.id"),
         pytest.param(ReportReply.from_wire, {"accepted": "many"}, "accepted", id="ReportReply.accepted-text"),
         pytest.param(ReportReply.from_wire, {"accepted": None}, "accepted", id="ReportReply.accepted-None"),
-        pytest.param(Stats.from_wire, {"master": {}, "workers": [], "lost_workers": 5, "counts": {}}, "lost_workers",
+        pytest.param(Stats.from_wire, {"master": M, "workers": [], "lost_workers": 5, "counts": {}}, "lost_workers",
                      id="Stats.lost_workers"),
         pytest.param(Limits.from_wire, {"max_payload": "big", "max_batch": 1, "max_pending": 1,
                      "max_subscriptions_per_client": 1, "epoch": "e"}, "max_payload", id="Limits.max_payload"),
