@@ -1,8 +1,8 @@
 """The client: futures, `map`, `gather`, callbacks, for scripts and interactive shells.
 
-A `Client` is a connection to the master (`connection.Connection`, over Pyro4 unless another is given),
-a `FutureTable` of its outstanding futures, a `Collector` thread that settles them, and, once
-`on_result` is used, a `CallbackChannel`.
+A `Client` is a connection to the master for its calls (`connection.Connection`, over Pyro4 unless
+another is given), a `FutureTable` of its outstanding futures, a `Collector` thread with a connection of
+its own that settles them, and, once `on_result` is used, a `CallbackChannel`.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Client:
         self._conn = connect(self.settings)
         try:
             limits = self._conn.limits()  # fails now, clearly, if the master is not there
+            collecting = connect(self.settings)  # the collector's own: a long-poll holds no lock of the others
         except BaseException:
             self._conn.close()
             raise
@@ -66,7 +67,7 @@ class Client:
         self._settled = threading.Condition()  # shared by this client's futures (see futures.py)
         self._futures = FutureTable()
         self._callbacks = CallbackChannel(self.id, self._conn)
-        self._collector = Collector(self.id, self._conn, self._futures, limits.epoch, self._callbacks.resubscribe)
+        self._collector = Collector(self.id, collecting, self._futures, limits.epoch, self._callbacks.resubscribe)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -218,7 +219,7 @@ class Client:
         except PyrodistError as exc:  # gone already: it forgets this client by itself
             log.info("client %s: could not say goodbye: %s", self.id, exc)
         self._conn.close()  # ends calls in flight
-        self._collector.join()
+        self._collector.close()
         for future in stranded:
             if not future.done():
                 message = f"the client was closed before task {future.task_id} finished (it may still run)"

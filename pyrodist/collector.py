@@ -61,8 +61,10 @@ class Collector:
             self._closed = True
             self._cond.notify_all()
 
-    def join(self, timeout: float = COLLECT_WAIT + 1) -> None:
-        """Wait for the thread to end (the client's disconnect, or its connection's close, ends a long-poll)."""
+    def close(self, timeout: float = COLLECT_WAIT + 1) -> None:
+        """Close its connection (which ends a long-poll in flight) and wait for the thread to end."""
+        self.stop()
+        self._conn.close()
         self._thread.join(timeout)
 
     def _run(self) -> None:

@@ -1,7 +1,7 @@
 """The worker: fetch tasks from the master, run them in child processes, report results.
 
-Three roles over one shared `WorkerState`, talking to the master through one connection (each call in
-flight takes its own Pyro4 proxy, so a long-poll never blocks a heartbeat)::
+Three roles over one shared `WorkerState`; the fetcher and the reporter each have their own connection to
+the master (a long-poll never holds up a report, and neither waits on the other's lock)::
 
     Fetcher (main thread) ──fetch(id, n, wait)──▶ master      long-poll; n keeps held ≤ concurrency + prefetch - 1
          │ buffer (fetched, not started)
@@ -92,23 +92,24 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped (or, with burst/max_tasks, until done); returns the exit code."""
-        conn = self._connect(self.settings)
+        fetching, reporting = self._connect(self.settings), self._connect(self.settings)
         try:
-            if not wait_for_master(conn, self.state.stopping, f"worker {self.id}"):
+            if not wait_for_master(fetching, self.state.stopping, f"worker {self.id}"):
                 return 0
-            log.info("worker %s connected to %s: concurrency %d, prefetch %s, modules %s", self.id, conn.address,
+            log.info("worker %s connected to %s: concurrency %d, prefetch %s, modules %s", self.id, fetching.address,
                      self.concurrency, self.state.prefetch or "adaptive", self.allow.describe())  # fmt: skip
-            self._work(conn)
+            self._work(fetching, reporting)
         finally:
-            conn.close()
+            fetching.close()
+            reporting.close()
         log.info("worker %s stopped after %d tasks", self.id, self.done)
         return 0
 
-    def _work(self, conn: Connection) -> None:
+    def _work(self, fetching: Connection, reporting: Connection) -> None:
         state = self.state
-        fetcher = Fetcher(self.id, state, conn, self.burst)
+        fetcher = Fetcher(self.id, state, fetching, self.burst)
         slots = Slots(self.id, state, self.imports, self.settings.max_payload)
-        reporter = Reporter(self.id, state, conn, self.abort)
+        reporter = Reporter(self.id, state, reporting, self.abort)
         slots.start()
         reporter.start()
         reached = True

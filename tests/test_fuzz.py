@@ -42,8 +42,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pyrodist import protocol, values
-from pyrodist.master import Master
 from pyrodist.protocol import MAX_BATCH, TASK_ID_PATTERN, TaskState
+from pyrodist.service import MasterService
 from pyrodist.values import MAX_PAYLOAD
 from tests import tasks
 from tests.conftest import Cluster, Processes, start_cluster, wait_until
@@ -64,7 +64,7 @@ METHODS = (
     "submit", "submit_many", "submit_encoded", "fetch", "report", "heartbeat", "release",
     "result", "collect", "lookup", "cancel", "subscribe", "unsubscribe", "stats",
 )  # fmt: skip
-PARAMS = {m: list(inspect.signature(getattr(Master, m)).parameters)[1:] for m in METHODS}
+PARAMS = {m: list(inspect.signature(getattr(MasterService, m)).parameters)[1:] for m in METHODS}
 DEAD_URIS = ["PYRO:fz.nobody@127.0.0.1:1", "PYRO:obj_0123@localhost:9"]
 RUNNABLE = ["tests.tasks:echo", "tests.tasks:inc", "tests.tasks:add", "tests.tasks:boom", "math:sqrt", "operator:add"]
 REFUSED = ["os:system", "tests.tasks:_private", "tests.tasks:nope", "no.such:f", "tests.tasks.echo", ":f", "a:b:c"]
@@ -358,7 +358,7 @@ ANSWERS: dict[str, Callable[[dict[str, Any], Any], bool]] = {
 def answer_problem(call: Call, answer: Any) -> str | None:
     """What is wrong with an answer, or None when it is of the documented type."""
     try:
-        bound = inspect.signature(getattr(Master, call.method)).bind(None, *call.args, **call.kwargs)
+        bound = inspect.signature(getattr(MasterService, call.method)).bind(None, *call.args, **call.kwargs)
     except TypeError:
         return f"answered a call whose arguments do not fit the method: {answer!r:.200}"
     bound.apply_defaults()
@@ -547,7 +547,7 @@ class Storm:
 
     def _remember(self, call: Call, answer: Any) -> None:
         """Keep what a valid answer tells: new task ids, leases, subscriptions."""
-        args = inspect.signature(getattr(Master, call.method)).bind(None, *call.args, **call.kwargs).arguments
+        args = inspect.signature(getattr(MasterService, call.method)).bind(None, *call.args, **call.kwargs).arguments
         with self._lock:
             if call.method in ("submit", "submit_many"):
                 self.pools["task"] += [answer] if isinstance(answer, str) else answer
