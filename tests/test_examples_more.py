@@ -1,4 +1,8 @@
-"""The map/reduce, sweep and callback examples run as a user runs them, from the repository root."""
+"""The map/reduce, sweep and callback examples run as a user runs them, from the repository root.
+
+They share one running cluster (`--ns-host`), whose workers allow every example module: starting a
+local cluster of their own is what `test_examples.py` checks, once.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,33 @@ import math
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from tests.conftest import ROOT, Cluster, running_cluster, wait_until
+
+EXAMPLES = ["examples.montecarlo_pi", "examples.wordcount", "examples.sweep", "examples.primes"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+@pytest.fixture(scope="module")
+def examples_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster whose two workers may run every example's functions."""
+    with running_cluster(tmp_path_factory.mktemp("examples"), workers=0) as cluster:
+        for _ in range(2):
+            cluster.start_worker(*[arg for module in EXAMPLES for arg in ("-I", module)])
+        wait_until(lambda: len(cluster.live_workers()) >= 2, timeout=30, what="the example workers")
+        yield cluster
 
 
-def test_montecarlo_pi_estimates_pi() -> None:
-    result = run("-m", "examples.montecarlo_pi", "--tasks", "20", "--samples", "20000")
+def run(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, *args, *cluster.ns_args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_montecarlo_pi_estimates_pi(examples_cluster: Cluster) -> None:
+    result = run(examples_cluster, "-m", "examples.montecarlo_pi", "--tasks", "20", "--samples", "20000")
     assert result.returncode == 0, result.stderr
     match = re.search(r"^pi estimate: (\d+\.\d+)$", result.stdout, re.MULTILINE)
     assert match, result.stdout
@@ -25,27 +45,27 @@ def test_montecarlo_pi_estimates_pi() -> None:
     assert "tasks/s" in result.stdout
 
 
-def test_wordcount_counts_the_built_in_corpus() -> None:
-    result = run("-m", "examples.wordcount", "--top", "5")
+def test_wordcount_counts_the_built_in_corpus(examples_cluster: Cluster) -> None:
+    result = run(examples_cluster, "-m", "examples.wordcount", "--top", "5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("5 files, "), result.stdout
     top = re.findall(r"^\s+\d+  (\S+)$", result.stdout, re.MULTILINE)
     assert len(top) == 5 and "the" in top, result.stdout
 
 
-def test_wordcount_merges_the_files_of_a_folder(tmp_path: Path) -> None:
+def test_wordcount_merges_the_files_of_a_folder(examples_cluster: Cluster, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("Apple banana, APPLE!\ncherry_apple 42apple", encoding="utf-8")
     (tmp_path / "b.txt").write_text("banana apple", encoding="utf-8")
-    result = run("-m", "examples.wordcount", "--folder", str(tmp_path), "--top", "3")
+    result = run(examples_cluster, "-m", "examples.wordcount", "--folder", str(tmp_path), "--top", "3")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("2 files, 8 words, 3 distinct"), result.stdout
     assert re.search(r"^\s+5  apple\n\s+2  banana\n\s+1  cherry$", result.stdout, re.MULTILINE), result.stdout
 
 
-def test_sweep_writes_one_csv_row_per_grid_point(tmp_path: Path) -> None:
+def test_sweep_writes_one_csv_row_per_grid_point(examples_cluster: Cluster, tmp_path: Path) -> None:
     out = tmp_path / "sweep.csv"
     args = ["--alphas", "1", "2", "--betas", "0.2", "0.7", "--seeds", "2", "--out", str(out)]
-    result = run("-m", "examples.sweep", *args)
+    result = run(examples_cluster, "-m", "examples.sweep", *args)
     assert result.returncode == 0, result.stderr
     assert f"wrote 8 rows to {out}" in result.stdout
     assert "best: alpha=2 beta=0.7" in result.stdout, result.stdout
@@ -58,8 +78,8 @@ def test_sweep_writes_one_csv_row_per_grid_point(tmp_path: Path) -> None:
     ]
 
 
-def test_primes_streams_and_verifies_every_factorization() -> None:
-    result = run("-m", "examples.primes", "--count", "12")
+def test_primes_streams_and_verifies_every_factorization(examples_cluster: Cluster) -> None:
+    result = run(examples_cluster, "-m", "examples.primes", "--count", "12")
     assert result.returncode == 0, result.stderr
     assert len(re.findall(r"^\s*\d+\.\d+ s  \d+ = \d+", result.stdout, re.MULTILINE)) == 12, result.stdout
     assert "all 12 factorizations verified" in result.stdout
