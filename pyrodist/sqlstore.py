@@ -71,6 +71,10 @@ def _marks(ids: Sequence[str]) -> str:
     return ",".join("?" * len(ids))
 
 
+LOCKED_WAIT = 1.0
+"""Seconds to wait for a store file another process holds before refusing it ("in use by another master")."""
+
+
 class SqliteStore(TaskStore):
     """The durable store: every task, lease owner, attempt and result in one SQLite file."""
 
@@ -82,7 +86,8 @@ class SqliteStore(TaskStore):
             raise ConfigError(f"store sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
         self.path = Path(path)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)  # the master's lock serialises use
+            # The master's lock serialises use; only a second master contends for the file, and it is refused.
+            self._db = sqlite3.connect(self.path, timeout=LOCKED_WAIT, check_same_thread=False)
             try:
                 self._open(sync)
             except BaseException:
