@@ -33,7 +33,6 @@ from .wire import (
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .service import MasterService
 
 
 class Connection(MasterAPI, Protocol):
@@ -158,7 +157,8 @@ class _WireSink:
 class LocalConnection(WireConnection):
     """A connection to a `MasterService` in this process (for tests, embedding and the in-process seam)."""
 
-    def __init__(self, service: MasterService) -> None:
+    def __init__(self, service: object) -> None:
+        """service: a `service.MasterService` (not imported here: connections sit below the master)."""
         self._service = service
         self._closed = threading.Event()
 
@@ -173,7 +173,8 @@ class LocalConnection(WireConnection):
     def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
         """Deliver finished records to sink, through the wire's plain values."""
         try:
-            return self._service.subscribe(_WireSink(sink), None if task_ids is None else list(task_ids), client_id)
+            subscribe = getattr(self._service, MasterAPI.subscribe.__name__)  # the sink passes as it is, not as json
+            return str(subscribe(_WireSink(sink), None if task_ids is None else list(task_ids), client_id))
         except (ValueError, TypeError) as exc:
             raise MasterRejected(f"subscribe: {exc}") from exc
 
