@@ -35,6 +35,7 @@ from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
 from .protocol import FINISHED_STATES, MAX_BATCH, TaskState
 from .registry import WorkerRegistry
+from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
 from .task import Task
@@ -79,7 +80,7 @@ class Master(MasterAPI):
         self._ids = itertools.count(1)
         self._totals = Totals(clock())
         self._stop = threading.Event()
-        self._reaper: threading.Thread | None = None
+        self._reaper = Periodic(REAP_EVERY, self.reap, "master-reaper")
 
     # ---- submitting
 
@@ -129,14 +130,10 @@ class Master(MasterAPI):
 
     def fetch(self, worker: str, max_tasks: int = 1, wait: float = 0.0) -> list[FetchedTask]:
         """Lease up to max_tasks tasks to worker, waiting up to wait seconds for one to be pending."""
-        deadline = time.monotonic() + wait
         with self._lock:
             self._workers.seen(worker, self._clock())
-            while not self._store.has_work_for(worker):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stop.is_set():
-                    return []
-                self._work.wait(remaining)
+            if not self._wait_for(self._work, lambda: self._store.has_work_for(worker), wait):
+                return []
             leased = self._store.lease(worker, max_tasks, self._clock(), self._settings.lease_timeout)
             if self._store.has_pending():
                 self._work.notify()  # more work is left for the next waiting worker
@@ -184,16 +181,9 @@ class Master(MasterAPI):
 
     def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            task = self._known(task_id)
-            while task.state not in FINISHED_STATES:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stop.is_set():
-                    break
-                self._finished.wait(min(remaining, 60))
-                task = self._known(task_id)  # a durable store hands out copies: read it again
-            return task.record()
+        with self._lock:  # a durable store hands out copies: each look reads the task again
+            self._wait_for(self._finished, lambda: self._known(task_id).state in FINISHED_STATES, timeout)
+            return self._known(task_id).record()
 
     def collect(self, client_id: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
@@ -281,6 +271,16 @@ class Master(MasterAPI):
 
     # ---- internals (called with the lock held)
 
+    def _wait_for(self, condition: threading.Condition, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait on condition until ready(), timeout seconds passed or the master stops; whether ready."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                return False
+            condition.wait(min(remaining, 60))
+        return True
+
     def _known(self, task_id: str) -> Task:
         task = self._store.get(task_id)
         if task is None:
@@ -326,16 +326,8 @@ class Master(MasterAPI):
             for client_id in self._outboxes.forget_idle(now):  # the client is gone: its results and callbacks too
                 self._notifier.unsubscribe_owner(client_id)
 
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(REAP_EVERY):
-            try:
-                self.reap()
-            except Exception:  # the reaper must survive anything; the error is logged with its traceback
-                log.exception("reaper failed")
-
     def start(self) -> None:
         """Start the reaper thread."""
-        self._reaper = threading.Thread(target=self._reap_loop, name="master-reaper", daemon=True)
         self._reaper.start()
 
     def close(self) -> None:
@@ -345,8 +337,7 @@ class Master(MasterAPI):
             self._work.notify_all()
             self._finished.notify_all()
             self._outboxes.close()
-        if self._reaper is not None:
-            self._reaper.join()
+        self._reaper.stop()
         self._notifier.close()
 
     def close_store(self) -> None:

@@ -1,4 +1,4 @@
-"""Capped exponential backoff: the one way pyrodist tries something again."""
+"""Doing something again: capped exponential backoff (the one way pyrodist retries), and a periodic thread."""
 
 from __future__ import annotations
 
@@ -66,3 +66,30 @@ def warn_once(who: str, what: str) -> Callable[[Exception, float], None]:
             last = str(exc)
 
     return warn
+
+
+class Periodic:
+    """Calls action every interval seconds in a thread of its own until stopped; what it raises is logged."""
+
+    def __init__(self, interval: float, action: Callable[[], object], name: str) -> None:
+        self._interval = interval
+        self._action = action
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start calling."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop, and wait for a call under way to end."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._action()
+            except Exception:  # the thread must survive anything; the error is logged with its traceback
+                log.exception("%s failed", self._thread.name)
