@@ -258,7 +258,7 @@ class Master(MasterAPI):
     def recent_failures(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest failed tasks, newest first (for the dashboard; not part of the remote API)."""
         with self._lock:
-            return list(reversed(self._totals.failures))[:limit]
+            return [record.to_wire() for record in reversed(self._totals.failures)][:limit]
 
     def limits(self) -> Limits:
         """The limits this master enforces, so clients can check before sending."""

@@ -62,11 +62,13 @@ class MasterService:
 
     def submit(self, func: Any, args: Any = None, kwargs: Any = None, options: Any = None) -> str:
         """Queue one task: func is 'package.module:name'; returns its id."""
-        return self.submit_many([{"func": func, "args": args, "kwargs": kwargs, "options": options}])[0]
+        return self._queue([TaskSpec.checked(0, func, args, kwargs, options)])[0]
 
     def submit_many(self, tasks: Any) -> list[str]:
         """Queue tasks given as dicts {"func", "args", "kwargs", "options"}; returns their ids."""
-        specs = [TaskSpec.from_wire(i, spec) for i, spec in enumerate(check_batch(tasks, "tasks"))]
+        return self._queue([TaskSpec.from_wire(i, spec) for i, spec in enumerate(check_batch(tasks, "tasks"))])
+
+    def _queue(self, specs: list[TaskSpec]) -> list[str]:
         with _plain():
             return self._master.submit_many(specs)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import collections
-from typing import Any
 
 from .protocol import TaskState
 from .task import Task
+from .wire import TaskRecord
 
 RECENT_FAILURES = 50
 """Failed task records kept for the dashboard."""
@@ -18,7 +18,7 @@ class Totals:
     def __init__(self, started: float, window: int = 60) -> None:
         self.started = started
         self.counts = {"submitted": 0, "done": 0, "failed": 0, "cancelled": 0}
-        self.failures: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_FAILURES)
+        self.failures: collections.deque[TaskRecord] = collections.deque(maxlen=RECENT_FAILURES)
         self._window = window
         self._per_second = [0] * window
         self._seconds = [0] * window
@@ -34,10 +34,7 @@ class Totals:
             if task.state.value in self.counts:
                 self.counts[task.state.value] += 1
             if task.state is TaskState.FAILED:
-                self.failures.append(
-                    {"id": task.id, "func": task.func, "worker": task.worker, "finished": task.finished,
-                     "error": task.error}
-                )  # fmt: skip
+                self.failures.append(task.record())
 
     def rate(self, now: float) -> float:
         """Tasks finished per second over the last window (or since the start, when that is shorter)."""

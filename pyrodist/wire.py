@@ -82,13 +82,16 @@ class TaskSpec:
         """Entry i of a submit_many call, checked."""
         if not isinstance(spec, dict):
             raise TypeError(f"tasks[{i}] must be a dict with 'func', 'args', 'kwargs', 'options'")
-        unknown = set(spec) - {"func", "args", "kwargs", "options"}
-        if unknown:
+        if unknown := set(spec) - set(field_names(cls)):
             raise ValueError(f"tasks[{i}] has unknown fields {sorted(map(str, unknown))}")
-        args, kwargs = spec.get("args") or [], spec.get("kwargs") or {}
-        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        return cls.checked(i, **spec)
+
+    @classmethod
+    def checked(cls, i: int, func: Any = None, args: Any = None, kwargs: Any = None, options: Any = None) -> TaskSpec:
+        """Task i of a plain submit, from its parts, checked."""
+        if not isinstance(args or [], (list, tuple)) or not isinstance(kwargs or {}, dict):
             raise TypeError(f"tasks[{i}]: args must be a list and kwargs a dict")
-        return cls(check_func(spec.get("func")), args, kwargs, spec.get("options"))
+        return cls(check_func(func), args or [], kwargs or {}, options)
 
 
 @dataclass(slots=True)
