@@ -249,8 +249,8 @@ def test_the_docs_process_pool_example(procs: Processes, capsys: pytest.CaptureF
     assert capsys.readouterr().out == DOCS_OUTPUT
 
 
-def test_client_executor_runs_processpool_style_code(client: Client) -> None:
-    with client.executor(priority=1) as executor:
+def test_an_executor_on_a_client_runs_processpool_style_code(client: Client) -> None:
+    with ClusterExecutor(client, options={"priority": 1}) as executor:
         assert list(executor.map(operator.pow, range(10), range(10))) == [i**i for i in range(10)]
         assert executor.submit(operator.add, 2, 3).result(timeout=30) == 5
     assert client.submit(operator.add, 1, 1).result(timeout=30) == 2  # the client stays open
