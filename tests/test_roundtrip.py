@@ -174,6 +174,38 @@ def test_a_busy_worker_leaves_new_tasks_to_an_idle_one(inproc: InProcess, gate: 
     assert slow.result(timeout=30) == "slow"
 
 
+def test_a_long_poll_that_got_the_last_task_ends_a_busy_workers_prefetch(tmp_path: Path) -> None:
+    """A fetch that had to wait and then got its one task means the queue is empty: no prefetch behind a slow task.
+
+    One worker with --prefetch 2 and one slot: a fetch of two gets both (the queue had more); while the second runs,
+    the worker may ask for one more, and that long-poll waits, then gets exactly the one task it asked for: the
+    slow one, and the queue is empty. Once that slow task runs, the worker must not fetch again: the next task
+    belongs to the idle worker that joins.
+    """
+    inproc = InProcess(lease_timeout=3.0)  # long-polls of 1 s: a fetch the busy worker sends stays open meanwhile
+    gate_a, gate_b, gate_slow = (tmp_path / name for name in ("a", "b", "slow"))
+    try:
+        start_workers(inproc, 1, prefetch=2)
+        client = inproc.client()
+        first = client.map(tasks.wait_for_file, [str(gate_a), str(gate_b)], ["a", "b"])  # one fetch takes both
+        gate_a.touch()
+        assert first[0].result(timeout=20) == "a"  # b runs now
+        slow = client.submit(tasks.wait_for_file, str(gate_slow), "slow")
+        gate_b.touch()
+        assert first[1].result(timeout=20) == "b"
+        wait_until(lambda: client.lookup([slow.task_id])[0]["state"] == "running", what="the slow task to start")
+        quick = client.submit(tasks.inc, 1)  # the slow task holds the worker's only slot
+        start_workers(inproc, 1)
+        assert quick.result(timeout=5) == 2, "the busy worker took it, behind its slow task"
+        assert client.lookup([quick.task_id])[0]["worker"] == "w2"
+        gate_slow.touch()
+        assert slow.result(timeout=20) == "slow"
+    finally:
+        for gate in (gate_a, gate_b, gate_slow):
+            gate.touch()
+        inproc.close()
+
+
 def test_bad_options_are_refused_naming_the_field(inproc: InProcess) -> None:
     client = inproc.client()
     with pytest.raises(ValueError, match="unknown task option 'retires'"):
