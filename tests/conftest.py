@@ -271,3 +271,33 @@ __all__ = [
     "ROOT", "Cluster", "FakeClock", "InProcess", "LocalCluster", "Processes", "WorkerThread", "free_port", "port_open",
     "start_cluster", "wait_until",
 ]  # fmt: skip
+
+
+def start_workers(inproc: InProcess, count: int, **options: Any) -> list[str]:
+    """Start count one-slot worker threads named w1, w2...; returns their ids once the master lists them all."""
+    ids = [f"w{i}" for i in range(len(inproc.workers) + 1, len(inproc.workers) + count + 1)]
+    for worker_id in ids:
+        inproc.start_worker(worker_id=worker_id, **options)
+    wait_until(lambda: {w.id for w in inproc.master.stats().workers} >= set(ids), what=f"workers {ids}")
+    return ids
+
+
+@pytest.fixture(scope="module")
+def inproc_pair() -> Iterator[InProcess]:
+    """An in-process master with two one-slot workers (w1, w2) shared by a test module, like `cluster`."""
+    cluster = InProcess()
+    try:
+        start_workers(cluster, 2)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    """A path that gated tasks (`tasks.wait_for_file`) wait for: touch it to let them finish; touched at teardown."""
+    path = tmp_path / "gate"
+    try:
+        yield path
+    finally:
+        path.touch()

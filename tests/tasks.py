@@ -111,3 +111,13 @@ def logged_square(log_dir: str, x: int, seconds: float = 0.0) -> int:
     if seconds:
         time.sleep(seconds)
     return x * x
+
+
+def wait_for_file(path: str, value: Any = None, timeout: float = 60.0) -> Any:
+    """Return value once a file exists at path (a gate the test opens); TimeoutError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.005)
+    return value

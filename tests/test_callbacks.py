@@ -1,4 +1,10 @@
-"""Results pushed to callbacks: exactly once, never blocking report, dead subscribers dropped."""
+"""Results pushed to callbacks: exactly once, never blocking report, dead subscribers dropped.
+
+In-process (the module's master with two worker threads, reached through `LocalConnection`) for what the
+master and client do with subscriptions; real processes for what needs Pyro4: plain subscribers called back
+through their own daemon, the checks on a callback the master cannot call, a subscriber process that dies,
+and a client's on_result through its callback daemon.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,39 @@ import Pyro4
 import pytest
 
 from pyrodist import Client
+from pyrodist.wire import TaskRecord, TaskSpec
 from tests import tasks
-from tests.conftest import Cluster, wait_until
+from tests.conftest import Cluster, InProcess, wait_until
 
 
-def test_on_result_receives_each_of_the_clients_tasks_exactly_once(cluster: Cluster) -> None:
-    with cluster.client() as client, cluster.client() as other:
+@pytest.fixture
+def client(inproc_pair: InProcess) -> Iterator[Client]:
+    """A client of the module's in-process master with two one-slot workers."""
+    with inproc_pair.client() as c:
+        yield c
+
+
+class SlowSink:
+    """A subscriber's sink that keeps what it is given, once release is set."""
+
+    def __init__(self, release: threading.Event | None = None, fail: bool = False) -> None:
+        self.records: list[TaskRecord] = []
+        self.release = release
+        self.fail = fail
+
+    def deliver(self, records: list[TaskRecord]) -> None:
+        if self.release is not None:
+            self.release.wait(30)
+        if self.fail:
+            raise ConnectionError("the subscriber vanished")
+        self.records.extend(records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_on_result_receives_each_of_the_clients_tasks_exactly_once(inproc_pair: InProcess) -> None:
+    with inproc_pair.client() as client, inproc_pair.client() as other:
         seen: list[dict[str, Any]] = []
         lock = threading.Lock()
 
@@ -37,17 +70,70 @@ def test_on_result_receives_each_of_the_clients_tasks_exactly_once(cluster: Clus
         assert all(r["state"] == "done" for r in seen)
 
 
-def test_a_raising_callback_does_not_stop_delivery(cluster: Cluster) -> None:
-    with cluster.client() as client:
-        seen: list[str] = []
+def test_a_raising_callback_does_not_stop_delivery(client: Client) -> None:
+    seen: list[str] = []
+    calls: list[str] = []
 
-        def bad(rec: dict[str, Any]) -> None:
-            raise RuntimeError("callback bug")
+    def bad(rec: dict[str, Any]) -> None:
+        calls.append(rec["id"])
+        raise RuntimeError("callback bug")
 
-        client.on_result(bad)
-        client.on_result(lambda rec: seen.append(rec["id"]))
-        client.gather(client.map(tasks.inc, range(20)), timeout=30)
-        wait_until(lambda: len(seen) == 20, what="20 callbacks")
+    client.on_result(bad)
+    client.on_result(lambda rec: seen.append(rec["id"]))
+    client.gather(client.map(tasks.inc, range(20)), timeout=30)
+    wait_until(lambda: len(seen) == 20, what="20 callbacks")
+    assert sorted(calls) == sorted(seen)  # the raising one was called for each record too
+
+
+def test_a_subscription_to_listed_tasks_gets_finished_ones_at_once(inproc_pair: InProcess) -> None:
+    conn = inproc_pair.connect()
+    first = conn.submit(TaskSpec("tests.tasks:inc", [1], {}))
+    assert conn.result(first, timeout=20).state == "done"
+    second = conn.submit(TaskSpec("tests.tasks:echo", ["raw"], {}))  # a json caller's values are json's
+    sink = SlowSink()
+    sub = conn.subscribe(sink, [first, second])
+    wait_until(lambda: len(sink.records) == 2, what="both records")
+    conn.unsubscribe(sub)
+    assert {r.id: r.to_plain()["value"] for r in sink.records} == {first: 2, second: "raw"}
+
+
+def test_a_slow_subscriber_never_blocks_others(client: Client, inproc_pair: InProcess) -> None:
+    release = threading.Event()
+    slow = SlowSink(release)
+    conn = inproc_pair.connect()
+    sub = conn.subscribe(slow)
+    try:
+        fast: list[str] = []
+        client.on_result(lambda r: fast.append(r["id"]))
+        futures = client.map(tasks.inc, range(200))
+        assert client.gather(futures, timeout=30) == list(range(1, 201))  # report was never blocked
+        wait_until(lambda: len(fast) == 200, what="the fast subscriber")
+        assert len(slow.records) == 0
+        release.set()
+        wait_until(lambda: len(slow.records) >= 200, what="the slow subscriber to catch up")
+    finally:
+        release.set()
+        conn.unsubscribe(sub)
+
+
+def test_a_subscriber_whose_delivery_fails_is_dropped(client: Client, inproc_pair: InProcess) -> None:
+    before = client.stats()["subscriptions"]
+    inproc_pair.connect().subscribe(SlowSink(fail=True))
+    assert client.stats()["subscriptions"] == before + 1
+    client.gather(client.map(tasks.inc, range(10)), timeout=30)  # results still flow
+    wait_until(lambda: client.stats()["subscriptions"] == before, what="the dead subscription to be dropped")
+
+
+def test_closing_a_client_ends_its_subscription(inproc_pair: InProcess) -> None:
+    with inproc_pair.client() as watcher:
+        before = watcher.stats()["subscriptions"]
+        with inproc_pair.client() as client:
+            client.on_result(lambda record: None)
+            assert watcher.stats()["subscriptions"] == before + 1
+        assert watcher.stats()["subscriptions"] == before
+
+
+# ---- over Pyro4, with real processes: the module's cluster (two one-slot workers)
 
 
 @Pyro4.expose
@@ -104,28 +190,17 @@ def test_subscribe_refuses_what_it_cannot_call(cluster: Cluster) -> None:
             master.subscribe(Pyro4.Proxy("PYRO:x@127.0.0.1:1"), ["no-such-task"])
 
 
-def test_slow_and_dead_subscribers_never_block_others(cluster: Cluster, daemon: Pyro4.Daemon) -> None:
-    release = threading.Event()
-    slow = PlainCallback(delay=release)
-    daemon.register(slow)
+def test_a_subscriber_the_master_cannot_call_back_is_refused(cluster: Cluster) -> None:
     dead_daemon = Pyro4.Daemon(host="127.0.0.1", port=0)
     dead = PlainCallback()
     dead_daemon.register(dead)  # never served: calls to it fail
     with plain_master(cluster) as master:
-        master.subscribe(slow)
+        before = master.stats()["subscriptions"]
         dead_uri = Pyro4.Proxy(dead_daemon.uriFor(dead))
         with pytest.raises(ValueError, match="cannot call back"):
             dead_daemon.close()
             master.subscribe(dead_uri)
-        with cluster.client() as client:
-            fast: list[str] = []
-            client.on_result(lambda r: fast.append(r["id"]))
-            futures = client.map(tasks.inc, range(200))
-            assert client.gather(futures, timeout=30) == list(range(1, 201))  # report was never blocked
-            wait_until(lambda: len(fast) == 200, what="the fast subscriber")
-        assert len(slow.records) == 0
-        release.set()
-        wait_until(lambda: len(slow.records) >= 200, what="the slow subscriber to catch up")
+        assert master.stats()["subscriptions"] == before
 
 
 SUBSCRIBER = """
@@ -159,19 +234,15 @@ def test_subscriber_that_vanishes_is_dropped(cluster: Cluster) -> None:
         proc.wait(timeout=10)
 
 
-def test_closing_a_client_ends_its_subscription(cluster: Cluster) -> None:
-    with cluster.client() as watcher:
-        before = watcher.stats()["subscriptions"]
-        with cluster.client() as client:
-            client.on_result(lambda record: None)
-            assert watcher.stats()["subscriptions"] == before + 1
-        assert watcher.stats()["subscriptions"] == before
-
-
-def test_client_callbacks_carry_failures_too(client: Client) -> None:
-    seen: list[dict[str, Any]] = []
-    client.on_result(seen.append)
-    future = client.submit(tasks.boom, "cb")
-    wait_until(lambda: seen, what="the failure record")
-    assert future.exception(timeout=10) is not None
-    assert seen[0]["state"] == "failed" and seen[0]["error"]["message"] == "cb"
+def test_client_callbacks_carry_failures_too(cluster: Cluster) -> None:
+    """A client's on_result over Pyro4: the master calls back the client's own callback daemon."""
+    with cluster.client() as client:
+        seen: list[dict[str, Any]] = []
+        client.on_result(seen.append)
+        future = client.submit(tasks.boom, "cb")
+        wait_until(lambda: seen, what="the failure record")
+        assert future.exception(timeout=10) is not None
+        assert seen[0]["state"] == "failed" and seen[0]["error"]["message"] == "cb"
+        echoed = client.submit(tasks.echo, {b"k": (1, {2})})
+        wait_until(lambda: len(seen) == 2, what="the second record")
+        assert seen[1]["id"] == echoed.task_id and seen[1]["value"] == {b"k": (1, {2})}

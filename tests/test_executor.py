@@ -3,6 +3,10 @@
 Adapted from CPython's Lib/test/test_concurrent_futures (ExecutorTest, the shutdown tests). Workers run only
 allow-listed modules (tests.tasks, math, operator), so `pow` and `divmod` become `operator.pow` and
 `operator.truediv`, and a remote exception arrives as TaskError carrying its type name.
+
+In-process: the module's master with two worker threads (`inproc_pair`), or a test's own (`inproc`) when it
+needs no workers or one that fetches one task at a time. Tasks that must still be running when the test
+looks wait for its `gate` (`tasks.wait_for_file`) instead of sleeping.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import operator
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +24,14 @@ import pytest
 from pyrodist import Client, Future, PyrodistError, TaskError
 from pyrodist.executor import ClusterExecutor
 from tests import doc_primes, tasks
-from tests.conftest import Cluster, Processes, start_cluster, wait_until
+from tests.conftest import InProcess, start_workers, wait_until
+
+
+@pytest.fixture
+def client(inproc_pair: InProcess) -> Iterator[Client]:
+    """A client of the module's in-process master with two one-slot workers."""
+    with inproc_pair.client() as c:
+        yield c
 
 
 @pytest.fixture
@@ -99,19 +111,21 @@ def test_map_exception(executor: ClusterExecutor) -> None:
         next(results)
 
 
-def test_map_timeout(executor: ClusterExecutor) -> None:
+def test_map_timeout(executor: ClusterExecutor, tmp_path: Path, gate: Path) -> None:
     results = []
+    (tmp_path / "open").touch()
     with pytest.raises(TimeoutError):  # concurrent.futures.TimeoutError is the builtin since 3.11
-        for value in executor.map(tasks.sleep_return, [0, 0, 3], ["a", "b", "c"], timeout=2.0):
+        paths = [str(tmp_path / "open"), str(tmp_path / "open"), str(gate)]
+        for value in executor.map(tasks.wait_for_file, paths, ["a", "b", "c"], timeout=1.0):
             results.append(value)
     assert results == ["a", "b"]
 
 
-def test_bad_chunksize_and_conflicting_arguments(client: Client, cluster: Cluster) -> None:
+def test_bad_chunksize_and_conflicting_arguments(client: Client) -> None:
     with ClusterExecutor(client) as ex, pytest.raises(ValueError, match="chunksize"):
         ex.map(tasks.inc, [1], chunksize=0)
     with pytest.raises(TypeError, match="not both"):
-        ClusterExecutor(client, settings=cluster.settings)
+        ClusterExecutor(client, settings=client.settings)
     with pytest.raises(ValueError, match="unknown task option"):
         ClusterExecutor(client, options={"bogus": 1})
 
@@ -127,22 +141,29 @@ def test_options_reach_the_tasks(client: Client) -> None:
 # ---- shutdown and the context manager
 
 
-def test_shutdown_waits_for_every_future(client: Client) -> None:
+def test_shutdown_waits_for_every_future(client: Client, gate: Path) -> None:
     ex = ClusterExecutor(client)
-    futures = [ex.submit(tasks.sleep_return, 0.3, i) for i in range(4)]
-    results = ex.map(tasks.sleep_return, [0.3, 0.3], [4, 5])
-    ex.shutdown(wait=True)
+    futures = [ex.submit(tasks.wait_for_file, str(gate), i) for i in range(4)]
+    results = ex.map(tasks.wait_for_file, [str(gate)] * 2, [4, 5])
+    shutdown = threading.Thread(target=ex.shutdown, kwargs={"wait": True})
+    shutdown.start()
+    shutdown.join(0.2)
+    assert shutdown.is_alive()  # waiting: no task can finish before the gate opens
+    gate.touch()
+    shutdown.join(30)
+    assert not shutdown.is_alive()
     assert [f.result(0) for f in futures] == [0, 1, 2, 3]
     assert list(results) == [4, 5]  # finished already: the map's iterator does not wait
 
 
-def test_shutdown_without_wait_returns_at_once(client: Client) -> None:
+def test_shutdown_without_wait_returns_at_once(client: Client, gate: Path) -> None:
     ex = ClusterExecutor(client)
-    future = ex.submit(tasks.sleep_return, 1.0, "x")
+    future = ex.submit(tasks.wait_for_file, str(gate), "x")
     started = time.monotonic()
     ex.shutdown(wait=False)
     assert time.monotonic() - started < 0.5
     assert not future.done()
+    gate.touch()
     assert future.result(30) == "x"
 
 
@@ -156,27 +177,31 @@ def test_submit_after_shutdown(client: Client) -> None:
         ex.map(tasks.inc, [1])
 
 
-def test_context_manager_waits_and_leaves_a_given_client_open(client: Client) -> None:
+def test_context_manager_waits_and_leaves_a_given_client_open(client: Client, gate: Path) -> None:
+    opener = threading.Timer(0.1, gate.touch)  # the tasks finish only once the end of the block waits for them
     with ClusterExecutor(client) as ex:
-        futures = [ex.submit(tasks.sleep_return, 0.2, i) for i in range(3)]
+        futures = [ex.submit(tasks.wait_for_file, str(gate), i) for i in range(3)]
+        opener.start()
     assert all(f.done() for f in futures)
     assert client.submit(tasks.inc, 1).result(30) == 2
 
 
-def test_an_executor_closes_the_client_it_created(cluster: Cluster) -> None:
-    with ClusterExecutor(settings=cluster.settings) as ex:
+def test_an_executor_closes_the_client_it_created(inproc_pair: InProcess, gate: Path) -> None:
+    with ClusterExecutor(settings=inproc_pair.settings, connect=inproc_pair.connect) as ex:
         assert ex.submit(tasks.inc, 1).result(30) == 2
     assert is_closed(ex.client)
 
-    ex = ClusterExecutor(settings=cluster.settings)
-    future = ex.submit(tasks.sleep_return, 0.5, "x")
+    ex = ClusterExecutor(settings=inproc_pair.settings, connect=inproc_pair.connect)
+    future = ex.submit(tasks.wait_for_file, str(gate), "x")
     ex.shutdown(wait=False)
+    assert not is_closed(ex.client)  # its task is not finished
+    gate.touch()
     assert future.result(30) == "x"  # not failed by an early close
     wait_until(lambda: is_closed(ex.client), what="the executor's own client to close")
 
 
-def test_shutdown_cancel_futures(idle_cluster: Cluster) -> None:
-    with idle_cluster.client() as client:
+def test_shutdown_cancel_futures(inproc: InProcess) -> None:
+    with inproc.client() as client:  # no workers: tasks stay pending
         ex = ClusterExecutor(client)
         futures = [ex.submit(tasks.inc, i) for i in range(5)]
         shutdown = threading.Thread(target=ex.shutdown, kwargs={"wait": True, "cancel_futures": True})
@@ -187,24 +212,23 @@ def test_shutdown_cancel_futures(idle_cluster: Cluster) -> None:
         assert counts(client).get("pending", 0) == 0  # the client stays open
 
 
-def test_map_timeout_cancels_the_remaining_calls(idle_cluster: Cluster) -> None:
-    with idle_cluster.client() as client:
+def test_map_timeout_cancels_the_remaining_calls(inproc: InProcess) -> None:
+    with inproc.client() as client:  # no workers: tasks stay pending
         ex = ClusterExecutor(client)
         results = ex.map(tasks.inc, range(5), timeout=0.2)
         with pytest.raises(TimeoutError):
             next(results)
         assert counts(client).get("pending", 0) == 0
+        assert counts(client)["cancelled"] == 5
         ex.shutdown(wait=False)
 
 
 # ---- a cluster with one worker that fetches one task at a time
 
 
-def test_closing_map_early_cancels_the_remaining_calls(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)
-    cluster.start_worker("--prefetch", "1")
-    wait_until(lambda: len(cluster.live_workers()) == 1, timeout=30, what="the worker")
-    with cluster.client() as client, ClusterExecutor(client) as ex:
+def test_closing_map_early_cancels_the_remaining_calls(inproc: InProcess) -> None:
+    start_workers(inproc, 1, prefetch=1)
+    with inproc.client() as client, ClusterExecutor(client) as ex:
         results = ex.map(tasks.sleep_return, [0.2] * 10, range(10))
         assert next(results) == 0
         results.close()  # type: ignore[attr-defined]
@@ -227,13 +251,12 @@ DOCS_OUTPUT = """\
 """
 
 
-def test_the_docs_process_pool_example(procs: Processes, capsys: pytest.CaptureFixture[str]) -> None:
-    cluster = start_cluster(procs, workers=0)
-    for _ in range(2):
-        cluster.start_worker("-I", "tests.doc_primes")
-    wait_until(lambda: len(cluster.live_workers()) == 2, timeout=30, what="the workers")
+def test_the_docs_process_pool_example(inproc: InProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    for worker_id in ("w1", "w2"):
+        inproc.start_worker("tests.doc_primes", worker_id=worker_id)
+    wait_until(lambda: len(inproc.master.stats().workers) == 2, what="the workers")
     PRIMES, is_prime = doc_primes.PRIMES, doc_primes.is_prime  # noqa: N806 - the docs' names
-    client = cluster.client()
+    client = inproc.client()
 
     # fmt: off
     def main() -> None:
@@ -249,7 +272,7 @@ def test_the_docs_process_pool_example(procs: Processes, capsys: pytest.CaptureF
     assert capsys.readouterr().out == DOCS_OUTPUT
 
 
-def test_client_executor_runs_processpool_style_code(client: Client) -> None:
+def test_an_executor_on_a_client_runs_processpool_style_code(client: Client) -> None:
     with ClusterExecutor(client, options={"priority": 1}) as executor:
         assert list(executor.map(operator.pow, range(10), range(10))) == [i**i for i in range(10)]
         assert executor.submit(operator.add, 2, 3).result(timeout=30) == 5

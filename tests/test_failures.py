@@ -1,8 +1,11 @@
-"""Tasks that fail in every way a task can: each is a clear failed task, and the worker goes on."""
+"""Tasks that fail in every way a task can: each is a clear failed task, and the worker goes on.
+
+In-process: the module's master with two worker threads, whose tasks still run in child processes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -10,6 +13,14 @@ import pytest
 from pyrodist import Client, RemoteTraceback, TaskError
 from pyrodist.values import MAX_PAYLOAD
 from tests import tasks
+from tests.conftest import InProcess
+
+
+@pytest.fixture
+def client(inproc_pair: InProcess) -> Iterator[Client]:
+    """A client of the module's in-process master with two one-slot workers."""
+    with inproc_pair.client() as c:
+        yield c
 
 
 def failure(client: Client, func: Callable[..., Any] | str, *args: Any, **options: Any) -> TaskError:
@@ -99,6 +110,7 @@ def test_error_message_with_undecodable_characters_is_reported(client: Client) -
 
 
 def test_a_crash_inside_a_pipelined_batch_fails_only_that_task(client: Client) -> None:
+    client.gather(client.map(tasks.inc, range(200)), timeout=30)  # workers learn the tasks are fast: they pipeline
     futures = client.map(tasks.crash_on, range(60), [17] * 60)
     for i, future in enumerate(futures):
         if i == 17:
@@ -109,6 +121,7 @@ def test_a_crash_inside_a_pipelined_batch_fails_only_that_task(client: Client) -
 
 
 def test_a_time_limit_inside_a_pipelined_batch_fails_only_that_task(client: Client) -> None:
+    client.gather(client.map(tasks.inc, range(200)), timeout=30)  # workers learn the tasks are fast: they pipeline
     futures = client.options(timeout=1.0).map(tasks.sleep_on, range(60), [23] * 60, [30] * 60)
     for i, future in enumerate(futures):
         if i == 23:

@@ -1,4 +1,8 @@
-"""Tasks through a real cluster: the Client and a plain Pyro4 proxy, values, map, futures."""
+"""Tasks from submit to result: the Client and the master's plain API, values, map, futures, priorities.
+
+In-process (the `inproc` master, workers as threads) unless a test needs Pyro4 for real: values over the
+real wire, a plain `Pyro4.Proxy` shell session and its errors, and the `pyrodist broadcast` command.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import operator
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import Pyro4
@@ -15,8 +21,9 @@ import pytest
 
 from pyrodist import Client, FunctionRefError, ValueEncodingError, as_completed
 from pyrodist.values import MAX_PAYLOAD
+from pyrodist.wire import TaskSpec
 from tests import tasks
-from tests.conftest import ROOT, Cluster, Processes, start_cluster, wait_until
+from tests.conftest import ROOT, Cluster, InProcess, start_workers, wait_until
 
 VALUES = [
     None, True, False, 0, -1, 10**40, -(10**40), 1.5, -0.0, float("inf"), 1 + 2j, "", "héllo \u2028 wörld",
@@ -34,6 +41,13 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
     return bool(a == b)
+
+
+@pytest.fixture
+def client(inproc_pair: InProcess) -> Iterator[Client]:
+    """A client of the module's in-process master with two one-slot workers."""
+    with inproc_pair.client() as c:
+        yield c
 
 
 def test_submit_returns_the_result(client: Client) -> None:
@@ -58,7 +72,8 @@ def test_map_of_10000_tasks_loses_and_duplicates_nothing(client: Client) -> None
     after = client.stats()
     assert after["done"] - before["done"] == 10_000
     assert after["submitted"] - before["submitted"] == 10_000
-    workers = {w["id"]: w["done"] for w in after["workers"]}
+    done_before = {w["id"]: w["done"] for w in before["workers"]}
+    workers = {w["id"]: w["done"] - done_before[w["id"]] for w in after["workers"]}
     assert len(workers) == 2 and all(n > 0 for n in workers.values()), workers
 
 
@@ -75,21 +90,24 @@ def test_as_completed_and_wait_work_on_pyrodist_futures(client: Client) -> None:
     assert all(isinstance(f, concurrent.futures.Future) and f.task_id for f in futures)
 
 
-def test_future_result_times_out_while_the_task_runs(client: Client) -> None:
-    future = client.submit(tasks.sleep_return, 1.0, "late")
+def test_future_result_times_out_while_the_task_runs(client: Client, gate: Path) -> None:
+    future = client.submit(tasks.wait_for_file, str(gate), "late")
+    wait_until(lambda: client.lookup([future.task_id])[0]["state"] == "running", what="the task to start")
     with pytest.raises(TimeoutError):
         future.result(timeout=0.05)
+    gate.touch()
     assert future.result(timeout=20) == "late"
 
 
-def test_waiting_on_one_future_is_not_cut_short_by_others_finishing(client: Client) -> None:
+def test_waiting_on_one_future_is_not_cut_short_by_others_finishing(client: Client, gate: Path) -> None:
     """A client's futures share one condition: a wait ends at its own result or timeout, not at another's."""
-    slow = client.submit(tasks.sleep_return, 1.5, "slow")
+    slow = client.submit(tasks.wait_for_file, str(gate), "slow")
     fast = [client.submit(tasks.inc, i) for i in range(20)]
     waited_from = time.monotonic()
     with pytest.raises(concurrent.futures.TimeoutError):
         slow.result(timeout=0.3)  # others finish meanwhile, waking this wait: it goes on waiting
     assert time.monotonic() - waited_from >= 0.3
+    gate.touch()
     assert slow.exception(timeout=30) is None
     assert slow.result(timeout=30) == "slow"
     assert [f.result(timeout=30) for f in fast] == list(range(1, 21))
@@ -104,78 +122,189 @@ def test_a_task_printing_to_stdout_does_not_disturb_its_worker(client: Client) -
     [lambda x: x, Client.submit, [].append, type("Local", (), {"f": staticmethod(lambda: 1)}).f],
     ids=["lambda", "method", "bound-method", "nested"],
 )
-def test_functions_no_worker_can_import_are_refused_at_once(client: Client, func: Any) -> None:
+def test_functions_no_worker_can_import_are_refused_at_once(inproc: InProcess, func: Any) -> None:
+    client = inproc.client()
     with pytest.raises(FunctionRefError, match=r"import|method|lambda"):
         client.submit(func, 1)
+    assert client.stats()["submitted"] == 0
 
 
-def test_function_from_main_is_refused_with_advice(client: Client) -> None:
+def test_function_from_main_is_refused_with_advice(inproc: InProcess) -> None:
     def local() -> None: ...
 
     local.__module__ = "__main__"
     local.__qualname__ = "local"
     with pytest.raises(FunctionRefError, match=r"__main__.*-I"):
-        client.submit(local)
+        inproc.client().submit(local)
 
 
-def test_unsendable_argument_is_refused_before_anything_is_sent(client: Client) -> None:
+def test_unsendable_argument_is_refused_before_anything_is_sent(inproc: InProcess) -> None:
+    client = inproc.client()
     before = client.stats()["submitted"]
     with pytest.raises(ValueEncodingError, match="object"):
         client.map(tasks.echo, [1, 2, object()])
     assert client.stats()["submitted"] == before
 
 
-def test_cancel_a_pending_task(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)  # nothing runs: the task stays pending
-    with cluster.client() as client:
-        queued = client.submit(tasks.inc, 1)
-        assert queued.cancel() and queued.cancelled()
-        assert client.stats()["counts"]["cancelled"] == 1
-        cluster.start_worker()
-        assert client.submit(tasks.inc, 2).result(timeout=30) == 3
-        assert client.stats()["counts"]["done"] == 1  # the cancelled task never ran
+def test_cancel_a_pending_task(inproc: InProcess) -> None:
+    client = inproc.client()  # no worker yet: the task stays pending
+    queued = client.submit(tasks.inc, 1)
+    assert queued.cancel() and queued.cancelled()
+    assert client.stats()["counts"]["cancelled"] == 1
+    start_workers(inproc, 1)
+    assert client.submit(tasks.inc, 2).result(timeout=30) == 3
+    assert client.stats()["counts"]["done"] == 1  # the cancelled task never ran
+    assert client.lookup([queued.task_id])[0]["state"] == "cancelled"
 
 
-def test_a_busy_worker_leaves_new_tasks_to_an_idle_one(procs: Processes) -> None:
+def test_a_busy_worker_leaves_new_tasks_to_an_idle_one(inproc: InProcess, gate: Path) -> None:
     """With the queue empty, a worker whose only slot is busy does not prefetch: the idle worker takes each task."""
-    cluster = start_cluster(procs, workers=2)
-    with cluster.client() as client:
-        client.gather(client.map(tasks.inc, range(300)), timeout=30)  # both learn tasks are fast: prefetch grows
-        slow = client.submit(tasks.sleep_return, 8.0, "slow")
+    start_workers(inproc, 2)
+    client = inproc.client()
+    client.gather(client.map(tasks.inc, range(300)), timeout=30)  # both learn tasks are fast: prefetch grows
+    slow = client.submit(tasks.wait_for_file, str(gate), "slow")
+    wait_until(lambda: client.lookup([slow.task_id])[0]["state"] == "running", what="the slow task to start")
+    busy = client.lookup([slow.task_id])[0]["worker"]
+    for i in range(5):  # one at a time: each finds the queue empty
+        quick = client.submit(tasks.inc, i)
+        assert quick.result(timeout=4) == i + 1  # not stuck behind the slow task
+        assert client.lookup([quick.task_id])[0]["worker"] != busy
+    assert not slow.done()
+    gate.touch()
+    assert slow.result(timeout=30) == "slow"
+
+
+def test_a_long_poll_that_got_the_last_task_ends_a_busy_workers_prefetch(tmp_path: Path) -> None:
+    """A fetch that had to wait and then got its one task means the queue is empty: no prefetch behind a slow task.
+
+    One worker with --prefetch 2 and one slot: a fetch of two gets both (the queue had more); while the second runs,
+    the worker may ask for one more, and that long-poll waits, then gets exactly the one task it asked for: the
+    slow one, and the queue is empty. Once that slow task runs, the worker must not fetch again: the next task
+    belongs to the idle worker that joins.
+    """
+    inproc = InProcess(lease_timeout=3.0)  # long-polls of 1 s: a fetch the busy worker sends stays open meanwhile
+    gate_a, gate_b, gate_slow = (tmp_path / name for name in ("a", "b", "slow"))
+    try:
+        start_workers(inproc, 1, prefetch=2)
+        client = inproc.client()
+        first = client.map(tasks.wait_for_file, [str(gate_a), str(gate_b)], ["a", "b"])  # one fetch takes both
+        gate_a.touch()
+        assert first[0].result(timeout=20) == "a"  # b runs now
+        slow = client.submit(tasks.wait_for_file, str(gate_slow), "slow")
+        gate_b.touch()
+        assert first[1].result(timeout=20) == "b"
         wait_until(lambda: client.lookup([slow.task_id])[0]["state"] == "running", what="the slow task to start")
-        busy = client.lookup([slow.task_id])[0]["worker"]
-        for i in range(5):  # one at a time: each finds the queue empty
-            quick = client.submit(tasks.inc, i)
-            assert quick.result(timeout=4) == i + 1  # not stuck behind the slow task
-            assert client.lookup([quick.task_id])[0]["worker"] != busy
-        assert not slow.done()
-        assert slow.result(timeout=30) == "slow"
+        quick = client.submit(tasks.inc, 1)  # the slow task holds the worker's only slot
+        start_workers(inproc, 1)
+        assert quick.result(timeout=5) == 2, "the busy worker took it, behind its slow task"
+        assert client.lookup([quick.task_id])[0]["worker"] == "w2"
+        gate_slow.touch()
+        assert slow.result(timeout=20) == "slow"
+    finally:
+        for gate in (gate_a, gate_b, gate_slow):
+            gate.touch()
+        inproc.close()
 
 
-def test_bad_options_are_refused_naming_the_field(client: Client) -> None:
+def test_bad_options_are_refused_naming_the_field(inproc: InProcess) -> None:
+    client = inproc.client()
     with pytest.raises(ValueError, match="unknown task option 'retires'"):
         client.options(retires=3)
     with pytest.raises(TypeError, match="priority"):
         client.options(priority="high")
 
 
-def test_priority_runs_higher_first_fifo_within_one(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)
-    with cluster.client() as client:
-        order = ["low-1", "normal-1", "urgent-1", "normal-2", "urgent-2"]
-        priority = {"low": -5, "normal": 0, "urgent": 10}
-        futures = [client.options(priority=priority[name.split("-")[0]]).submit(tasks.whoami) for name in order]
-        cluster.start_worker("--prefetch", "1")
-        client.gather(futures, timeout=60)
-        started = {name: client.lookup([f.task_id])[0]["started"] for name, f in zip(order, futures, strict=True)}
-    assert sorted(started, key=started.__getitem__) == ["urgent-1", "urgent-2", "normal-1", "normal-2", "low-1"]
+def test_priority_runs_higher_first_fifo_within_one(inproc: InProcess, tmp_path: Path) -> None:
+    client = inproc.client()  # no worker yet: every task is queued before one runs
+    order = ["low-1", "normal-1", "urgent-1", "normal-2", "urgent-2"]
+    priority = {"low": -5, "normal": 0, "urgent": 10}
+    futures = [
+        client.options(priority=priority[name.split("-")[0]]).submit(tasks.logged_square, str(tmp_path), i)
+        for i, name in enumerate(order)
+    ]
+    start_workers(inproc, 1, prefetch=1)
+    client.gather(futures, timeout=60)
+    runs = [line.split() for log in tmp_path.glob("runs-*.log") for line in log.read_text().splitlines()]
+    ran = [order[int(x)] for x, _, _ in sorted(runs, key=lambda run: float(run[2]))]
+    assert ran == ["urgent-1", "urgent-2", "normal-1", "normal-2", "low-1"]
 
 
-# ---- the plain Pyro4 way
+def test_oversized_arguments_are_refused_at_the_client(inproc: InProcess) -> None:
+    client = inproc.client()
+    with pytest.raises(ValueEncodingError, match="limit"):
+        client.submit(tasks.echo, b"x" * (MAX_PAYLOAD + 1))
+    assert client.stats()["submitted"] == 0
+
+
+def test_broadcast_runs_once_on_every_live_worker(client: Client) -> None:
+    results = client.broadcast(tasks.whoami)
+    workers = {w["id"] for w in client.stats()["workers"]}
+    assert set(results) == workers == {"w1", "w2"}
+    assert len(set(results.values())) == len(workers)  # each ran in its own worker's child process
+    assert client.options(priority=3).broadcast(tasks.add, 1, b=2) == dict.fromkeys(workers, 3)
+
+
+def test_task_sent_to_an_absent_worker_fails_clearly(inproc: InProcess) -> None:
+    conn = inproc.connect()
+    task_id = conn.submit(TaskSpec("tests.tasks:inc", [1], {}, {"worker": "nobody-here"}))
+    inproc.reap()
+    assert conn.result(task_id).state == "pending"  # a worker may still connect within a lease
+    inproc.reap(advance=inproc.settings.lease_timeout + 1)
+    record = conn.result(task_id, timeout=20)
+    assert record.state == "failed" and record.error is not None
+    assert "worker nobody-here is not connected" in record.error["message"]
+
+
+def test_map_with_progress_returns_the_futures_and_draws_nothing_off_a_terminal(
+    client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    futures = client.map(tasks.inc, range(50), progress=True)
+    assert client.gather(futures, timeout=30) == list(range(1, 51))
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: the bar stays quiet
+
+
+def test_long_non_ascii_arguments_pass_through_pipelined_batches(client: Client) -> None:
+    text = "é" * 1900  # json escapes each to 6 bytes: batches must be sized by what is written
+    client.gather(client.map(tasks.inc, range(200)), timeout=30)  # workers learn the tasks are fast
+    assert client.gather(client.map(tasks.echo, [text] * 100), timeout=60) == [text] * 100
+
+
+# ---- the master's plain API, in-process (the wire's json round trip, no Pyro4)
+
+
+def test_plain_result_with_zero_timeout_returns_the_current_state(inproc: InProcess, gate: Path) -> None:
+    conn = inproc.connect()
+    tid = conn.submit(TaskSpec("tests.tasks:wait_for_file", [str(gate), 1], {}))
+    asked = time.monotonic()
+    assert conn.result(tid).state == "pending"  # no worker yet
+    assert time.monotonic() - asked < 1.0  # answered at once, not after a wait
+    start_workers(inproc, 1)
+    wait_until(lambda: conn.result(tid).state == "running", what="the task to start")
+    gate.touch()
+    assert conn.result(tid, timeout=20).state == "done"
+
+
+def test_failed_task_record_carries_the_remote_error(inproc: InProcess) -> None:
+    start_workers(inproc, 1)
+    conn = inproc.connect()
+    record = conn.result(conn.submit(TaskSpec("tests.tasks:boom", ["kaput"], {})), timeout=20)
+    assert record.state == "failed" and record.error is not None
+    assert record.error["type"] == "ValueError" and record.error["message"] == "kaput"
+    assert "def boom" in record.error["traceback"] or "boom" in record.error["traceback"]
+
+
+# ---- over Pyro4, with real processes: the module's cluster (two one-slot workers)
 
 
 def plain_proxy(cluster: Cluster) -> Any:
     return Pyro4.Proxy(f"PYRONAME:pyrodist.master@127.0.0.1:{cluster.ns_port}")
+
+
+def test_values_of_every_type_cross_the_real_wire(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        back = client.gather(client.map(tasks.echo, [*VALUES, float("nan")]), timeout=30)
+    assert all(same(got, sent) for got, sent in zip(back, VALUES, strict=False)), back
+    assert math.isnan(back[-1])
 
 
 def test_plain_pyro4_shell_session(cluster: Cluster) -> None:
@@ -202,34 +331,6 @@ def test_plain_pyro4_errors_arrive_readable(cluster: Cluster) -> None:
         assert master.ping() == "pong"  # the master is unharmed
 
 
-def test_plain_result_with_zero_timeout_returns_the_current_state(cluster: Cluster) -> None:
-    with plain_proxy(cluster) as master:
-        tid = master.submit("tests.tasks:sleep_return", [0.5, 1])
-        assert master.result(tid)["state"] in ("pending", "running")
-        assert master.result(tid, timeout=20)["state"] == "done"
-
-
-def test_failed_task_record_carries_the_remote_error(cluster: Cluster) -> None:
-    with plain_proxy(cluster) as master:
-        record = master.result(master.submit("tests.tasks:boom", ["kaput"]), timeout=20)
-    assert record["state"] == "failed"
-    assert record["error"]["type"] == "ValueError" and record["error"]["message"] == "kaput"
-    assert "def boom" in record["error"]["traceback"] or "boom" in record["error"]["traceback"]
-
-
-def test_oversized_arguments_are_refused_at_the_client(client: Client) -> None:
-    with pytest.raises(ValueEncodingError, match="limit"):
-        client.submit(tasks.echo, b"x" * (MAX_PAYLOAD + 1))
-
-
-def test_broadcast_runs_once_on_every_live_worker(cluster: Cluster, client: Client) -> None:
-    results = client.broadcast(tasks.whoami)
-    workers = {w["id"]: w["pid"] for w in client.stats()["workers"]}
-    assert set(results) == set(workers)
-    assert len(set(results.values())) == len(workers)  # each ran in its own worker's child process
-    assert client.options(priority=3).broadcast(tasks.add, 1, b=2) == dict.fromkeys(workers, 3)
-
-
 def test_broadcast_from_the_shell(cluster: Cluster) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pyrodist", "broadcast", "tests.tasks:add", "-1", "2", *cluster.ns_args],
@@ -238,24 +339,3 @@ def test_broadcast_from_the_shell(cluster: Cluster) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2 and all(line.split()[-1] == "1" for line in lines)
-
-
-def test_task_sent_to_an_absent_worker_fails_clearly(client: Client) -> None:
-    with Pyro4.Proxy(f"PYRONAME:pyrodist.master@127.0.0.1:{client.settings.ns_port}") as master:
-        task_id = master.submit("tests.tasks:inc", [1], {}, {"worker": "nobody-here"})
-        record = master.result(task_id, timeout=20)
-    assert record["state"] == "failed" and "worker nobody-here is not connected" in record["error"]["message"]
-
-
-def test_map_with_progress_returns_the_futures_and_draws_nothing_off_a_terminal(
-    client: Client, capsys: pytest.CaptureFixture[str]
-) -> None:
-    futures = client.map(tasks.inc, range(50), progress=True)
-    assert client.gather(futures, timeout=30) == list(range(1, 51))
-    assert capsys.readouterr().err == ""  # stderr is not a terminal here: the bar stays quiet
-
-
-def test_long_non_ascii_arguments_pass_through_pipelined_batches(client: Client) -> None:
-    text = "é" * 1900  # json escapes each to 6 bytes: batches must be sized by what is written
-    client.gather(client.map(tasks.inc, range(200)), timeout=30)  # workers learn the tasks are fast
-    assert client.gather(client.map(tasks.echo, [text] * 100), timeout=60) == [text] * 100
