@@ -33,11 +33,11 @@ class Fetcher:
             with state.tasks:
                 while not state.stopping.is_set() and not state.wants_tasks():
                     state.room.wait(0.5)
-                want = state.wanted()
+                want, wait = state.next_fetch()
             if state.stopping.is_set() or want <= 0:  # stopped, or max_tasks reached: finish and exit
                 break
             try:
-                tasks = self._conn.fetch(self._worker_id, want, state.fetch_wait)
+                tasks = self._conn.fetch(self._worker_id, want, wait)
             except ConnectionFailed as exc:
                 log.warning("worker %s lost the master: %s; reconnecting", self._worker_id, exc)
                 stop = state.abort if state.stopping.is_set() else state.stopping

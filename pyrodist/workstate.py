@@ -79,10 +79,17 @@ class WorkerState:
             return held < self.concurrency
         return held <= self.concurrency - 1 + self.current_prefetch() // 2
 
-    def wanted(self) -> int:
-        """How many tasks the next fetch asks for (lock held); 0 or less once max_tasks is reached."""
-        want = self.concurrency + self.current_prefetch() - 1 - len(self.buffer) - len(self.running)
-        return want if self.max_tasks is None else min(want, self.max_tasks - self.fetched)
+    def next_fetch(self) -> tuple[int, float]:
+        """How many tasks the next fetch asks for (0 or less once max_tasks is reached), and how long it may wait.
+
+        Only a free slot long-polls: a worker whose slots are all busy takes what is pending now, and once the
+        master had fewer than asked for, it stops asking until a slot is free (lock held).
+        """
+        held = len(self.buffer) + len(self.running)
+        want = self.concurrency + self.current_prefetch() - 1 - held
+        if self.max_tasks is not None:
+            want = min(want, self.max_tasks - self.fetched)
+        return want, self.fetch_wait if held < self.concurrency else 0.0
 
     def add(self, tasks: list[FetchedTask], asked: int) -> bool:
         """Buffer fetched tasks for the slots; whether the worker holds nothing at all now."""
