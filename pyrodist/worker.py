@@ -64,7 +64,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.burst = burst
         self.grace = grace
-        self.state = WorkerState(self.concurrency, prefetch, max_tasks, settings.heartbeat)
+        self.state = WorkerState(self.concurrency, prefetch, max_tasks, settings.heartbeat, settings.lease_timeout)
         self._connect = connect
 
     @property

@@ -32,7 +32,9 @@ PIPELINE_BELOW = 0.005
 class WorkerState:
     """The shared state of one worker's threads (see the module docstring)."""
 
-    def __init__(self, concurrency: int, prefetch: int | None, max_tasks: int | None, heartbeat: float) -> None:
+    def __init__(
+        self, concurrency: int, prefetch: int | None, max_tasks: int | None, heartbeat: float, lease_timeout: float
+    ) -> None:
         self.concurrency = concurrency
         self.prefetch = prefetch  # None: adaptive, from the observed task time
         self.max_tasks = max_tasks
@@ -53,7 +55,8 @@ class WorkerState:
         self.abort = threading.Event()  # give up on reaching the master
         self.stop_deadline = float("inf")  # when running tasks are killed and given back
         self.heartbeat = heartbeat  # seconds; at most a third of the master's lease timeout
-        self.fetch_wait = FETCH_WAIT  # an idle worker's long-polls are its sign of life: shorter than a lease
+        # An idle worker's long-polls are its sign of life: a third of a lease (the master's reply has the real one).
+        self.fetch_wait = min(FETCH_WAIT, lease_timeout / 3)
 
     def over(self) -> bool:
         """Whether running tasks are to be killed now (aborted, or the grace period ended)."""
