@@ -1,12 +1,12 @@
-"""The Pyro4 adapter: configuring Pyro4, name server, daemons, proxies, and error translation.
+"""The Pyro4 adapter: configuring Pyro4, the name server, finding the master, daemons, callback sinks.
 
 Pyro4 is named only in the adapter modules: this one (configuration, name server, daemons, callback
 sinks), `remote_connection.py` (the connection clients and workers use) and `remote_patches.py`
 (serializer patches), so the transport can change in one place.
 
 Wire format: pyrodist's own processes talk json on the Pyro4 wire (about 6x faster than serpent
-for batches of small records, measured here); values inside the records are serpent text made by
-`protocol.encode_value`, so users keep serpent's types. Daemons also accept serpent, for plain
+for batches of small records); values inside the records are serpent text made by
+`values.encode_value`, so users keep serpent's types. Daemons also accept serpent, for plain
 Pyro4 shells.
 """
 
