@@ -111,3 +111,18 @@ def logged_square(log_dir: str, x: int, seconds: float = 0.0) -> int:
     if seconds:
         time.sleep(seconds)
     return x * x
+
+
+def hold(log: str, release: str, value: Any = None, limit: float = 60.0) -> Any:
+    """Append this process's pid to the file `log`, then wait until the file `release` exists; value.
+
+    The test decides when the task ends, so nothing sleeps for a guessed time; after `limit` seconds it fails.
+    """
+    with open(log, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    deadline = time.monotonic() + limit
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} was never created")
+        time.sleep(0.01)
+    return value
