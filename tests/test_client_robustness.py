@@ -1,4 +1,7 @@
-"""The client under stress: many threads, cancel storms, closing early, a master that restarts."""
+"""The client under stress: many threads, cancel storms, closing early, a master that restarts.
+
+Cancel storms and closing run in-process; the master's thread pool and a killed master need real processes.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 
 from pyrodist import PyrodistError, TaskLost
 from tests import tasks
-from tests.conftest import Processes, start_cluster, wait_until
+from tests.conftest import InProcess, Processes, start_cluster, wait_until
 
 
 def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Processes) -> None:
@@ -32,21 +35,20 @@ def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Proc
             assert other.submit(tasks.inc, 0).result(timeout=30) == 1
 
 
-def test_cancel_storm_never_raises_and_settles_every_future(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)
-    with cluster.client() as client:
-        futures = client.map(tasks.inc, range(400))
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            outcomes = list(pool.map(lambda f: f.cancel(), futures + futures))
-        assert all(isinstance(o, bool) for o in outcomes)
-        assert all(f.cancelled() for f in futures)
-        done, not_done = concurrent.futures.wait(futures, timeout=10)
-        assert len(done) == 400 and not not_done
+def test_cancel_storm_never_raises_and_settles_every_future(inproc: InProcess) -> None:
+    client = inproc.client()  # no worker: every task stays pending until cancelled
+    futures = client.map(tasks.inc, range(400))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda f: f.cancel(), futures + futures))
+    assert all(isinstance(o, bool) for o in outcomes)
+    assert all(f.cancelled() for f in futures)
+    done, not_done = concurrent.futures.wait(futures, timeout=10)
+    assert len(done) == 400 and not not_done
+    assert client.stats()["counts"]["cancelled"] == 400
 
 
-def test_closing_the_client_fails_its_unfinished_futures(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)
-    client = cluster.client()
+def test_closing_the_client_fails_its_unfinished_futures(inproc: InProcess) -> None:
+    client = inproc.client()
     future = client.submit(tasks.inc, 1)
     client.close()
     with pytest.raises(PyrodistError, match="closed before task"):
