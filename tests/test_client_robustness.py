@@ -6,6 +6,7 @@ Cancel storms and closing run in-process; the master's thread pool and a killed 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import signal
 import threading
 
@@ -13,7 +14,7 @@ import pytest
 
 from pyrodist import PyrodistError, TaskLost
 from tests import tasks
-from tests.conftest import InProcess, Processes, start_cluster, wait_until
+from tests.conftest import InProcess, Processes, start_cluster, start_linked_worker, wait_until
 
 
 def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Processes) -> None:
@@ -79,3 +80,25 @@ def test_worker_stops_cleanly_while_the_master_is_down(procs: Processes) -> None
     wait_until(lambda: "lost the master" in procs.log(worker), timeout=20, what="the worker to notice")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: Reporter._wait_for_master never gives up once finish() has queued its end sentinel (None): "
+    "nothing_to_tell() needs state.results.empty(), so a worker stopped while its reporter waits for an absent "
+    "master hangs until a second signal",
+)
+def test_worker_stops_cleanly_when_its_reporter_already_waits_for_the_master(
+    inproc: InProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pyrodist")
+    worker, link = start_linked_worker(inproc)
+    client = inproc.client()
+    wait_until(lambda: client.stats()["workers"], what="the worker to connect")
+    link.cut()  # the master is gone
+    wait_until(lambda: "reporter waiting for the master" in caplog.text, what="the reporter to wait for the master")
+    try:
+        worker.stop(timeout=5)  # what SIGTERM does; there is nothing to report, so nobody to wait for
+        assert worker.exit_code == 0
+    finally:
+        worker.worker.abort()  # what a second SIGTERM does: lets a hung worker go, so the teardown does not hang
