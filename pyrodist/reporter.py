@@ -38,6 +38,7 @@ class Reporter:
         self._state = state
         self._conn = conn
         self._on_failure = on_failure
+        self._finishing = False  # finish() queued the end sentinel: one item in the queue is not a result
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
 
     def start(self) -> None:
@@ -46,6 +47,7 @@ class Reporter:
 
     def finish(self) -> None:
         """Report what is left, say goodbye, and wait for the thread."""
+        self._finishing = True
         self._state.results.put(None)
         self._thread.join()
 
@@ -86,7 +88,8 @@ class Reporter:
         state = self._state
 
         def nothing_to_tell(exc: Exception) -> bool:
-            return state.stopping.is_set() and not pending and state.results.empty()
+            unsent = state.results.qsize() - self._finishing  # the end sentinel is no result
+            return state.stopping.is_set() and not pending and unsent <= 0
 
         def waiting(exc: Exception, delay: float) -> None:
             log.warning("worker %s reporter waiting for the master: %s", self._worker_id, exc)

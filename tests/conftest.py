@@ -301,3 +301,55 @@ def gate(tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         path.touch()
+
+
+class Link(LocalConnection):
+    """A `LocalConnection` a test can cut (a worker that died, a master out of reach) and mend again."""
+
+    def __init__(self, service: MasterService) -> None:
+        super().__init__(service)
+        self._calls = threading.Condition()
+        self._cut = False
+        self._in_flight = 0
+        self.refused = 0
+        """Calls failed because the link was cut."""
+
+    def _invoke(self, method: Callable[..., Any], *args: Any) -> Any:
+        with self._calls:
+            if self._cut:
+                self.refused += 1
+                raise ConnectionFailed(f"{method.__name__}: the link to the master was cut by the test")
+            self._in_flight += 1
+        try:
+            return super()._invoke(method, *args)
+        finally:
+            with self._calls:
+                self._in_flight -= 1
+                self._calls.notify_all()
+
+    def cut(self, timeout: float = 15.0) -> None:
+        """Fail every call from now on; returns once no call is in flight, so none reaches the master later."""
+        with self._calls:
+            self._cut = True
+            assert self._calls.wait_for(lambda: self._in_flight == 0, timeout), "calls still in flight after cut"
+
+    def mend(self) -> None:
+        """Let calls through again."""
+        with self._calls:
+            self._cut = False
+
+
+def start_linked_worker(
+    cluster: InProcess, *imports: str, concurrency: int = 1, **options: Any
+) -> tuple[WorkerThread, Link]:
+    """A worker thread of cluster (as `InProcess.start_worker`) whose link to the master the test can cut."""
+    link = Link(cluster.service)
+    worker = Worker(cluster.settings, list(imports or TASK_MODULES), concurrency, connect=lambda _s: link, **options)
+    running = WorkerThread(worker)
+    cluster.workers.append(running)
+    return running, link
+
+
+def started_pids(log: Path) -> list[int]:
+    """The pids of the processes that started `tasks.hold` with this log, in order."""
+    return [int(pid) for pid in log.read_text().split()] if log.exists() else []

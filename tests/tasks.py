@@ -121,3 +121,18 @@ def wait_for_file(path: str, value: Any = None, timeout: float = 60.0) -> Any:
             raise TimeoutError(f"{path} did not appear within {timeout} s")
         time.sleep(0.005)
     return value
+
+
+def hold(log: str, release: str, value: Any = None, limit: float = 60.0) -> Any:
+    """Append this process's pid to the file `log`, then wait until the file `release` exists; value.
+
+    The test decides when the task ends, so nothing sleeps for a guessed time; after `limit` seconds it fails.
+    """
+    with open(log, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    deadline = time.monotonic() + limit
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} was never created")
+        time.sleep(0.01)
+    return value

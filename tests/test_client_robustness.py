@@ -1,8 +1,12 @@
-"""The client under stress: many threads, cancel storms, closing early, a master that restarts."""
+"""The client under stress: many threads, cancel storms, closing early, a master that restarts.
+
+Cancel storms and closing run in-process; the master's thread pool and a killed master need real processes.
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import signal
 import threading
 
@@ -10,7 +14,7 @@ import pytest
 
 from pyrodist import PyrodistError, TaskLost
 from tests import tasks
-from tests.conftest import Processes, start_cluster, wait_until
+from tests.conftest import InProcess, Processes, start_cluster, start_linked_worker, wait_until
 
 
 def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Processes) -> None:
@@ -32,21 +36,20 @@ def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Proc
             assert other.submit(tasks.inc, 0).result(timeout=30) == 1
 
 
-def test_cancel_storm_never_raises_and_settles_every_future(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)
-    with cluster.client() as client:
-        futures = client.map(tasks.inc, range(400))
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            outcomes = list(pool.map(lambda f: f.cancel(), futures + futures))
-        assert all(isinstance(o, bool) for o in outcomes)
-        assert all(f.cancelled() for f in futures)
-        done, not_done = concurrent.futures.wait(futures, timeout=10)
-        assert len(done) == 400 and not not_done
+def test_cancel_storm_never_raises_and_settles_every_future(inproc: InProcess) -> None:
+    client = inproc.client()  # no worker: every task stays pending until cancelled
+    futures = client.map(tasks.inc, range(400))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda f: f.cancel(), futures + futures))
+    assert all(isinstance(o, bool) for o in outcomes)
+    assert all(f.cancelled() for f in futures)
+    done, not_done = concurrent.futures.wait(futures, timeout=10)
+    assert len(done) == 400 and not not_done
+    assert client.stats()["counts"]["cancelled"] == 400
 
 
-def test_closing_the_client_fails_its_unfinished_futures(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)
-    client = cluster.client()
+def test_closing_the_client_fails_its_unfinished_futures(inproc: InProcess) -> None:
+    client = inproc.client()
     future = client.submit(tasks.inc, 1)
     client.close()
     with pytest.raises(PyrodistError, match="closed before task"):
@@ -77,3 +80,19 @@ def test_worker_stops_cleanly_while_the_master_is_down(procs: Processes) -> None
     wait_until(lambda: "lost the master" in procs.log(worker), timeout=20, what="the worker to notice")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
+
+
+def test_worker_stops_cleanly_when_its_reporter_already_waits_for_the_master(
+    inproc: InProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pyrodist")
+    worker, link = start_linked_worker(inproc)
+    client = inproc.client()
+    wait_until(lambda: client.stats()["workers"], what="the worker to connect")
+    link.cut()  # the master is gone
+    wait_until(lambda: "reporter waiting for the master" in caplog.text, what="the reporter to wait for the master")
+    try:
+        worker.stop(timeout=5)  # what SIGTERM does; there is nothing to report, so nobody to wait for
+        assert worker.exit_code == 0
+    finally:
+        worker.worker.abort()  # what a second SIGTERM does: lets a hung worker go, so the teardown does not hang

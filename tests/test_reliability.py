@@ -1,21 +1,29 @@
-"""Retries, cancelling running tasks, forgetting results, task status, graceful stops and the durable store,
-against real processes."""
+"""Retries, cancelling running tasks, forgetting results, task status, graceful stops and the durable store.
+
+The master's and the worker's rules run in-process, the master's clock in the test's hands (backoff and
+expiry without sleeps); the `status` command, SIGTERM and the store's life across master processes need
+real processes.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pyrodist import Client, ResultExpired, TaskError, TaskLost
+from pyrodist.statustext import format_task
 from tests import tasks
-from tests.conftest import ROOT, Cluster, Processes, start_cluster, wait_until
+from tests.conftest import ROOT, Cluster, InProcess, Link, Processes, start_cluster, started_pids, wait_until
 
 
 def pyrodist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -37,7 +45,9 @@ def process_alive(pid: int) -> bool:
 # ---- retries ---------------------------------------------------------------------------------
 
 
-def test_retries_run_a_failing_task_again_and_keep_every_error(client: Client, tmp_path: Path) -> None:
+def test_retries_run_a_failing_task_again_and_keep_every_error(inproc: InProcess, tmp_path: Path) -> None:
+    inproc.start_worker()
+    client = inproc.client()
     counter = tmp_path / "calls"
     future = client.options(retries=3).submit(tasks.fail_times, str(counter), 2, "third time lucky")
     assert future.result(timeout=30) == "third time lucky"
@@ -50,7 +60,9 @@ def test_retries_run_a_failing_task_again_and_keep_every_error(client: Client, t
     assert counter.read_text().count("run") == 3
 
 
-def test_retries_run_out_and_the_last_error_fails_the_task(client: Client, tmp_path: Path) -> None:
+def test_retries_run_out_and_the_last_error_fails_the_task(inproc: InProcess, tmp_path: Path) -> None:
+    inproc.start_worker()
+    client = inproc.client()
     future = client.options(retries=1).submit(tasks.fail_times, str(tmp_path / "calls"), 5)
     with pytest.raises(TaskError, match="call 2 refused") as caught:
         future.result(timeout=30)
@@ -59,7 +71,9 @@ def test_retries_run_out_and_the_last_error_fails_the_task(client: Client, tmp_p
     assert record is not None and len(record["errors"]) == 2 and record["attempts"] == 2
 
 
-def test_retry_on_matches_base_classes_and_refuses_others(client: Client, tmp_path: Path) -> None:
+def test_retry_on_matches_base_classes_and_refuses_others(inproc: InProcess, tmp_path: Path) -> None:
+    inproc.start_worker()
+    client = inproc.client()
     matching = client.options(retries=2, retry_on=[OSError]).submit(tasks.fail_times, str(tmp_path / "a"), 1)
     other = client.options(retries=2, retry_on=["KeyError"]).submit(tasks.fail_times, str(tmp_path / "b"), 1)
     assert matching.result(timeout=30) == "ok"
@@ -68,20 +82,35 @@ def test_retry_on_matches_base_classes_and_refuses_others(client: Client, tmp_pa
     assert (tmp_path / "b").read_text().count("run") == 1
 
 
-def test_retry_backoff_waits_in_state_retrying(client: Client, tmp_path: Path) -> None:
-    future = client.options(retries=1, retry_backoff=1.5).submit(tasks.fail_times, str(tmp_path / "calls"), 1)
-    record = wait_until(
-        lambda: (r := client.lookup([future.task_id])[0]) is not None and r["state"] == "retrying" and r,
-        timeout=20,
-        what="the task to wait for its retry",
-    )
-    assert record["retry_at"] > record["errors"][0]["at"] + 1.0
+def test_retry_backoff_waits_in_state_retrying_and_doubles(inproc: InProcess, tmp_path: Path) -> None:
+    inproc.start_worker()
+    client = inproc.client()
+    calls = tmp_path / "calls"
+    future = client.options(retries=2, retry_backoff=1.5).submit(tasks.fail_times, str(calls), 2)
+
+    def waiting_after(failures: int) -> dict[str, Any] | None:
+        """The task's record if it waits for its retry after this many failures."""
+        record = client.lookup([future.task_id])[0]
+        assert record is not None
+        return record if record["state"] == "retrying" and len(record["errors"]) == failures else None
+
+    for failures, backoff in ((1, 1.5), (2, 3.0)):
+        record = wait_until(partial(waiting_after, failures), what=f"the task to wait for retry {failures}")
+        failed_at = record["errors"][-1]["at"]
+        assert record["retry_at"] == failed_at + backoff
+        inproc.reap(advance=backoff - 0.1)
+        assert waiting_after(failures) is not None  # still waiting: only the master's clock counts
+        assert calls.read_text().count("run") == failures
+        inproc.reap(advance=0.2)
     assert future.result(timeout=30) == "ok"
     record = client.lookup([future.task_id])[0]
-    assert record is not None and record["started"] >= record["errors"][0]["at"] + 1.5 - 0.3
+    assert record is not None and record["started"] >= record["errors"][-1]["at"] + 3.0
+    assert record["attempts"] == 3 and record["retries"] == 2
 
 
-def test_time_limit_then_retry_says_it_ran_out_of_time(client: Client) -> None:
+def test_time_limit_then_retry_says_it_ran_out_of_time(inproc: InProcess) -> None:
+    inproc.start_worker()
+    client = inproc.client()
     future = client.options(timeout=0.3, retries=1).submit(tasks.sleep_return, 5)
     with pytest.raises(TaskError, match="ran out of time") as caught:
         future.result(timeout=30)
@@ -91,22 +120,30 @@ def test_time_limit_then_retry_says_it_ran_out_of_time(client: Client) -> None:
     assert client.submit(tasks.inc, 1).result(timeout=20) == 2  # the worker goes on
 
 
-# ---- cancelling, forgetting, status ----------------------------------------------------------
+# ---- cancelling, forgetting, expiry, status --------------------------------------------------
 
 
-def test_cancelling_a_running_task_kills_its_process_and_the_worker_goes_on(client: Client, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    future = client.submit(tasks.pid_then_sleep, str(pid_file), 60)
-    pid = wait_until(lambda: pid_file.exists() and pid_file.read_text() and int(pid_file.read_text()), timeout=20)
+def test_cancelling_a_running_task_kills_its_process_and_the_worker_goes_on(inproc: InProcess, tmp_path: Path) -> None:
+    for name in ("one", "two"):
+        inproc.start_worker(worker_id=name)
+    client = inproc.client()
+    log = tmp_path / "runs"
+    future = client.submit(tasks.hold, str(log), str(tmp_path / "never"))
+    pid = wait_until(lambda: started_pids(log), what="the task to start")[0]
     assert future.cancel() is True
     assert future.cancelled()
     wait_until(lambda: not process_alive(pid), timeout=10, what="the cancelled task's process to be killed")
     record = client.lookup([future.task_id])[0]
     assert record is not None and record["state"] == "cancelled"
-    assert client.map(tasks.inc, range(20))[-1].result(timeout=30) == 20  # both workers still work
+    assert client.gather(client.map(tasks.inc, range(20)), timeout=30) == list(range(1, 21))
+    workers = client.stats()["workers"]
+    assert sorted(w["id"] for w in workers) == ["one", "two"] and sum(w["done"] for w in workers) == 20
+    assert all(w["failed"] == 0 for w in workers)  # nothing was reported for the killed task
 
 
-def test_forgotten_result_reads_as_expired(client: Client, cluster: Cluster) -> None:
+def test_forgotten_result_reads_as_expired(inproc: InProcess) -> None:
+    inproc.start_worker()
+    client = inproc.client()
     future = client.submit(tasks.inc, 41)
     assert future.result(timeout=20) == 42
     assert client.forget([future]) == 1
@@ -114,83 +151,114 @@ def test_forgotten_result_reads_as_expired(client: Client, cluster: Cluster) -> 
     record = client.lookup([future.task_id])[0]
     assert record is not None and record["state"] == "expired"
     assert "forgotten" in record["error"]["message"]
-    shown = pyrodist("status", future.task_id, *cluster.ns_args)
-    assert shown.returncode == 0 and "expired" in shown.stdout and "forgotten" in shown.stdout
+    shown = format_task(future.task_id, record)
+    assert "expired" in shown and "forgotten" in shown
+    assert future.result(timeout=0) == 42  # the future keeps its own copy
 
 
-def test_status_of_a_task_tells_its_story(client: Client, cluster: Cluster, tmp_path: Path) -> None:
-    future = client.options(retries=2, priority=3).submit(tasks.fail_times, str(tmp_path / "c"), 1, "fine")
-    assert future.result(timeout=30) == "fine"
-    shown = pyrodist("status", future.task_id, *cluster.ns_args)
-    assert shown.returncode == 0, shown.stderr
-    text = shown.stdout
-    assert f"task {future.task_id}: done" in text
-    assert "tests.tasks:fail_times" in text
-    assert "attempts   2 (retries 1, lost with a worker 0)" in text
-    assert "priority=3" in text and "retries=2" in text
-    assert "attempt 1 on " in text and "ConnectionRefusedError: call 1 refused" in text
-    as_json = json.loads(pyrodist("status", "--json", future.task_id, *cluster.ns_args).stdout)
-    assert as_json[future.task_id]["state"] == "done"
-    unknown = pyrodist("status", "nosuch.1", *cluster.ns_args)
-    assert unknown.returncode == 1 and "unknown to this master" in unknown.stdout
-
-
-def test_expired_result_fails_its_future_with_result_expired(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=1, master_args=("--result-ttl", "0.3"))
-    with cluster.client() as client:
-        future = client.submit(tasks.inc, 1)
-        wait_until(lambda: client.lookup([future.task_id])[0]["state"] == "expired", timeout=20)  # type: ignore[index]
-    with cluster.client() as other:  # a client that never collected it
-        record = other.lookup([future.task_id])[0]
-        assert record is not None and record["state"] == "expired" and "expired" in record["error"]["message"]
+def test_expired_result_fails_its_future_with_result_expired(inproc: InProcess) -> None:
+    link = Link(inproc.service)
+    client = Client(settings=inproc.settings, connect=lambda _settings: link)
+    inproc.clients.append(client)
+    future = client.submit(tasks.inc, 1)
+    link.cut()  # the client loses the master before the result is ready
+    wait_until(lambda: link.refused, what="the client to notice")
+    inproc.start_worker()
+    other = inproc.client()  # a client that never collects it
+    wait_until(lambda: other.lookup([future.task_id])[0]["state"] == "done", what="the task to run")  # type: ignore[index]
+    inproc.reap(advance=inproc.settings.result_ttl - 1)
+    assert other.lookup([future.task_id])[0]["state"] == "done"  # type: ignore[index]
+    inproc.reap(advance=2)
+    record = other.lookup([future.task_id])[0]
+    assert record is not None and record["state"] == "expired" and "expired" in record["error"]["message"]
+    link.mend()  # back: the client looks up what it missed
+    with pytest.raises(ResultExpired, match="expired"):
+        future.result(timeout=30)
     assert issubclass(ResultExpired, TaskLost)
 
 
 # ---- graceful stop ---------------------------------------------------------------------------
 
 
-def test_sigterm_gives_a_running_task_its_grace_then_gives_it_back(procs: Processes, tmp_path: Path) -> None:
-    cluster = start_cluster(procs, workers=0)
-    first = cluster.start_worker("--grace", "0.5", "--id", "first")
-    wait_until(lambda: len(cluster.live_workers()) == 1, timeout=30)
-    pid_file = tmp_path / "pid"
-    with cluster.client() as client:
-        future = client.submit(tasks.pid_then_sleep, str(pid_file), 4)
-        pid = wait_until(lambda: pid_file.exists() and pid_file.read_text() and int(pid_file.read_text()), timeout=20)
-        stopped_at = time.monotonic()
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(timeout=20) == 0
-        assert time.monotonic() - stopped_at < 3.5, "the worker waited for the task instead of its 0.5 s grace"
-        assert not process_alive(pid)
-        assert "giving them back" in procs.log(first)
-        record = client.lookup([future.task_id])[0]
-        assert record is not None and record["state"] == "pending" and record["attempts"] == 0
-        cluster.start_worker("--id", "second")
-        assert future.result(timeout=30) != pid  # it ran again, elsewhere
+def test_stop_gives_a_running_task_its_grace_then_gives_it_back(
+    inproc: InProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pyrodist")
+    first = inproc.start_worker(worker_id="first", grace=0.5)
+    client = inproc.client()
+    log, release = tmp_path / "runs", tmp_path / "release"
+    future = client.submit(tasks.hold, str(log), str(release), "ran again")
+    pid = wait_until(lambda: started_pids(log), what="the task to start")[0]
+    stopped_at = time.monotonic()
+    first.stop()  # what SIGTERM does (see the real-process test below)
+    assert first.exit_code == 0
+    assert time.monotonic() - stopped_at < 3.5, "the worker waited for the task instead of its 0.5 s grace"
+    assert not process_alive(pid)
+    assert "giving them back" in caplog.text
+    record = client.lookup([future.task_id])[0]
+    assert record is not None and record["state"] == "pending" and record["attempts"] == 0
+    release.touch()
+    inproc.start_worker(worker_id="second")
+    assert future.result(timeout=30) == "ran again"
+    record = client.lookup([future.task_id])[0]
+    assert record is not None and record["worker"] == "second" and record["attempts"] == 1
+    assert len(set(started_pids(log))) == 2  # it ran again, elsewhere
 
 
 def test_sigterm_lets_a_short_task_finish_within_the_grace(procs: Processes, tmp_path: Path) -> None:
     cluster = start_cluster(procs, workers=0)
     worker = cluster.start_worker("--grace", "20")
     wait_until(lambda: len(cluster.live_workers()) == 1, timeout=30)
-    pid_file = tmp_path / "pid"
+    log, release = tmp_path / "runs", tmp_path / "release"
     with cluster.client() as client:
-        future = client.submit(tasks.pid_then_sleep, str(pid_file), 1.0)
+        future = client.submit(tasks.hold, str(log), str(release), "finished")
         # Started, not only leased: a leased task still in the worker's buffer would be given back unstarted.
-        pid = wait_until(lambda: pid_file.exists() and pid_file.read_text() and int(pid_file.read_text()), timeout=20)
+        wait_until(lambda: started_pids(log), timeout=20, what="the task to start")
         worker.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping" in procs.log(worker), what="the worker to begin its stop")
+        release.touch()  # the task ends after the stop began, well within the grace
         assert worker.wait(timeout=20) == 0
-        assert future.result(timeout=5) == pid
+        assert future.result(timeout=5) == "finished"
+        record = client.lookup([future.task_id])[0]
+        assert record is not None and record["attempts"] == 1 and len(started_pids(log)) == 1
 
 
-# ---- the durable store -----------------------------------------------------------------------
+# ---- real processes: the status command, the store -------------------------------------------
 
 
-def test_in_memory_master_says_state_will_not_survive(procs: Processes) -> None:
-    cluster = start_cluster(procs, workers=0)
-    master = procs.procs[1]
-    assert "in-memory store: state will not survive a restart" in procs.log(master)
+def test_status_command_tells_a_tasks_story(client: Client, cluster: Cluster, tmp_path: Path) -> None:
+    future = client.options(retries=2, priority=3).submit(tasks.fail_times, str(tmp_path / "c"), 1, "fine")
+    assert future.result(timeout=30) == "fine"
+    forgotten = client.submit(tasks.inc, 41)
+    assert forgotten.result(timeout=20) == 42 and client.forget([forgotten]) == 1
+    shown = pyrodist("status", future.task_id, forgotten.task_id, *cluster.ns_args)
+    assert shown.returncode == 0, shown.stderr
+    story, gone = shown.stdout.split("\n\n")
+    assert f"task {future.task_id}: done" in story
+    assert "tests.tasks:fail_times" in story
+    assert "attempts   2 (retries 1, lost with a worker 0)" in story
+    assert "priority=3" in story and "retries=2" in story
+    assert "attempt 1 on " in story and "ConnectionRefusedError: call 1 refused" in story
+    assert f"task {forgotten.task_id}: expired" in gone and "forgotten" in gone
+    as_json = json.loads(pyrodist("status", "--json", future.task_id, *cluster.ns_args).stdout)
+    assert as_json[future.task_id]["state"] == "done"
+    unknown = pyrodist("status", "nosuch.1", *cluster.ns_args)
+    assert unknown.returncode == 1 and "unknown to this master" in unknown.stdout
+
+
+def test_in_memory_master_says_state_will_not_survive(cluster: Cluster) -> None:
+    master = cluster.procs.procs[1]
+    assert "master" in master.args  # type: ignore[operator]
+    assert "in-memory store: state will not survive a restart" in cluster.procs.log(master)
     assert cluster.master_up()
+
+
+def test_store_path_that_is_not_a_database_is_a_clear_error(cluster: Cluster, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(os.urandom(4096))
+    result = pyrodist("master", *cluster.ns_args, "--name", "other.master", "--store", str(junk), timeout=60)
+    assert result.returncode != 0
+    assert "is not a pyrodist store" in result.stderr and str(junk) in result.stderr
 
 
 def test_master_killed_and_restarted_on_its_store_loses_nothing(procs: Processes, tmp_path: Path) -> None:
@@ -238,12 +306,3 @@ def test_a_second_master_on_the_same_store_is_refused(procs: Processes, tmp_path
     second = pyrodist("master", *cluster.ns_args, "--name", "other.master", "--store", store, timeout=60)
     assert second.returncode != 0
     assert "in use by another master" in second.stderr
-
-
-def test_store_path_that_is_not_a_database_is_a_clear_error(procs: Processes, tmp_path: Path) -> None:
-    junk = tmp_path / "junk.db"
-    junk.write_bytes(os.urandom(4096))
-    cluster = start_cluster(procs, workers=0)
-    result = pyrodist("master", *cluster.ns_args, "--name", "other.master", "--store", str(junk), timeout=60)
-    assert result.returncode != 0
-    assert "is not a pyrodist store" in result.stderr and str(junk) in result.stderr
