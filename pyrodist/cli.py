@@ -5,6 +5,7 @@ With `cliopts.py`, the only place that configures logging.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -233,18 +234,21 @@ def status(task_ids: tuple[str, ...], as_json: bool, watch: float | None, **opti
             if None in records:
                 sys.exit(1)
             return
-        while True:
-            stats = client.stats()
-            text = json.dumps(stats, indent=2, sort_keys=True) if as_json else format_status(stats)
-            if watch is None:
-                click.echo(text)
-                return
-            click.clear()
-            click.echo(f"{text}\n\n(every {watch:g} s; Ctrl-C to stop)")
-            try:
+        if watch is None:
+            click.echo(status_text(client, as_json))
+            return
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch wherever it comes, not only in a sleep
+            while True:
+                text = status_text(client, as_json)
+                click.clear()
+                click.echo(f"{text}\n\n(every {watch:g} s; Ctrl-C to stop)")
                 time.sleep(watch)
-            except KeyboardInterrupt:
-                return
+
+
+def status_text(client: Client, as_json: bool) -> str:
+    """The cluster's status, as text or JSON."""
+    stats = client.stats()
+    return json.dumps(stats, indent=2, sort_keys=True) if as_json else format_status(stats)
 
 
 @cli.command()
