@@ -132,7 +132,9 @@ class Master(MasterAPI):
         """Lease up to max_tasks tasks to worker, waiting up to wait seconds for one to be pending."""
         with self._lock:
             self._workers.seen(worker, self._clock())
-            if not self._wait_for(self._work, lambda: self._store.has_work_for(worker), wait):
+            stopping = self._workers.is_stopping
+            ready = self._wait_for(self._work, lambda: stopping(worker) or self._store.has_work_for(worker), wait)
+            if not ready or stopping(worker):  # a stopping worker's long-poll ends at once, empty
                 return []
             leased = self._store.lease(worker, max_tasks, self._clock(), self._settings.lease_timeout)
             if self._store.has_pending():
@@ -163,6 +165,8 @@ class Master(MasterAPI):
         with self._lock:
             now = self._clock()
             self._workers.update(worker, status, now)
+            if status.state == "stopping":
+                self._work.notify_all()  # its long-poll ends now
             if status.state == "stopped":
                 return HeartbeatReply(self._settings.lease_timeout)
             if status.running is not None and status.prefetched is not None:

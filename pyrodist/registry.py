@@ -46,8 +46,13 @@ class WorkerRegistry:
         row.concurrency = status.concurrency if status.concurrency is not None else row.concurrency
         if status.running is not None and status.prefetched is not None:
             row.running, row.prefetched = len(status.running), len(status.prefetched)
-        if status.state == "stopping":
-            row.state = "stopping"
+        if status.state != row.state and row.state in ("live", "stopping"):  # a worker restarted with its id lives
+            row.state = status.state
+
+    def is_stopping(self, worker: str) -> bool:
+        """Whether the worker said it is stopping (it fetches nothing more)."""
+        row = self._rows.get(worker)
+        return row is not None and row.state == "stopping"
 
     def is_live(self, worker: str) -> bool:
         """Whether the worker is known and not lost."""

@@ -38,7 +38,6 @@ class Reporter:
         self._state = state
         self._conn = conn
         self._on_failure = on_failure
-        self._finishing = False  # finish() queued the end sentinel: one item in the queue is not a result
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
 
     def start(self) -> None:
@@ -47,7 +46,6 @@ class Reporter:
 
     def finish(self) -> None:
         """Report what is left, say goodbye, and wait for the thread."""
-        self._finishing = True
         self._state.results.put(None)
         self._thread.join()
 
@@ -61,12 +59,15 @@ class Reporter:
     def _report_until_done(self) -> None:
         state = self._state
         last_beat = 0.0
+        told_stopping = False
         finished = False
         pending: list[Outcome] = []
         while True:
             try:
                 interval = state.heartbeat if state.holding() else state.heartbeat * IDLE_HEARTBEAT_FACTOR
-                if time.monotonic() - last_beat >= interval:
+                stopping = state.stopping.is_set() and not told_stopping  # the master then ends its long-poll
+                if stopping or time.monotonic() - last_beat >= interval:
+                    told_stopping = told_stopping or state.stopping.is_set()
                     self._adopt(self._conn.heartbeat(self._worker_id, state.status()))
                     last_beat = time.monotonic()
                 if not pending and not finished:
@@ -88,8 +89,9 @@ class Reporter:
         state = self._state
 
         def nothing_to_tell(exc: Exception) -> bool:
-            unsent = state.results.qsize() - self._finishing  # the end sentinel is no result
-            return state.stopping.is_set() and not pending and unsent <= 0
+            with state.results.mutex:  # the end sentinel (None) and a wake-up ([]) are no results
+                unsent = any(state.results.queue)
+            return state.stopping.is_set() and not pending and not unsent
 
         def waiting(exc: Exception, delay: float) -> None:
             log.warning("worker %s reporter waiting for the master: %s", self._worker_id, exc)

@@ -83,6 +83,7 @@ class Worker:
         with state.tasks:
             state.tasks.notify_all()
             state.room.notify_all()
+        state.results.put([])  # wakes the reporter, which tells the master: it ends this worker's long-poll
 
     def abort(self) -> None:
         """Stop now: also give up waiting for an absent master (the second Ctrl-C)."""
