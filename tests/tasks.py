@@ -130,9 +130,4 @@ def hold(log: str, release: str, value: Any = None, limit: float = 60.0) -> Any:
     """
     with open(log, "a") as out:
         out.write(f"{os.getpid()}\n")
-    deadline = time.monotonic() + limit
-    while not os.path.exists(release):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{release} was never created")
-        time.sleep(0.01)
-    return value
+    return wait_for_file(release, value, limit)
