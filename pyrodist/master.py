@@ -63,6 +63,14 @@ REAP_EVERY = 0.25
 """Seconds between two rounds of the reaper."""
 
 
+def unknown_task(task_id: str, epoch: str, durable: bool) -> ValueError:
+    """The error for a task id the master does not have, with the likely reasons."""
+    lost = "" if durable else ", or lost it when it restarted (it keeps tasks in memory: use --store)"
+    return ValueError(
+        f"unknown task id {task_id!r}: this master (epoch {epoch}) never had it{lost}, or its result expired long ago"
+    )
+
+
 class Master(MasterAPI):
     """The master's state and rules behind its remote API (see the module docstring for the flow)."""
 
@@ -80,6 +88,7 @@ class Master(MasterAPI):
         self._ids = itertools.count(1)
         self._totals = Totals(clock())
         self._stop = threading.Event()
+        self._ending = self._stop.is_set
         self._reaper = Periodic(REAP_EVERY, self.reap, "master-reaper")
 
     # ---- submitting
@@ -133,8 +142,8 @@ class Master(MasterAPI):
         with self._lock:
             self._workers.seen(worker, self._clock())
             stopping = self._workers.is_stopping
-            ready = self._wait_for(self._work, lambda: stopping(worker) or self._store.has_work_for(worker), wait)
-            if not ready or stopping(worker):  # a stopping worker's long-poll ends at once, empty
+            self._work.wait_for(lambda: self._ending() or stopping(worker) or self._store.has_work_for(worker), wait)
+            if self._ending() or stopping(worker):  # a stopping worker's long-poll ends at once, empty
                 return []
             leased = self._store.lease(worker, max_tasks, self._clock(), self._settings.lease_timeout)
             if self._store.has_pending():
@@ -186,7 +195,7 @@ class Master(MasterAPI):
     def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish."""
         with self._lock:  # a durable store hands out copies: each look reads the task again
-            self._wait_for(self._finished, lambda: self._known(task_id).state in FINISHED_STATES, timeout)
+            self._finished.wait_for(lambda: self._ending() or self._known(task_id).state in FINISHED_STATES, timeout)
             return self._known(task_id).record()
 
     def collect(self, client_id: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
@@ -246,18 +255,11 @@ class Master(MasterAPI):
     def stats(self) -> Stats:
         """Workers, tasks per state, totals and the master's own details."""
         now = self._clock()
-        with self._lock:
-            rows = list(self._workers.rows(now))
-            counts = self._store.counts()
-            totals = dict(self._totals.counts)
-            rate = self._totals.rate(now)
-            clients = len(self._outboxes)
         uptime = round(now - self._totals.started, 3)
         master = MasterInfo(self._settings.master_name, self.epoch, os.getpid(), uptime, self._store.durable)
-        return Stats(
-            master, [w for w in rows if w.state != "lost"], [w for w in rows if w.state == "lost"], counts, **totals,
-            clients=clients, subscriptions=self._notifier.count(), throughput_1m=round(rate, 2),
-        )  # fmt: skip
+        with self._lock:
+            return self._totals.stats(master, self._workers.rows(now), self._store.counts(), len(self._outboxes),
+                                      self._notifier.count(), now)  # fmt: skip
 
     def recent_failures(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest failed tasks, newest first (for the dashboard; not part of the remote API)."""
@@ -275,25 +277,10 @@ class Master(MasterAPI):
 
     # ---- internals (called with the lock held)
 
-    def _wait_for(self, condition: threading.Condition, ready: Callable[[], bool], timeout: float) -> bool:
-        """Wait on condition until ready(), timeout seconds passed or the master stops; whether ready."""
-        deadline = time.monotonic() + timeout
-        while not ready():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.is_set():
-                return False
-            condition.wait(min(remaining, 60))
-        return True
-
     def _known(self, task_id: str) -> Task:
         task = self._store.get(task_id)
         if task is None:
-            why = ", or lost it when it restarted (it keeps tasks in memory: use --store)"
-            why = "" if self._store.durable else why
-            raise ValueError(
-                f"unknown task id {task_id!r}: this master (epoch {self.epoch}) never had it{why}, or its "
-                "result expired long ago"
-            )
+            raise unknown_task(task_id, self.epoch, self._store.durable)
         return task
 
     def _completed(self, tasks: list[Task]) -> None:

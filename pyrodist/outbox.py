@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -63,12 +62,7 @@ class Outboxes:
     def take(self, client_id: str, timeout: float, most: int, now: float) -> list[Finished]:
         """Up to most records of this client, waiting up to timeout seconds for the first (lock held)."""
         box = self.open(client_id, now)
-        deadline = time.monotonic() + timeout
-        while not box.records and not self.closed and not box.gone:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            box.ready.wait(remaining)
+        box.ready.wait_for(lambda: box.records or self.closed or box.gone, timeout)
         box.last_seen = now
         return [box.records.popleft() for _ in range(min(most, len(box.records)))]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 
 from .protocol import TaskState
 from .task import Task
-from .wire import TaskRecord
+from .wire import MasterInfo, Stats, TaskRecord, WorkerRow
 
 RECENT_FAILURES = 50
 """Failed task records kept for the dashboard."""
@@ -42,3 +43,15 @@ class Totals:
         pairs = zip(self._per_second, self._seconds, strict=True)
         total = sum(count for count, at in pairs if second - at < self._window)
         return total / max(1.0, min(float(self._window), now - self.started))
+
+    def stats(
+        self, master: MasterInfo, workers: Iterable[WorkerRow], tasks: dict[str, int], clients: int,
+        subscriptions: int, now: float,
+    ) -> Stats:  # fmt: skip
+        """The master's stats from what it counted and the parts it holds; lost workers listed apart."""
+        rows = list(workers)
+        return Stats(
+            master,
+            [w for w in rows if w.state != "lost"], [w for w in rows if w.state == "lost"], tasks, **self.counts,
+            clients=clients, subscriptions=subscriptions, throughput_1m=round(self.rate(now), 2),
+        )  # fmt: skip
