@@ -109,16 +109,43 @@ class NameServer:
     broadcast: Any
 
     def serve(self, stop: threading.Event) -> None:
-        """Serve requests (and broadcast lookups, from their own thread) until stop is set."""
+        """Serve requests (and broadcast lookups) from their own threads until stop is set."""
         if self.broadcast is not None:
             self.broadcast.runInThread()
-        self.daemon.requestLoop(lambda: not stop.is_set())
+        serve_until(self.daemon, stop)
 
     def close(self) -> None:
         """Close the daemon and the broadcast responder."""
         if self.broadcast is not None:
             self.broadcast.close()
         self.daemon.close()
+
+
+def serve_until(daemon: Any, stop: threading.Event) -> None:
+    """Run daemon's request loop in a thread until stop is set, then shut it down and join it.
+
+    The calling thread only waits: a signal handler setting stop ends the wait at once, where a request
+    loop in this thread would notice only at its next poll timeout.
+    """
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            daemon.requestLoop()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread below
+            failures.append(exc)
+        finally:
+            stop.set()  # a loop that ended on its own ends the wait too
+
+    loop = threading.Thread(target=run, name="pyro-daemon", daemon=True)
+    loop.start()
+    try:
+        stop.wait()
+    finally:
+        daemon.shutdown()
+        loop.join(timeout=5)
+    if failures:
+        raise failures[0]
 
 
 def start_nameserver(
@@ -324,8 +351,8 @@ class Server:
         self._thread.start()
 
     def serve_forever(self, stop: threading.Event) -> None:
-        """Serve in the calling thread until stop is set."""
-        self.daemon.requestLoop(lambda: not stop.is_set())
+        """Serve until stop is set."""
+        serve_until(self.daemon, stop)
 
     def close(self) -> None:
         """Stop serving and close the sockets."""
