@@ -29,6 +29,7 @@ import dataclasses
 import inspect
 import math
 import operator
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,8 +49,11 @@ from pyrodist.values import MAX_PAYLOAD
 from tests import tasks
 from tests.conftest import Cluster, Processes, start_cluster, wait_until
 
-EXAMPLES = 400
-"""Generated batches; each holds 6 to 12 calls."""
+EXAMPLES = int(os.environ.get("PYRODIST_FUZZ_EXAMPLES", "150"))
+"""Generated batches; each holds 6 to 12 calls. The same ones every run; set the variable higher for a deeper run.
+
+The master's answers to junk are fuzzed in-process too (test_service); this storm is for what only the
+wire shows (serializers, Pyro4 objects as arguments, errors crossing back)."""
 WAIT_CAP = 0.05
 """Longest wait or timeout a fuzzed call may ask for, so the storm stays fast."""
 CALL_TIMEOUT = 10.0
@@ -643,7 +647,7 @@ def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(procs
         storm.close()
     print("\n" + storm.summary(seconds, len(edges)))
     assert not storm.failures, f"{len(storm.failures)} calls broke the contract:\n" + "\n".join(storm.failures[:30])
-    assert storm.total >= 2000
+    assert storm.total >= 6 * EXAMPLES
 
     assert all(proc.poll() is None for proc in procs.procs), "a process of the cluster died during the storm"
     with plain_proxy(cluster) as master:
