@@ -45,13 +45,13 @@ def test_sigterm_stops_a_worker_cleanly_and_loses_no_task(procs: Processes) -> N
     cluster = start_cluster(procs, workers=2)
     first, _second = (p for p in procs.procs if "worker" in p.args)  # type: ignore[operator]
     with cluster.client() as client:
-        futures = client.map(tasks.sleep_return, [0.05] * 60, range(60))
+        futures = client.map(tasks.sleep_return, [0.05] * 30, range(30))
         wait_until(lambda: client.stats()["done"] >= 5, what="some tasks to finish")
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
-        assert client.gather(futures, timeout=60) == list(range(60))
+        assert client.gather(futures, timeout=60) == list(range(30))
         stats = client.stats()
-        assert stats["done"] == 60 and stats["counts"]["pending"] == 0 and stats["counts"]["running"] == 0
+        assert stats["done"] == 30 and stats["counts"]["pending"] == 0 and stats["counts"]["running"] == 0
         assert len(stats["workers"]) == 1  # the stopped worker said goodbye
     log = procs.log(first)
     assert "stopping" in log and "stopped after" in log

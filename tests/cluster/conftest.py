@@ -124,17 +124,20 @@ class MultiHost:
         )  # fmt: skip
         return env
 
-    def pyrodist(self, host: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start `python -m pyrodist ARGS` on host."""
-        return self.net.python(host, ["-m", "pyrodist", *args], name=args[0], env=self.env(host))
+    def pyrodist(self, host: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `python -m pyrodist ARGS` on host (env adds to its environment)."""
+        return self.net.python(host, ["-m", "pyrodist", *args], name=args[0], env={**self.env(host), **(env or {})})
 
-    def start(self, workers: Sequence[str], lease_timeout: float = 3.0, concurrency: int = 2) -> None:
+    def start(
+        self, workers: Sequence[str], lease_timeout: float = 3.0, concurrency: int = 2,
+        master_env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         """Name server, master and workers, each on its host; returns once every worker has joined."""
         self.nameserver = self.pyrodist("ns", "nameserver", "--host", self.net.address("ns"), "--port",
                                         str(NS_PORT), "--no-broadcast")  # fmt: skip
         wait_started(self.nameserver, "name server running at", "the name server")
-        self.master = self.pyrodist("master", "master", "--host", self.net.address("master"), "--port",
-                                    str(MASTER_PORT), "--lease-timeout", str(lease_timeout))  # fmt: skip
+        where = ("--host", self.net.address("master"), "--port", str(MASTER_PORT))
+        self.master = self.pyrodist("master", "master", *where, "--lease-timeout", str(lease_timeout), env=master_env)
         wait_started(self.master, " serving at ", "the master")
         for name in workers:
             self.workers[name] = self.pyrodist(name, "worker", "--id", name, "-I", TASKS_MODULE, "-c",
