@@ -9,8 +9,10 @@ import ast
 import functools
 import json
 import logging
+import queue
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -96,21 +98,34 @@ def describe_failure(exc: TaskError) -> str:
 
 @contextmanager
 def stop_on_signals(on_stop: Callable[[], None], on_second: Callable[[], None] | None = None) -> Iterator[None]:
-    """Call on_stop on the first SIGINT/SIGTERM (and on_second on the next), then restore the handlers."""
-    count = 0
+    """Call on_stop on the first SIGINT/SIGTERM (and on_second on the next), then restore the handlers.
+
+    The handler only queues the signal; a thread of its own calls on_stop. A handler runs inside whatever
+    the main thread was doing, so one that set an Event the main thread was entering a wait on would wait
+    for a lock its own thread holds, forever.
+    """
+    received: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is safe in a signal handler
 
     def handle(signum: int, _frame: Any) -> None:
-        nonlocal count
-        count += 1
-        log.info("received %s", signal.Signals(signum).name)
-        (on_stop if count == 1 or on_second is None else on_second)()
+        received.put(signum)
 
+    def react() -> None:
+        count = 0
+        while signum := received.get():  # 0: the context is over
+            count += 1
+            log.info("received %s", signal.Signals(signum).name)
+            (on_stop if count == 1 or on_second is None else on_second)()
+
+    reacting = threading.Thread(target=react, name="signals", daemon=True)
+    reacting.start()
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        received.put(0)
+        reacting.join()
 
 
 def security_options(func: F) -> F:

@@ -140,6 +140,28 @@ def test_nameserver_and_master_exit_0_on_sigterm(procs: Processes) -> None:
     assert ns.wait(timeout=15) == 0
 
 
+SIGNAL_WHILE_ENTERING_A_WAIT = """
+import os, signal, threading
+from pyrodist.cliopts import stop_on_signals
+stop = threading.Event()
+with stop_on_signals(stop.set):
+    with stop._cond:  # what the main thread holds while it enters or leaves stop.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # a handler runs between two of these bytecodes
+            pass
+    assert stop.wait(10)
+print("stopped")
+"""
+
+
+def test_a_signal_arriving_while_the_main_thread_enters_a_wait_still_stops_it() -> None:
+    # Seen in CI: a worker whose SIGTERM came as its main thread entered stop.wait() never exited, because
+    # the handler's stop.set() waited for the lock its own thread held.
+    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_ENTERING_A_WAIT], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [("20", 20), ("-1", -1), ("1.5", 1.5), ("'x'", "x"), ("hello", "hello"), ("[1, 2]", [1, 2]), ("None", None),
