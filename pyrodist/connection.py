@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .api import MasterAPI, Sink
-from .errors import ConnectionFailed, MasterRejected
+from .errors import ConnectionFailed, MasterRejected, StoreUnavailable
 from .retry import retrying, warn_once
 from .wire import (
     FetchedTask,
@@ -169,6 +169,8 @@ class LocalConnection(WireConnection):
             return _roundtrip(getattr(self._service, method.__name__)(*_roundtrip(args)))
         except (ValueError, TypeError) as exc:
             raise MasterRejected(f"{method.__name__}: {exc}") from exc
+        except OSError as exc:  # only the master's store says so
+            raise StoreUnavailable(f"{method.__name__}: {exc}") from exc
 
     def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
         """Deliver finished records to sink, through the wire's plain values."""

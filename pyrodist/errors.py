@@ -12,6 +12,8 @@
     │   ├── NameServerNotFound
     │   └── MasterNotFound
     ├── MasterRejected          the master refused a call (bad input); carries its message
+    ├── StoreUnavailable        the master's task store cannot write (disk full, read-only, I/O error):
+    │                           nothing of the call was recorded; try again once the store is back
     ├── TaskError               a task failed on its worker; carries the remote type, message, traceback
     │   └── TaskLost            the master no longer knows the task (for example it restarted in memory)
     │       └── ResultExpired   the master dropped the result (--result-ttl passed, or client.forget)
@@ -62,6 +64,10 @@ class MasterNotFound(ConnectionFailed):
 
 class MasterRejected(PyrodistError):
     """The master refused a call because of bad input."""
+
+
+class StoreUnavailable(PyrodistError):
+    """The master's task store cannot write or read now; the call changed nothing and may be tried again."""
 
 
 class TaskError(PyrodistError):

@@ -1,8 +1,8 @@
 """A worker's fetcher: long-polls the master for tasks while the worker has room for them.
 
 It asks for enough to keep every slot busy plus the prefetch (`WorkerState.wanted`), only once the tasks
-held are down to the low-water mark; a lost master is waited for with capped backoff. On a stop it gives
-unstarted tasks back at once, so they run elsewhere.
+held are down to the low-water mark; a lost master, or one whose task store cannot be used, is waited
+for with capped backoff. On a stop it gives unstarted tasks back at once, so they run elsewhere.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import logging
 import time
 
 from .connection import Connection, wait_for_master
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, StoreUnavailable
+from .retry import retry_delays
 from .workstate import WorkerState
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Fetcher:
     def run(self) -> bool:
         """Fetch until stopped, max_tasks reached, or (burst) the queue is empty; False if the master was lost."""
         state = self._state
+        store_waits = None
         while not state.stopping.is_set():
             with state.tasks:
                 while not state.stopping.is_set() and not state.wants_tasks():
@@ -44,6 +46,15 @@ class Fetcher:
                 if not wait_for_master(self._conn, stop, f"worker {self._worker_id}"):
                     return False
                 continue
+            except StoreUnavailable as exc:  # the master cannot lease now; it will again
+                if store_waits is None:
+                    log.warning("worker %s: %s; fetching again with backoff", self._worker_id, exc)
+                    store_waits = retry_delays(0.1, 5.0)
+                state.stopping.wait(next(store_waits))
+                continue
+            if store_waits is not None:
+                log.info("worker %s: the master leases tasks again", self._worker_id)
+                store_waits = None
             idle = state.add(tasks, want)
             if self._burst and not tasks and idle:
                 log.info("worker %s: queue empty, leaving (burst mode)", self._worker_id)
@@ -59,7 +70,7 @@ class Fetcher:
         try:
             self._conn.release(self._worker_id, task_ids)
             log.info("worker %s gave back %d %s tasks", self._worker_id, len(task_ids), why)
-        except ConnectionFailed as exc:
+        except (ConnectionFailed, StoreUnavailable) as exc:
             log.warning(
                 "worker %s could not give back %d tasks (their leases will expire): %s",
                 self._worker_id, len(task_ids), exc,

@@ -30,6 +30,7 @@ from typing import Any
 from . import protocol
 from .api import MasterAPI, Sink
 from .config import Settings
+from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
@@ -256,7 +257,8 @@ class Master(MasterAPI):
         """Workers, tasks per state, totals and the master's own details."""
         now = self._clock()
         uptime = round(now - self._totals.started, 3)
-        master = MasterInfo(self._settings.master_name, self.epoch, os.getpid(), uptime, self._store.durable)
+        store = self._store
+        master = MasterInfo(self._settings.master_name, self.epoch, os.getpid(), uptime, store.durable, store.fault)
         with self._lock:
             return self._totals.stats(master, self._workers.rows(now), self._store.counts(), len(self._outboxes),
                                       self._notifier.count(), now)  # fmt: skip
@@ -300,22 +302,28 @@ class Master(MasterAPI):
         """Take back expired leases, mark silent workers lost, fail tasks sent to absent workers, drop idle clients."""
         now = self._clock()
         with self._lock:
-            requeued, failed = self._store.expire(now)
-            self._store.expire_results(now, self._settings.result_ttl)
-            if requeued:
-                log.warning("%d leases expired; tasks back to pending: %s", len(requeued), [t.id for t in requeued[:5]])
-            requeued += self._store.promote(now)
-            if requeued:
-                self._work.notify(len(requeued))
-            self._completed(failed)
             self._workers.reap(now, self._settings.lease_timeout)
-            if now - self._totals.started > self._settings.lease_timeout:
-                for target in self._store.targeted_waiting():
-                    if not self._workers.is_live(target):
-                        message = f"worker {target} is not connected: the tasks sent to it cannot run"
-                        self._completed(self._store.fail_targeted(target, now, message))
             for client_id in self._outboxes.forget_idle(now):  # the client is gone: its results and callbacks too
                 self._notifier.unsubscribe_owner(client_id)
+            try:
+                self._reap_tasks(now)
+            except StoreUnavailable as exc:  # the store logged it; the next round tries again
+                log.debug("reaper: %s", exc)
+
+    def _reap_tasks(self, now: float) -> None:
+        requeued, failed = self._store.expire(now)
+        self._completed(failed)
+        if requeued:
+            log.warning("%d leases expired; tasks back to pending: %s", len(requeued), [t.id for t in requeued[:5]])
+        requeued += self._store.promote(now)
+        if requeued:
+            self._work.notify(len(requeued))
+        self._store.expire_results(now, self._settings.result_ttl)
+        if now - self._totals.started > self._settings.lease_timeout:
+            for target in self._store.targeted_waiting():
+                if not self._workers.is_live(target):
+                    message = f"worker {target} is not connected: the tasks sent to it cannot run"
+                    self._completed(self._store.fail_targeted(target, now, message))
 
     def start(self) -> None:
         """Start the reaper thread."""

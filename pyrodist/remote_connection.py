@@ -23,7 +23,7 @@ from . import remote
 from .api import MasterAPI, Sink
 from .config import Settings
 from .connection import WireConnection
-from .errors import ConnectionFailed, MasterRejected
+from .errors import ConnectionFailed, MasterRejected, StoreUnavailable
 from .retry import retrying
 from .wire import TaskRecord
 
@@ -48,6 +48,8 @@ def translated(what: str, exc: BaseException) -> BaseException:
     if isinstance(exc, (ValueError, TypeError, KeyError)) and remote_traceback(exc):
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         return MasterRejected(f"{what}: {message}")
+    if isinstance(exc, OSError) and remote_traceback(exc):  # the master's task store cannot be used now
+        return StoreUnavailable(f"{what}: {exc}")
     return exc  # ours, or a local error: as it is
 
 

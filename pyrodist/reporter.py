@@ -3,8 +3,9 @@
 It batches whatever results are ready (lingering a moment only while other tasks are in flight), beats at
 least three times per lease while the worker holds tasks (and more rarely when idle: its long-polls tell the
 master it lives), stops the tasks the master's replies say were cancelled, and says goodbye at the end.
-Results that could not be sent are kept until the master is back. It never dies silently: a reporter that
-fails aborts the worker.
+Results that could not be sent are kept until the master is back, or until its task store can record them
+again (heartbeats go on meanwhile, so the leases live). It never dies silently: a reporter that fails
+aborts the worker.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import time
 from collections.abc import Callable
 
 from .connection import Connection
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, StoreUnavailable
 from .protocol import MAX_BATCH, error_info
-from .retry import retrying
+from .retry import retry_delays, retrying
 from .wire import HeartbeatReply, Outcome, WorkerStatus
 from .workstate import FETCH_WAIT, PIPELINE_TASKS, WorkerState
 
@@ -62,6 +63,7 @@ class Reporter:
         told_stopping = False
         finished = False
         pending: list[Outcome] = []
+        store_waits = None  # backoff while the master's store cannot record results
         while True:
             try:
                 interval = state.heartbeat if state.holding() else state.heartbeat * IDLE_HEARTBEAT_FACTOR
@@ -75,6 +77,9 @@ class Reporter:
                 if pending:
                     self._send(pending)
                     pending = []
+                    if store_waits is not None:
+                        log.info("worker %s: the master records results again", self._worker_id)
+                        store_waits = None
                 if finished:
                     self._say_goodbye()
                     return
@@ -82,6 +87,12 @@ class Reporter:
                 log.warning("worker %s reporter lost the master: %s; %d results kept", self._worker_id, exc,
                             len(pending))  # fmt: skip
                 if not self._wait_for_master(pending):
+                    return
+            except StoreUnavailable as exc:
+                if store_waits is None:
+                    log.warning("worker %s: %s; %d results kept and sent again", self._worker_id, exc, len(pending))
+                    store_waits = retry_delays(0.05, min(2.0, state.heartbeat))
+                if state.abort.wait(next(store_waits)):
                     return
 
     def _wait_for_master(self, pending: list[Outcome]) -> bool:
@@ -109,7 +120,7 @@ class Reporter:
         """Report a batch; a batch the wire cannot carry is sent again as failures saying why."""
         try:
             self._follow(self._conn.report(self._worker_id, batch).cancel)
-        except ConnectionFailed:
+        except (ConnectionFailed, StoreUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a string json cannot encode; fail those tasks, clearly
             log.error("worker %s could not report %d results (%s); reporting them as failed", self._worker_id,

@@ -1,21 +1,23 @@
 """`MasterService`: the master's API on the wire, what Pyro4 exposes (and what in-process connections call).
 
 It takes plain values (json's or serpent's), checks them into `wire.py` records, calls the `Master`
-and turns what comes back into plain values again. Remote callers get builtin exceptions only
-(`ValueError`, `TypeError`) naming the bad field, so any Pyro4 client can read them. It knows nothing
+and turns what comes back into plain values again. Remote callers get builtin exceptions only, so any
+Pyro4 client can read them: `ValueError` or `TypeError` naming the bad field, and `OSError` when the
+master's task store cannot be used (the call changed nothing; try again later). It knows nothing
 of Pyro4 itself: the transport tells it how to reach a subscriber (`make_sink`) and whether the
 caller speaks json (`caller_uses_json`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from .api import Sink
 from .config import Settings
-from .errors import PyrodistError
+from .errors import PyrodistError, StoreUnavailable
 from .master import Master
 from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_name, check_number, check_task_id
 from .wire import Outcome, SubmittedTask, TaskSpec, WorkerStatus
@@ -34,8 +36,26 @@ def _plain() -> Iterator[None]:
     """Turn pyrodist's ValueError subclasses into plain ValueErrors for the wire."""
     try:
         yield
+    except StoreUnavailable:
+        raise
     except PyrodistError as exc:
         raise ValueError(str(exc)) from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _store_faults_as_oserror(method: F) -> F:
+    """A remote method whose StoreUnavailable reaches the caller as a builtin OSError."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except StoreUnavailable as exc:
+            raise OSError(str(exc)) from None
+
+    return call  # type: ignore[return-value]
 
 
 def _any_sink(callback: Any) -> Sink:
@@ -155,3 +175,7 @@ class MasterService:
     def ping(self) -> str:
         """Answer 'pong' (used to tell a live master from a stale name server entry)."""
         return self._master.ping()
+
+
+for _name in REMOTE_METHODS:
+    setattr(MasterService, _name, _store_faults_as_oserror(getattr(MasterService, _name)))

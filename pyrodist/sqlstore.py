@@ -16,11 +16,12 @@ import itertools
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreUnavailable
 from .protocol import TaskState
 from .store import RESULT_STATES, TaskStore
 from .task import Task, tombstone
@@ -79,12 +80,14 @@ class SqliteStore(TaskStore):
     """The durable store: every task, lease owner, attempt and result in one SQLite file."""
 
     durable = True
+    faults = (sqlite3.Error,)
 
     def __init__(self, path: str | Path, now: float, lease_timeout: float, sync: str = "full") -> None:
         super().__init__()
         if sync not in SYNC_MODES:
             raise ConfigError(f"store sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
         self.path = Path(path)
+        self._closed = False
         try:
             # The master's lock serialises use; only a second master contends for the file, and it is refused.
             self._db = sqlite3.connect(self.path, timeout=LOCKED_WAIT, check_same_thread=False)
@@ -115,19 +118,10 @@ class SqliteStore(TaskStore):
         db.commit()
 
     def _load(self, now: float, lease_timeout: float) -> None:
-        db = self._db
-        for state, count in db.execute("SELECT state, count(*) FROM tasks GROUP BY state"):
-            self._counts[TaskState(state)] = count
-        self._counts[TaskState.EXPIRED] = db.execute("SELECT count(*) FROM gone").fetchone()[0]
-        query = "SELECT target, count(*) FROM tasks WHERE state = 'pending' AND target IS NOT NULL GROUP BY target"
-        self._targeted_pending = dict(db.execute(query).fetchall())
-        top_seq, top_token = db.execute("SELECT max(seq), max(token) FROM tasks").fetchone()
-        self._seq = itertools.count((top_seq or 0) + 1)
-        self._tokens = itertools.count((top_token or 0) + 1)
-        for task in self._select("state = 'running'"):
-            # Two lease periods: its worker, reconnecting with backoff, renews it; or it expires and runs again.
+        def held_over(task: Task) -> None:  # its worker, reconnecting with backoff, renews it; or it runs again
             task.deadline = now + 2 * lease_timeout
-            self._running[task.id] = task
+
+        self._read_state(held_over)
         log.info(
             "store %s opened: %s (%d leases held over from before)",
             self.path,
@@ -135,10 +129,56 @@ class SqliteStore(TaskStore):
             len(self._running),
         )
 
+    def _read_state(self, lease: Callable[[Task], None]) -> None:
+        """Counts, counters and running tasks as the file holds them; lease(task) sets each lease's deadline."""
+        db = self._db
+        counts = dict.fromkeys(TaskState, 0)
+        for state, count in db.execute("SELECT state, count(*) FROM tasks GROUP BY state"):
+            counts[TaskState(state)] = count
+        counts[TaskState.EXPIRED] = db.execute("SELECT count(*) FROM gone").fetchone()[0]
+        query = "SELECT target, count(*) FROM tasks WHERE state = 'pending' AND target IS NOT NULL GROUP BY target"
+        targeted = dict(db.execute(query).fetchall())
+        top_seq, top_token = db.execute("SELECT max(seq), max(token) FROM tasks").fetchone()
+        running = self._select("state = 'running'")
+        for task in running:
+            lease(task)
+        # All read: only now replace what memory holds (a read that fails above leaves it as it was).
+        self._counts, self._targeted_pending = counts, targeted
+        self._running = {task.id: task for task in running}
+        self._seq = itertools.count((top_seq or 0) + 1)
+        self._tokens = itertools.count((top_token or 0) + 1)
+
+    def _undo(self, exc: Exception, before: dict[str, Task]) -> StoreUnavailable:
+        message = f"the task store cannot be used: {exc} (store {self.path}); this call changed nothing"
+        if self.fault is None:
+            log.error("%s; the master keeps serving and uses the store again once it works", message)
+        self.fault, self.fault_at = str(exc), time.monotonic()
+        try:
+            self._db.rollback()
+            self._reload(before)
+        except sqlite3.Error as again:
+            self.stale = True  # memory is read again before the next operation
+            log.warning("store %s cannot be read again yet: %s", self.path, again)
+        return StoreUnavailable(message)
+
+    def _reload(self, before: dict[str, Task]) -> None:
+        def as_before(task: Task) -> None:  # a lease keeps its deadline (heartbeats live in memory only)
+            held = before.get(task.id)
+            if held is not None:
+                task.deadline, task.seen_running = held.deadline, held.seen_running
+
+        self._read_state(as_before)
+        self.stale = False
+
     def close(self) -> None:
-        """Commit and close the file."""
-        self._db.commit()
-        self._db.close()
+        """Close the file (every change was committed already); closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._db.rollback()  # an operation that failed may have left its transaction open
+        finally:
+            self._db.close()
 
     # -- hooks
 

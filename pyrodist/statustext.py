@@ -33,6 +33,9 @@ def format_status(stats: dict[str, Any]) -> str:
         f"totals: submitted {stats['submitted']}  done {stats['done']}  failed {stats['failed']}",
         f"throughput: {stats.get('throughput_1m', 0):.1f} tasks/s over the last minute",
     ]
+    store_error = stats.get("master", {}).get("store_error")
+    if store_error:
+        lines.append(f"STORE FAILING: {store_error} (new tasks and results are refused until it works again)")
     if stats.get("lost_workers"):
         lines.append("lost workers: " + ", ".join(w["id"] for w in stats["lost_workers"]))
     return "\n".join(lines)

@@ -16,6 +16,10 @@ Life of a task::
 `TaskStore` holds the rules and the leases of running tasks, which always live in memory (a few per
 worker); `MemoryStore` keeps everything else in memory, `sqlstore.SqliteStore` in SQLite. Every
 operation is O(1) or O(log n) in the queue length, except `expire`, which is O(running).
+
+Every operation is all or nothing (`storefaults.atomic`): when the storage fails (a full disk, a
+read-only file, an I/O error), the store undoes what the operation changed in memory, so that memory
+and disk agree again, and raises `StoreUnavailable`; the next operation tries the storage again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import itertools
 from collections.abc import Iterable
 
 from .protocol import ACTIVE_STATES, ErrorRecord, TaskState
+from .storefaults import Undoable, atomic
 from .task import Task, lost_error, retry_delay, wants_retry
 from .wire import Outcome
 
@@ -39,12 +44,13 @@ ERRORS_KEPT = 20
 """Most attempt errors kept on a record (the latest)."""
 
 
-class TaskStore:
+class TaskStore(Undoable[dict[str, Task]]):
     """The rules every store shares; subclasses keep pending and finished tasks (see the hooks at the end)."""
 
     durable = False
 
     def __init__(self) -> None:
+        super().__init__()
         self._running: dict[str, Task] = {}
         self._counts = dict.fromkeys(TaskState, 0)
         self._targeted_pending: dict[str, int] = {}
@@ -53,6 +59,7 @@ class TaskStore:
 
     # -- submitting and reading
 
+    @atomic
     def add(self, tasks: Iterable[Task], now: float) -> int:
         """Queue new tasks; a task whose id is already known is left as it is (resubmits are idempotent).
 
@@ -72,7 +79,13 @@ class TaskStore:
 
     def get(self, task_id: str) -> Task | None:
         """The task with this id (a tombstone in state expired once its result is gone), or None."""
-        return self._running.get(task_id) or self._find(task_id)
+        task = self._running.get(task_id)
+        if task is None:
+            try:
+                task = self._find(task_id)
+            except self.faults as exc:  # a read changed nothing: only the error to tell
+                raise self._undo(exc, self._snapshot()) from exc
+        return task
 
     def counts(self) -> dict[str, int]:
         """How many tasks are in each state."""
@@ -96,6 +109,7 @@ class TaskStore:
 
     # -- leases
 
+    @atomic
     def lease(self, worker: str, max_tasks: int, now: float, lease_timeout: float) -> list[Task]:
         """Lease up to max_tasks pending tasks to worker: its own first, then by priority, FIFO within one."""
         leased = self._take(worker, max_tasks)
@@ -128,6 +142,7 @@ class TaskStore:
                     renewed += 1
         return renewed
 
+    @atomic
     def release(self, worker: str, task_ids: Iterable[str]) -> list[Task]:
         """Give back tasks worker leased but did not run (or stopped); they keep their place in the queue."""
         released = []
@@ -141,6 +156,7 @@ class TaskStore:
         self._commit()
         return released
 
+    @atomic
     def expire(self, now: float) -> tuple[list[Task], list[Task]]:
         """Take back leases past their deadline: (tasks pending again, tasks failed for too many losses)."""
         requeued: list[Task] = []
@@ -174,6 +190,7 @@ class TaskStore:
         self._commit()
         return requeued, failed
 
+    @atomic
     def finish(self, worker: str, outcomes: Iterable[Outcome], now: float) -> tuple[list[Task], list[str]]:
         """Record results; only the current lease holder's first report counts: (accepted, ignored ids).
 
@@ -205,6 +222,7 @@ class TaskStore:
         self._commit()
         return accepted, ignored
 
+    @atomic
     def promote(self, now: float) -> list[Task]:
         """Retrying tasks whose backoff is over become pending again; returns them."""
         due = self._due(now)
@@ -218,6 +236,7 @@ class TaskStore:
             self._commit()
         return due
 
+    @atomic
     def cancel(self, task_id: str, now: float) -> Task | None:
         """Cancel a task that has not finished; returns it (its `worker` says who runs it), or None."""
         task = self.get(task_id)
@@ -233,6 +252,7 @@ class TaskStore:
         self._commit()
         return task
 
+    @atomic
     def fail_targeted(self, worker: str, now: float, message: str) -> list[Task]:
         """Fail the pending tasks sent to a worker that is gone."""
         failed = self._take_targeted(worker)
@@ -243,6 +263,7 @@ class TaskStore:
         self._commit()
         return failed
 
+    @atomic
     def forget(self, task_ids: Iterable[str], now: float) -> list[str]:
         """Drop the results of these finished tasks now (a tombstone remains); returns the ids forgotten."""
         ids = [i for i in task_ids if (t := self._find(i)) is not None and t.state in RESULT_STATES]
@@ -250,6 +271,7 @@ class TaskStore:
         self._commit()
         return ids
 
+    @atomic
     def expire_results(self, now: float, ttl: float) -> int:
         """Results older than ttl expire (tombstones remain for another ttl); returns how many expired."""
         ids = self._finished_before(now - ttl)
@@ -260,6 +282,9 @@ class TaskStore:
 
     def close(self) -> None:
         """Flush and release whatever the store holds open."""
+
+    def _snapshot(self) -> dict[str, Task]:
+        return self._running.copy()  # the leases as they were: their deadlines live in memory only
 
     # -- the rules' internals
 

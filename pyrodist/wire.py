@@ -328,13 +328,15 @@ class WorkerRow(Plain):
 
 @dataclass(slots=True)
 class MasterInfo(Plain):
-    """The master itself in stats: its name, epoch and pid, seconds up, whether its store survives restarts."""
+    """The master itself in stats: its name, epoch and pid, seconds up, whether its store survives restarts,
+    and what its store last failed with while it does not work (None: it works)."""
 
     name: str
     epoch: str
     pid: int
     uptime: float
     durable: bool
+    store_error: str | None = None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from benchmarks import lab
@@ -71,3 +73,11 @@ def test_bench_figures_table() -> None:
     assert figures.format() == (
         "title\n\n  tasks pending  1,000,000\n  master CPU           0.5 % of one core\n  not measured         n/a s"
     )
+
+
+def test_status_says_when_the_store_fails_and_says_nothing_when_it_works() -> None:
+    stats: dict[str, Any] = {"workers": [], "counts": {"pending": 3}, "submitted": 3, "done": 0, "failed": 0,
+                             "master": {"store_error": None}}  # fmt: skip
+    assert "STORE" not in format_status(stats)
+    stats["master"] = {"store_error": "database or disk is full"}
+    assert "STORE FAILING: database or disk is full (new tasks and results are refused" in format_status(stats)

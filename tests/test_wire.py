@@ -149,7 +149,7 @@ def test_stats_have_the_documented_keys_and_counts_by_state() -> None:
     counts = {state.value: 0 for state in TaskState}
     wire = Stats(MasterInfo("m", "e", 1, 0.0, False), [], [], counts).to_wire()
     assert set(wire) == STATS_KEYS
-    assert set(wire["master"]) == {"name", "epoch", "pid", "uptime", "durable"}
+    assert set(wire["master"]) == {"name", "epoch", "pid", "uptime", "durable", "store_error"}
 
 
 def test_stats_worker_rows_have_exactly_the_documented_keys() -> None:

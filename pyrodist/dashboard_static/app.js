@@ -17,6 +17,7 @@ function render(st) {
   const m = st.master || {}, counts = st.counts || {};
   $("master-name").textContent = m.name ?? "?";
   $("master-info").textContent = "up " + duration(m.uptime || 0) + " · pid " + (m.pid ?? "?");
+  $("store-error").textContent = m.store_error ? "store failing: " + m.store_error : "";
   for (const k of ["pending", "running"]) $("count-" + k).textContent = counts[k] ?? 0;
   for (const k of ["done", "failed", "cancelled"]) $("count-" + k).textContent = st[k] ?? counts[k] ?? 0;
   $("count-throughput").textContent = Number(st.throughput_1m || 0).toFixed(2);
