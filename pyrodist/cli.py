@@ -40,7 +40,7 @@ from .config import DEFAULT_MASTER_NAME, env_name, read_config_file
 from .errors import ConfigError, TaskError
 from .masterd import MasterOptions, serve_master
 from .progressbar import Spinner
-from .sqlstore import SYNC_MODES
+from .sqlstore import SYNC_MODES, check_file
 from .statustext import format_status, format_task
 from .texttable import format_table
 from .worker import DEFAULT_GRACE, Worker
@@ -112,15 +112,21 @@ def nameserver(host: str, port: int, broadcast: bool, nathost: str | None, natpo
 @click.option("--store-sync", type=click.Choice(SYNC_MODES), default="full", show_default=True,
               envvar="PYRODIST_STORE_SYNC",
               help="full: each commit survives a power loss; normal: survives the master's crash, faster.")  # fmt: skip
+@click.option("--check", is_flag=True, help="Check the --store file thoroughly and exit (0: sound, 1: damaged).")
+@click.option("--accept-loss", is_flag=True,
+              help="With --check: let a master start from a store whose write-ahead log was lost.")  # fmt: skip
 @nat_options
 @insecure_option
 @ns_options
 @security_options
 @logging_options
 def master(name: str | None, host: str, port: int, insecure: bool, master_name: str, dashboard: int | None,
-           dashboard_host: str, store: str | None, store_sync: str, nathost: str | None, natport: int | None,
-           **options: Any) -> None:  # fmt: skip
+           dashboard_host: str, store: str | None, store_sync: str, check: bool, accept_loss: bool,
+           nathost: str | None, natport: int | None, **options: Any) -> None:  # fmt: skip
     """Run the master and register it in the name server."""
+    if check or accept_loss:
+        check_store(store, accept_loss)
+        return
     settings = settings_from(master_name=name or master_name, **options)
     warn_if_exposed("master", host, settings, insecure)
     if (
@@ -139,6 +145,19 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
     with stop_on_signals(stop.set):
         serve_master(settings, where, stop)
     log.info("master stopped")
+
+
+def check_store(store: str | None, accept_loss: bool) -> None:
+    """`master --check`: report what is wrong with the store file; exit 1 when anything is."""
+    if not store:
+        raise click.UsageError("--check needs --store PATH")
+    problems = check_file(store, accept_loss)
+    if problems:
+        click.echo(f"store {store} is damaged:\n" + "\n".join(f"  {problem}" for problem in problems), err=True)
+        sys.exit(1)
+    click.echo(
+        f"store {store}: sound" + (" (marked closed: a master starts from what it holds)" if accept_loss else "")
+    )
 
 
 @cli.command()

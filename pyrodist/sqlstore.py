@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS retrying ON tasks (due) WHERE state = 'retrying';
 CREATE INDEX IF NOT EXISTS finished_at ON tasks (finished) WHERE finished IS NOT NULL;
 CREATE TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS gone_at ON gone (at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 COLUMNS = (
     "id, func, payload, options, owner, state, attempts, lost, unseen_losses, retried, worker, token, "
@@ -88,11 +89,18 @@ class SqliteStore(TaskStore):
             raise ConfigError(f"store sync must be one of {', '.join(SYNC_MODES)}, not {sync!r}")
         self.path = Path(path)
         self._closed = False
+        if self.path.exists() and self.path.stat().st_size == 0:
+            raise ConfigError(
+                f"store {self.path} is an empty file (0 bytes), not a store a master wrote: its tasks, if it had "
+                "any, are gone. Restore it from a backup, or give a path that does not exist yet for a new store"
+            )
+        log_was_there = Path(f"{self.path}-wal").exists()
         try:
             # The master's lock serialises use; only a second master contends for the file, and it is refused.
             self._db = sqlite3.connect(self.path, timeout=LOCKED_WAIT, check_same_thread=False)
             try:
                 self._open(sync)
+                self._check_and_mark_open(log_was_there)
             except BaseException:
                 self._db.close()  # let go of the file and its lock now, not when the traceback is collected
                 raise
@@ -101,6 +109,8 @@ class SqliteStore(TaskStore):
                 raise ConfigError(f"store {self.path} is in use by another master") from None
             raise ConfigError(f"cannot open store {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
+            if "malformed" in str(exc):
+                raise ConfigError(f"store {self.path} is damaged: {exc}; restore it from a backup") from None
             raise ConfigError(f"{self.path} is not a pyrodist store: {exc}") from None
         self._load(now, lease_timeout)
 
@@ -116,6 +126,27 @@ class SqliteStore(TaskStore):
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.commit()
+
+    def _check_and_mark_open(self, log_was_there: bool) -> None:
+        """Refuse a damaged file or one whose write-ahead log was lost; then mark the file as in use."""
+        db = self._db
+        damage = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        if damage != ["ok"]:
+            raise ConfigError(
+                f"store {self.path} is damaged: {'; '.join(damage)}. Restore it from a backup "
+                f"(`pyrodist master --store {self.path} --check` runs the full check)"
+            )
+        in_use = db.execute("SELECT value FROM meta WHERE key = 'open'").fetchone()
+        if in_use == ("1",) and not log_was_there:
+            raise ConfigError(
+                f"store {self.path} was not closed cleanly and its write-ahead log {self.path}-wal is missing: "
+                "the changes it held are not in the file (was the file copied or moved without it?). Put the "
+                "-wal file back next to it; to start from what the file alone holds, losing those changes, run "
+                f"`pyrodist master --store {self.path} --check --accept-loss` first"
+            )
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('open', '1')")
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the mark is in the file itself, not only in the log
 
     def _load(self, now: float, lease_timeout: float) -> None:
         def held_over(task: Task) -> None:  # its worker, reconnecting with backoff, renews it; or it runs again
@@ -177,6 +208,11 @@ class SqliteStore(TaskStore):
         self._closed = True
         try:
             self._db.rollback()  # an operation that failed may have left its transaction open
+            self._db.execute("UPDATE meta SET value = '0' WHERE key = 'open'")
+            self._db.commit()
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file alone holds everything
+        except sqlite3.Error as exc:  # the next master finds the mark and its log, and starts as after a crash
+            log.warning("store %s could not be marked closed: %s", self.path, exc)
         finally:
             self._db.close()
 
@@ -302,3 +338,36 @@ class SqliteStore(TaskStore):
         task.errors = tuple(json.loads(errors)) if errors else ()
         task.submitted, task.started, task.finished, task.due = submitted, started, finished, due
         return task
+
+
+def check_file(path: str | Path, accept_loss: bool = False) -> list[str]:
+    """What is wrong with a store file by SQLite's full integrity check and pyrodist's marks (none: it is sound).
+
+    accept_loss: a file whose write-ahead log was lost is marked closed, so that a master starts from what the
+    file alone holds.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path} does not exist"]
+    if path.stat().st_size == 0:
+        return [f"{path} is an empty file (0 bytes)"]
+    log_was_there = Path(f"{path}-wal").exists()
+    problems: list[str] = []
+    db = sqlite3.connect(path, timeout=LOCKED_WAIT)
+    try:
+        problems += [row[0] for row in db.execute("PRAGMA integrity_check(20)") if row[0] != "ok"]
+        has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+        in_use = db.execute("SELECT value FROM meta WHERE key = 'open'").fetchone() if has_meta else None
+        if in_use == ("1",) and not log_was_there:
+            if accept_loss:
+                db.execute("UPDATE meta SET value = '0' WHERE key = 'open'")
+                db.commit()
+            else:
+                problems.append(f"it was not closed cleanly and its write-ahead log {path}-wal is missing")
+    except sqlite3.OperationalError as exc:
+        problems.append("it is in use by a running master" if "locked" in str(exc) else str(exc))
+    except sqlite3.DatabaseError as exc:
+        problems.append(str(exc))
+    finally:
+        db.close()
+    return problems

@@ -14,12 +14,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pyrodist.errors import ConfigError
 from pyrodist.protocol import TaskState
-from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore
+from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore, check_file
 from pyrodist.task import Task
 from pyrodist.wire import Outcome
 from tests.conftest import ROOT
@@ -274,7 +275,8 @@ sys.stdin.read()  # until killed: close() never runs
 """
 
 
-def test_a_killed_master_loses_nothing_it_committed(path: Path) -> None:
+def crash_a_master(path: Path) -> dict[str, Any]:
+    """Run CRASHING_MASTER on path and SIGKILL it; what it said before it died."""
     proc = subprocess.Popen(
         [sys.executable, "-c", CRASHING_MASTER, str(path)],
         cwd=ROOT,
@@ -296,7 +298,11 @@ def test_a_killed_master_loses_nothing_it_committed(path: Path) -> None:
             proc.wait()
         proc.communicate()
     assert path.with_name(path.name + "-wal").exists()  # it died with its log not yet checkpointed
+    return said  # type: ignore[no-any-return]
 
+
+def test_a_killed_master_loses_nothing_it_committed(path: Path) -> None:
+    said = crash_a_master(path)
     with opened(path, 10.0) as store:
         assert store.counts() == counts(pending=6, running=1, retrying=1, done=1, failed=1, expired=1)
         assert get(store, "t0").result == "0"
@@ -310,6 +316,65 @@ def test_a_killed_master_loses_nothing_it_committed(path: Path) -> None:
         assert ids(leased) == [f"t{i}" for i in range(4, 10)]
         assert leased[0].payload == "((4,),{})"
         assert min(t.token for t in leased) > said["t3"]
+
+
+# ---- damage found at opening --------------------------------------------------------------------
+
+
+def test_an_empty_store_file_is_refused_not_taken_for_a_new_store(path: Path) -> None:
+    path.write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"is an empty file \(0 bytes\), not a store a master wrote") as info:
+        SqliteStore(path, 0.0, LEASE)
+    assert str(path) in str(info.value) and path.read_bytes() == b""
+    assert check_file(path) == [f"{path} is an empty file (0 bytes)"]
+
+
+def test_a_crashed_store_whose_log_was_lost_is_refused_until_the_loss_is_accepted(path: Path) -> None:
+    crash_a_master(path)
+    path.with_name(path.name + "-wal").unlink()  # copied without its log, or the log deleted
+    with pytest.raises(ConfigError, match=r"not closed cleanly and its write-ahead log .*-wal is missing") as info:
+        SqliteStore(path, 10.0, LEASE)
+    assert "--check --accept-loss" in str(info.value)
+    assert check_file(path) == [f"it was not closed cleanly and its write-ahead log {path}-wal is missing"]
+    assert check_file(path, accept_loss=True) == []
+    with opened(path, 10.0) as store:  # what the file alone holds: the tasks of the lost log are gone
+        assert store.counts() == counts()
+
+
+def test_a_cleanly_closed_store_is_whole_without_its_log(path: Path, tmp_path: Path) -> None:
+    with opened(path) as store:
+        fill(store, "a", "b")
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())  # the main file alone, as a backup made after a clean stop
+    with opened(copy, 1.0) as store:
+        assert store.counts() == counts(pending=2)
+    assert check_file(copy) == []
+
+
+def test_a_damaged_page_is_refused_at_opening_and_found_by_the_full_check(path: Path) -> None:
+    with opened(path) as store:
+        fill(store, *[f"t{i}" for i in range(2000)])
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[3 * page : 4 * page] = b"\xa5" * page  # a page in the middle of the table, overwritten
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="is damaged") as info:
+        SqliteStore(path, 0.0, LEASE)
+    assert str(path) in str(info.value)
+    problems = check_file(path)
+    assert problems and all(isinstance(p, str) and p for p in problems)
+
+
+def test_master_check_command_reports_a_sound_and_a_damaged_store(path: Path) -> None:
+    with opened(path) as store:
+        fill(store, "a")
+    sound = subprocess.run([sys.executable, "-m", "pyrodist", "master", "--store", str(path), "--check"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (sound.returncode, sound.stdout.strip()) == (0, f"store {path}: sound"), sound.stderr
+    path.write_bytes(b"")
+    damaged = subprocess.run([sys.executable, "-m", "pyrodist", "master", "--store", str(path), "--check"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert damaged.returncode == 1 and f"store {path} is damaged:" in damaged.stderr and "0 bytes" in damaged.stderr
 
 
 # ---- scale -------------------------------------------------------------------------------------
