@@ -17,6 +17,7 @@ import json
 import logging
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,16 @@ from .task import Task, tombstone
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-"""Version 2: finished tasks are indexed by `finished IS NOT NULL` (version 1's index is dropped on opening)."""
+SCHEMA_VERSION = 3
+"""Version 2: finished tasks are indexed by `finished IS NOT NULL` (version 1's index is dropped on opening).
+Version 3: a result carries its CRC-32 (`result_sum`; results stored before have none and are not checked)."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, func TEXT NOT NULL, payload TEXT, options TEXT NOT NULL,
     owner TEXT, priority INTEGER NOT NULL, target TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL,
     lost INTEGER NOT NULL, unseen_losses INTEGER NOT NULL, retried INTEGER NOT NULL, worker TEXT,
     token INTEGER NOT NULL, result TEXT, error TEXT, errors TEXT, submitted REAL NOT NULL, started REAL,
-    finished REAL, due REAL
+    finished REAL, due REAL, result_sum INTEGER
 );
 CREATE INDEX IF NOT EXISTS queue ON tasks (priority DESC, seq) WHERE state = 'pending' AND target IS NULL;
 CREATE INDEX IF NOT EXISTS targeted ON tasks (target, seq) WHERE state = 'pending' AND target IS NOT NULL;
@@ -48,7 +50,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 COLUMNS = (
     "id, func, payload, options, owner, state, attempts, lost, unseen_losses, retried, worker, token, "
-    "result, error, errors, submitted, started, finished, due, seq"
+    "result, error, errors, submitted, started, finished, due, seq, result_sum"
 )
 CHUNK = 500
 """Ids per `IN (...)` query (SQLite limits the number of parameters)."""
@@ -62,6 +64,11 @@ a temporary table per row written (half its work per task), because every write 
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
+
+
+def _sum(text: str | None) -> int | None:
+    """The CRC-32 a stored value carries, so that a flipped byte reads as damage, never as another value."""
+    return None if text is None else zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -120,10 +127,12 @@ class SqliteStore(TaskStore):
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {sync.upper()}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, 1, SCHEMA_VERSION):
+        if version not in (0, 1, 2, SCHEMA_VERSION):
             raise ConfigError(f"store {self.path} has schema version {version}; this pyrodist reads {SCHEMA_VERSION}")
         db.execute("DROP INDEX IF EXISTS finished")  # version 1's
         db.executescript(SCHEMA)
+        if "result_sum" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:  # versions 1 and 2
+            db.execute("ALTER TABLE tasks ADD COLUMN result_sum INTEGER")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.commit()
 
@@ -277,21 +286,23 @@ class SqliteStore(TaskStore):
                 "UPDATE tasks SET state = 'running', attempts = ?, worker = ?, token = ?, started = ? WHERE seq = ?",
                 leased,
             )
-        succeeded = [(t.result, t.finished, t.seq) for t in tasks if t.state is TaskState.DONE]
+        succeeded = [(t.result, _sum(t.result), t.finished, t.seq) for t in tasks if t.state is TaskState.DONE]
         if succeeded:
             self._db.executemany(
-                "UPDATE tasks SET state = 'done', result = ?, finished = ?, payload = NULL WHERE seq = ?", succeeded
+                "UPDATE tasks SET state = 'done', result = ?, result_sum = ?, finished = ?, payload = NULL "
+                "WHERE seq = ?",
+                succeeded,
             )
         if len(leased) + len(succeeded) == len(tasks):
             return
         self._db.executemany(
             "UPDATE tasks SET state = ?, attempts = ?, lost = ?, unseen_losses = ?, retried = ?, worker = ?, "
-            "token = ?, result = ?, error = ?, errors = ?, started = ?, finished = ?, due = ?, "
+            "token = ?, result = ?, result_sum = ?, error = ?, errors = ?, started = ?, finished = ?, due = ?, "
             "payload = CASE WHEN ? THEN NULL ELSE payload END WHERE seq = ?",
             [
                 (t.state.value, t.attempts, t.lost, t.unseen_losses, t.retried, t.worker, t.token, t.result,
-                 _json(t.error), _json(list(t.errors)) if t.errors else None, t.started, t.finished, t.due,
-                 t.payload is None, t.seq)
+                 _sum(t.result), _json(t.error), _json(list(t.errors)) if t.errors else None, t.started,
+                 t.finished, t.due, t.payload is None, t.seq)
                 for t in tasks
                 if t.state is not TaskState.RUNNING and t.state is not TaskState.DONE
             ],
@@ -329,7 +340,7 @@ class SqliteStore(TaskStore):
     @staticmethod
     def _task(row: Sequence[Any]) -> Task:
         (task_id, func, payload, options, owner, state, attempts, lost, unseen, retried, worker, token, result,
-         error, errors, submitted, started, finished, due, seq) = row  # fmt: skip
+         error, errors, submitted, started, finished, due, seq, result_sum) = row  # fmt: skip
         task = Task(task_id, func, payload, json.loads(options) if options != "{}" else {}, owner)
         task.state = TaskState(state)
         task.attempts, task.lost, task.unseen_losses, task.retried = attempts, lost, unseen, retried
@@ -337,6 +348,12 @@ class SqliteStore(TaskStore):
         task.error = json.loads(error) if error else None
         task.errors = tuple(json.loads(errors)) if errors else ()
         task.submitted, task.started, task.finished, task.due = submitted, started, finished, due
+        if result is not None and result_sum is not None and _sum(result) != result_sum:
+            task.state, task.result = TaskState.FAILED, None  # a clear failure, never a wrong value
+            task.error = {"type": "StoreDamaged", "traceback": "", "bases": "", "message": (
+                f"the stored result of task {task_id} is damaged (its checksum does not match): restore the "
+                "store from a backup, or run the task again"
+            )}  # fmt: skip
         return task
 
 

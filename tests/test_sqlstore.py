@@ -365,6 +365,44 @@ def test_a_damaged_page_is_refused_at_opening_and_found_by_the_full_check(path: 
     assert problems and all(isinstance(p, str) and p for p in problems)
 
 
+def test_a_flipped_byte_in_a_stored_result_reads_as_a_clear_failure_never_as_another_value(path: Path) -> None:
+    with opened(path) as store:
+        fill(store, "a", "b")
+        a, b = store.lease("w1", 2, 1.0, LEASE)
+        store.finish("w1", [Outcome("a", a.token, True, result="'the answer is 42'"), done(b)], 2.0)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE tasks SET result = ? WHERE id = 'a'", ("'the answer is 43'",))  # the file changed under us
+    db.commit()
+    db.close()
+    with opened(path, 3.0) as store:
+        damaged = get(store, "a")
+        assert (damaged.state, damaged.result) == (TaskState.FAILED, None)
+        assert damaged.error is not None and damaged.error["type"] == "StoreDamaged"
+        assert "the stored result of task a is damaged" in damaged.error["message"]
+        assert get(store, "b").state is TaskState.DONE  # the others read as they were
+
+
+def test_a_version_2_store_gets_result_checksums_from_now_on(path: Path) -> None:
+    with opened(path) as store:
+        fill(store, "old", "new")
+        old, new = store.lease("w1", 2, 1.0, LEASE)
+        store.finish("w1", [done(old)], 2.0)
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE tasks DROP COLUMN result_sum")
+    db.execute("DROP TABLE meta")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with opened(path, 3.0) as store:
+        assert get(store, "old").result == "2.0"  # stored before checksums: read as it is
+        store.finish("w1", [done(new, "3.0")], 4.0)
+    db = sqlite3.connect(path)
+    sums = dict(db.execute("SELECT id, result_sum FROM tasks").fetchall())
+    assert sums["old"] is None and isinstance(sums["new"], int)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    db.close()
+
+
 def test_master_check_command_reports_a_sound_and_a_damaged_store(path: Path) -> None:
     with opened(path) as store:
         fill(store, "a")
