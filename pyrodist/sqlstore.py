@@ -178,7 +178,7 @@ class SqliteStore(TaskStore):
         counts[TaskState.EXPIRED] = db.execute("SELECT count(*) FROM gone").fetchone()[0]
         query = "SELECT target, count(*) FROM tasks WHERE state = 'pending' AND target IS NOT NULL GROUP BY target"
         targeted = dict(db.execute(query).fetchall())
-        top_seq, top_token = db.execute("SELECT max(seq), max(token) FROM tasks").fetchone()
+        top_seq = db.execute("SELECT max(seq) FROM tasks").fetchone()[0]
         running = self._select("state = 'running'")
         for task in running:
             lease(task)
@@ -186,7 +186,6 @@ class SqliteStore(TaskStore):
         self._counts, self._targeted_pending = counts, targeted
         self._running = {task.id: task for task in running}
         self._seq = itertools.count((top_seq or 0) + 1)
-        self._tokens = itertools.count((top_token or 0) + 1)
 
     def _undo(self, exc: Exception, before: dict[str, Task]) -> StoreUnavailable:
         message = f"the task store cannot be used: {exc} (store {self.path}); this call changed nothing"

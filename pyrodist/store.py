@@ -25,6 +25,7 @@ and disk agree again, and raises `StoreUnavailable`; the next operation tries th
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Iterable
 
 from .protocol import ACTIVE_STATES, ErrorRecord, TaskState
@@ -44,6 +45,17 @@ ERRORS_KEPT = 20
 """Most attempt errors kept on a record (the latest)."""
 
 
+TOKEN_BITS = 52
+"""Random bits of a lease token: unguessable, and still exact as a JSON number in any language."""
+
+
+def lease_tokens(count: int) -> list[int]:
+    """count fresh lease tokens, random (one system call for all), never 0 (the file's "no lease")."""
+    raw = secrets.token_bytes(8 * count)
+    mask = (1 << TOKEN_BITS) - 1
+    return [(int.from_bytes(raw[i : i + 8], "big") & mask) or 1 for i in range(0, 8 * count, 8)]
+
+
 class TaskStore(Undoable[dict[str, Task]]):
     """The rules every store shares; subclasses keep pending and finished tasks (see the hooks at the end)."""
 
@@ -54,7 +66,6 @@ class TaskStore(Undoable[dict[str, Task]]):
         self._running: dict[str, Task] = {}
         self._counts = dict.fromkeys(TaskState, 0)
         self._targeted_pending: dict[str, int] = {}
-        self._tokens = itertools.count(1)
         self._seq = itertools.count()
 
     # -- submitting and reading
@@ -113,11 +124,12 @@ class TaskStore(Undoable[dict[str, Task]]):
     def lease(self, worker: str, max_tasks: int, now: float, lease_timeout: float) -> list[Task]:
         """Lease up to max_tasks pending tasks to worker: its own first, then by priority, FIFO within one."""
         leased = self._take(worker, max_tasks)
-        for task in leased:
+        tokens = lease_tokens(len(leased))
+        for task, token in zip(leased, tokens, strict=True):
             self._count_targeted(task, -1)
             self._move(task, TaskState.RUNNING)
             task.worker = worker
-            task.token = next(self._tokens)
+            task.token = token
             task.deadline = now + lease_timeout
             task.seen_running = False
             task.attempts += 1

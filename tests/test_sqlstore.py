@@ -123,7 +123,7 @@ def test_tombstones_and_counts_survive_a_restart(path: Path) -> None:
         assert store.counts() == counts(pending=1, expired=1)
 
 
-def test_sequence_and_tokens_continue_above_the_old_maximum(path: Path) -> None:
+def test_sequence_continues_above_the_old_maximum_and_tokens_stay_fresh(path: Path) -> None:
     with opened(path) as store:
         fill(store, "a", "b", "c", "d")
         leased = store.lease("w1", 2, 0.0, LEASE)
@@ -132,9 +132,8 @@ def test_sequence_and_tokens_continue_above_the_old_maximum(path: Path) -> None:
     with opened(path, 5.0) as store:
         fill(store, "e", now=5.0)
         again = store.lease("w2", 10, 6.0, LEASE)
-        assert ids(again) == ["c", "d", "e"]
-        assert min(t.token for t in again) > max(old_tokens)
-        assert len({t.token for t in again}) == 3
+        assert ids(again) == ["c", "d", "e"]  # the new task after the old ones
+        assert len({t.token for t in again} | old_tokens) == 5
         assert get(store, "b").token in old_tokens  # the lease held over keeps its token
 
 
@@ -178,7 +177,7 @@ def test_a_lease_held_over_and_not_renewed_expires_without_counting_an_attempt(p
         task = get(store, "a")
         assert (task.state, task.attempts, task.lost, task.unseen_losses) == (TaskState.PENDING, 0, 0, 1)
         (again,) = store.lease("w2", 1, 120.0, LEASE)
-        assert again.attempts == 1 and again.token > old.token
+        assert again.attempts == 1 and again.token != old.token
         assert store.finish("w1", [done(old)], 121.0) == ([], ["a"])
         assert ids(store.finish("w2", [done(again)], 121.0)[0]) == ["a"]
 
@@ -315,7 +314,7 @@ def test_a_killed_master_loses_nothing_it_committed(path: Path) -> None:
         leased = store.lease("w2", 10, 12.0, LEASE)
         assert ids(leased) == [f"t{i}" for i in range(4, 10)]
         assert leased[0].payload == "((4,),{})"
-        assert min(t.token for t in leased) > said["t3"]
+        assert said["t3"] not in {t.token for t in leased}
 
 
 # ---- damage found at opening --------------------------------------------------------------------

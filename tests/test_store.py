@@ -277,6 +277,14 @@ def test_counts_follow_a_task_through_its_life(store: TaskStore) -> None:
     assert store.counts() == counts(failed=1, cancelled=1, expired=1)
 
 
+def test_lease_tokens_are_random_52_bit_numbers_a_worker_cannot_guess(store: TaskStore) -> None:
+    fill(store, *[f"t{i}" for i in range(200)])
+    tokens = [t.token for t in store.lease("w1", 200, 1.0, LEASE)]
+    assert len(set(tokens)) == 200 and all(0 < t < 2**52 for t in tokens)
+    assert max(tokens) > 2**40 and sorted(tokens) != tokens  # neither small nor counting up
+    assert sum(t > tokens[i - 1] for i, t in enumerate(tokens) if i) < 150  # no run of increasing numbers
+
+
 def test_report_with_the_right_token_is_accepted_and_records_the_result(store: TaskStore) -> None:
     fill(store, "a")
     (task,) = store.lease("w1", 1, 1.0, LEASE)
