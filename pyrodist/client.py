@@ -67,7 +67,7 @@ class Client:
         self._settled = threading.Condition()  # shared by this client's futures (see futures.py)
         self._futures = FutureTable()
         self._callbacks = CallbackChannel(self.id, self._conn)
-        self._collector = Collector(self.id, collecting, self._futures, limits.epoch, self._callbacks.resubscribe)
+        self._collector = Collector(self.id, collecting, self._futures, limits, self._callbacks.resubscribe)
         self._closed = False
 
     def __repr__(self) -> str:

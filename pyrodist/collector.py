@@ -5,18 +5,23 @@ use (it submitted or subscribed), the collector is always in a long-poll, also w
 a result is then sent the moment it is ready. A client that only reads (stats, lookup) never polls.
 After the master was lost, or restarted (a new epoch), it looks up every outstanding future: results that
 finished meanwhile settle them, and tasks an in-memory master lost fail with `TaskLost`, never a hang.
+An in-memory master that is gone for good (nothing registered, or its address refuses connections, for
+GONE_AFTER seconds) takes its tasks with it: their futures fail with `TaskLost` then, not when (if ever)
+a new master comes up.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from .connection import Connection
-from .errors import ConnectionFailed, TaskLost
+from .errors import ConnectionFailed, MasterNotFound, TaskLost
 from .futures import FutureTable
 from .protocol import FINISHED_STATES, MAX_BATCH
+from .wire import Limits
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +29,8 @@ COLLECT_WAIT = 2.0
 """Seconds one collect call long-polls."""
 COLLECT_MOST = 10_000
 """Most records one collect call takes."""
+GONE_AFTER = 2.0
+"""Seconds an in-memory master must stay gone (not merely out of reach) before its tasks count as lost."""
 
 
 def batches(ids: list[str]) -> list[list[str]]:
@@ -35,12 +42,13 @@ class Collector:
     """The thread that settles a client's futures (see the module docstring)."""
 
     def __init__(
-        self, client_id: str, conn: Connection, futures: FutureTable, epoch: str, on_restart: Callable[[], None]
+        self, client_id: str, conn: Connection, futures: FutureTable, limits: Limits, on_restart: Callable[[], None]
     ) -> None:
         self._client_id = client_id
         self._conn = conn
         self._futures = futures
-        self._epoch = epoch
+        self._epoch = limits.epoch
+        self._durable = limits.durable
         self._on_restart = on_restart
         self._cond = threading.Condition()
         self._used = False
@@ -73,6 +81,7 @@ class Collector:
                 self._cond.wait()
         reconnects = self._conn.reconnects
         lost = False
+        gone_since: float | None = None
         while not self._closed:
             try:
                 if lost or self._conn.reconnects != reconnects:
@@ -80,12 +89,20 @@ class Collector:
                     self.recover()  # results may have finished, or been lost, while we were away
                     lost = False
                 self._futures.settle(self._conn.collect(self._client_id, COLLECT_WAIT, COLLECT_MOST))
+                gone_since = None
             except ConnectionFailed as exc:
                 if self.closed:
                     break
-                log.warning("client %s lost the master: %s; reconnecting", self._client_id, exc)
+                if not lost:
+                    log.warning("client %s lost the master: %s; reconnecting", self._client_id, exc)
                 lost = True
-                self._pause(1.0)
+                if isinstance(exc, MasterNotFound) and exc.gone and not self._durable:
+                    gone_since = gone_since if gone_since is not None else time.monotonic()
+                    if time.monotonic() - gone_since >= GONE_AFTER:
+                        self._fail_all(f"the master is gone ({exc}); it kept its tasks in memory, they went with it")
+                else:
+                    gone_since = None
+                self._pause(min(1.0, GONE_AFTER / 2))
             except Exception:
                 log.exception("client %s collector failed; retrying", self._client_id)
                 self._pause(1.0)
@@ -99,6 +116,17 @@ class Collector:
         with self._cond:
             if not self._closed:
                 self._cond.wait(seconds)
+
+    def _fail_all(self, why: str) -> None:
+        """Fail every outstanding future with TaskLost."""
+        failed = 0
+        for task_id in self._futures.sent():
+            future = self._futures.pop(task_id)
+            if future is not None and not future.done():
+                future.set_exception(TaskLost(task_id, "TaskLost", why))
+                failed += 1
+        if failed:
+            log.warning("client %s: %d futures failed: %s", self._client_id, failed, why)
 
     def recover(self) -> None:
         """Settle futures whose results we may have missed, fail those the master lost."""

@@ -61,6 +61,11 @@ class NameServerNotFound(ConnectionFailed):
 class MasterNotFound(ConnectionFailed):
     """The name server has no master registered under the name, or it does not answer."""
 
+    def __init__(self, message: str, gone: bool = False) -> None:
+        super().__init__(message)
+        self.gone = gone
+        """Known to be gone, not just out of reach: nothing is registered, or its address refuses connections."""
+
 
 class MasterRejected(PyrodistError):
     """The master refused a call because of bad input."""

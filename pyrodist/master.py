@@ -271,7 +271,7 @@ class Master(MasterAPI):
     def limits(self) -> Limits:
         """The limits this master enforces, so clients can check before sending."""
         return Limits(self._settings.max_payload, MAX_BATCH, self._settings.max_pending,
-                      MAX_SUBSCRIPTIONS_PER_CLIENT, self.epoch)  # fmt: skip
+                      MAX_SUBSCRIPTIONS_PER_CLIENT, self.epoch, self._store.durable)  # fmt: skip
 
     def ping(self) -> str:
         """Answer 'pong' (used to tell a live master from a stale name server entry)."""

@@ -202,7 +202,8 @@ def lookup_master(settings: Settings) -> str:
     except Pyro4.errors.NamingError:
         raise MasterNotFound(
             f"no master registered as {settings.master_name!r} in the name server at {ns_address(settings)}; "
-            "start one with 'pyrodist master'"
+            "start one with 'pyrodist master'",
+            gone=True,
         ) from None
     except Pyro4.errors.CommunicationError as exc:
         check_authentication(exc, "the name server's")
@@ -268,7 +269,8 @@ def connect_master(settings: Settings) -> Any:
         p._pyroRelease()
         check_authentication(exc, "the master's")
         raise MasterNotFound(
-            f"the master registered as {settings.master_name!r} ({uri}) does not answer: {exc}"
+            f"the master registered as {settings.master_name!r} ({uri}) does not answer: {exc}",
+            gone=isinstance(exc.__cause__, ConnectionRefusedError),  # no process listens there any more
         ) from None
     p._pyroTimeout = settings.call_timeout or None
     return p

@@ -381,6 +381,8 @@ class Limits(Plain):
     max_pending: int
     max_subscriptions_per_client: int
     epoch: str
+    durable: bool
+    """Whether its tasks survive it (--store): when an in-memory master is gone, so are its tasks."""
 
     @classmethod
     def from_wire(cls, limits: Any) -> Limits:

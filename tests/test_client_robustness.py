@@ -65,10 +65,22 @@ def test_client_rides_through_a_master_restart(procs: Processes) -> None:
         master.wait(timeout=10)
         procs.start("master", *cluster.ns_args)
         wait_until(cluster.master_up, timeout=30, what="the new master")
-        with pytest.raises(TaskLost, match="restarted and lost it"):
+        with pytest.raises(TaskLost, match=r"restarted and lost it|went with it"):  # seen back, or seen gone first
             lost.result(timeout=30)
         cluster.start_worker()
         assert client.submit(tasks.inc, 41).result(timeout=30) == 42  # new proxies find the new master
+
+
+def test_futures_of_an_in_memory_master_that_is_gone_fail_instead_of_hanging(procs: Processes) -> None:
+    cluster = start_cluster(procs, workers=0)
+    master = next(p for p in procs.procs if "master" in p.args)  # type: ignore[operator]
+    with cluster.client() as client:
+        futures = client.map(tasks.inc, range(3))  # no worker: still pending when the master goes
+        master.send_signal(signal.SIGKILL)
+        master.wait(timeout=10)
+        for future in futures:  # nobody starts another master: before, these waited as long as one was away
+            with pytest.raises(TaskLost, match=r"the master is gone .*kept its tasks in memory, they went with it"):
+                future.result(timeout=30)
 
 
 def test_worker_stops_cleanly_while_the_master_is_down(procs: Processes) -> None:

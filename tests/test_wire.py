@@ -82,7 +82,7 @@ KINDS: dict[str, tuple[st.SearchStrategy[Any], Reader]] = {
     "ReportReply": (st.builds(ReportReply, st.integers(0, 10**4), id_lists, id_lists), ReportReply.from_wire),
     "WorkerRow": (rows, WorkerRow.from_wire),
     "Stats": (stats, Stats.from_wire),
-    "Limits": (st.builds(Limits, *[st.integers(1, 2**31)] * 4, texts), Limits.from_wire),
+    "Limits": (st.builds(Limits, *[st.integers(1, 2**31)] * 4, texts, st.booleans()), Limits.from_wire),
     "SubmittedTask": (submitted, lambda wire: SubmittedTask.from_wire(0, wire, CLIENT)),
     "TaskSpec": (specs, lambda wire: TaskSpec.from_wire(0, wire)),
 }
@@ -127,9 +127,9 @@ STATS_KEYS = {"master", "workers", "lost_workers", "counts", "submitted", "done"
         (WorkerStatus(), {"state": "live"}),
         (WorkerStatus("h", 1, 2, ["a"], ["b"], "stopping"),
          {"host": "h", "pid": 1, "concurrency": 2, "running": ["a"], "prefetched": ["b"], "state": "stopping"}),
-        (Limits(1024, 10_000, 5, 16, "e1"),
+        (Limits(1024, 10_000, 5, 16, "e1", True),
          {"max_payload": 1024, "max_batch": 10_000, "max_pending": 5, "max_subscriptions_per_client": 16,
-          "epoch": "e1"}),
+          "epoch": "e1", "durable": True}),
         (SubmittedTask("c.1", "m:f", " 1", {}), ["c.1", "m:f", " 1", {}]),
         (TaskSpec("m:f", (1, 2), {"k": 3}), {"func": "m:f", "args": [1, 2], "kwargs": {"k": 3}, "options": None}),
     ],
@@ -260,7 +260,8 @@ def test_from_wire_refuses_malformed_input_naming_the_field(
         pytest.param(Stats.from_wire, {"master": M, "workers": [], "lost_workers": 5, "counts": {}}, "lost_workers",
                      id="Stats.lost_workers"),
         pytest.param(Limits.from_wire, {"max_payload": "big", "max_batch": 1, "max_pending": 1,
-                     "max_subscriptions_per_client": 1, "epoch": "e"}, "max_payload", id="Limits.max_payload"),
+                     "max_subscriptions_per_client": 1, "epoch": "e", "durable": False}, "max_payload",
+                     id="Limits.max_payload"),
     ],
 )  # fmt: skip
 def test_from_wire_refuses_a_field_of_the_wrong_type_naming_it(read: Reader, wire: Any, names: str) -> None:
