@@ -56,8 +56,8 @@ class MasterAPI(Protocol):
     def heartbeat(self, worker: str, status: WorkerStatus) -> HeartbeatReply:
         """A worker is alive: renew its leases, learn what to cancel."""
 
-    def release(self, worker: str, task_ids: Sequence[str]) -> int:
-        """Give back fetched tasks the worker will not run; how many were given back."""
+    def release(self, worker: str, leases: Sequence[tuple[str, int]]) -> int:
+        """Give back fetched tasks (id and lease token) the worker will not run; how many were given back."""
 
     def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish."""

@@ -89,9 +89,9 @@ class WireConnection(MasterAPI):
         """Say this worker lives; renew its leases."""
         return HeartbeatReply.from_wire(self._invoke(MasterAPI.heartbeat, worker, status.to_wire()))
 
-    def release(self, worker: str, task_ids: Sequence[str]) -> int:
-        """Give back fetched tasks."""
-        return int(self._invoke(MasterAPI.release, worker, list(task_ids)))
+    def release(self, worker: str, leases: Sequence[tuple[str, int]]) -> int:
+        """Give back fetched tasks (id and lease token)."""
+        return int(self._invoke(MasterAPI.release, worker, [[task_id, token] for task_id, token in leases]))
 
     def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish (json callers get the payload)."""

@@ -63,15 +63,15 @@ class Fetcher:
                 time.sleep(0)  # let a slot take the GIL and start them before this thread asks for more
         return True
 
-    def give_back(self, task_ids: list[str], why: str) -> None:
+    def give_back(self, leases: list[tuple[str, int]], why: str) -> None:
         """Give tasks back to the master (they keep their place in the queue); if it is away, their leases expire."""
-        if not task_ids:
+        if not leases:
             return
         try:
-            self._conn.release(self._worker_id, task_ids)
-            log.info("worker %s gave back %d %s tasks", self._worker_id, len(task_ids), why)
+            self._conn.release(self._worker_id, leases)
+            log.info("worker %s gave back %d %s tasks", self._worker_id, len(leases), why)
         except (ConnectionFailed, StoreUnavailable) as exc:
             log.warning(
                 "worker %s could not give back %d tasks (their leases will expire): %s",
-                self._worker_id, len(task_ids), exc,
+                self._worker_id, len(leases), exc,
             )  # fmt: skip

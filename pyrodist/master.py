@@ -183,10 +183,10 @@ class Master(MasterAPI):
                 self._store.renew(worker, status.running, status.prefetched, now, self._settings.lease_timeout)
             return HeartbeatReply(self._settings.lease_timeout, self._workers.to_kill(worker))
 
-    def release(self, worker: str, task_ids: Sequence[str]) -> int:
-        """Give back tasks worker fetched but will not run; they keep their place in the queue."""
+    def release(self, worker: str, leases: Sequence[tuple[str, int]]) -> int:
+        """Give back tasks worker fetched (id and lease token) but will not run; they keep their place in the queue."""
         with self._lock:
-            released = self._store.release(worker, task_ids)
+            released = self._store.release(worker, leases)
             self._workers.seen(worker, self._clock())
             self._work.notify(len(released))
         return len(released)

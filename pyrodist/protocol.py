@@ -237,6 +237,18 @@ def check_ids(items: Any, what: str, limit: int = MAX_BATCH) -> list[str]:
     return list(items)
 
 
+def check_leases(items: Any, what: str) -> list[tuple[str, int]]:
+    """A list of `[task_id, token]` pairs, at most MAX_BATCH of them."""
+    check_batch(items, what)
+    leases = []
+    for i, item in enumerate(items):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+                and type(item[1]) is int):  # fmt: skip
+            raise TypeError(f"{what}[{i}] must be [task_id, token] (a string and an int), not {item!r}")
+        leases.append((item[0], item[1]))
+    return leases
+
+
 ERROR_FIELDS = ("type", "message", "traceback", "bases")
 MAX_ERROR_TEXT = 65536
 """Longest kept text of one error field (a traceback of a deep recursion is cut)."""

@@ -19,7 +19,7 @@ from .api import Sink
 from .config import Settings
 from .errors import PyrodistError, StoreUnavailable
 from .master import Master
-from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_name, check_number, check_task_id
+from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_leases, check_name, check_number, check_task_id
 from .wire import Outcome, SubmittedTask, TaskSpec, WorkerStatus
 
 Wire = dict[str, Any]
@@ -118,9 +118,9 @@ class MasterService:
         """A worker is alive: update its details and renew the leases of the tasks it runs."""
         return self._master.heartbeat(check_name(worker, "worker"), WorkerStatus.from_wire(info)).to_wire()
 
-    def release(self, worker: Any, task_ids: Any) -> int:
-        """Give back tasks worker fetched but will not run; they keep their place in the queue."""
-        return self._master.release(check_name(worker, "worker"), check_ids(task_ids, "task_ids"))
+    def release(self, worker: Any, leases: Any) -> int:
+        """Give back tasks worker fetched (`[task_id, token]` pairs) but will not run; they keep their place."""
+        return self._master.release(check_name(worker, "worker"), check_leases(leases, "leases"))
 
     def result(self, task_id: Any, timeout: Any = 0.0) -> Wire:
         """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""

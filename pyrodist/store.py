@@ -155,12 +155,12 @@ class TaskStore(Undoable[dict[str, Task]]):
         return renewed
 
     @atomic
-    def release(self, worker: str, task_ids: Iterable[str]) -> list[Task]:
-        """Give back tasks worker leased but did not run (or stopped); they keep their place in the queue."""
+    def release(self, worker: str, leases: Iterable[tuple[str, int]]) -> list[Task]:
+        """Give back tasks worker leased (id and lease token) but did not run; they keep their place in the queue."""
         released = []
-        for task_id in task_ids:
+        for task_id, token in leases:
             task = self._running.get(task_id)
-            if task is not None and task.worker == worker:
+            if task is not None and task.worker == worker and task.token == token:
                 task.attempts -= 1
                 self._requeue(task)
                 released.append(task)

@@ -121,7 +121,7 @@ class Worker:
         finally:
             state.drain()
             slots.join()
-            stopped = state.stopped_ids()
+            stopped = state.stopped_leases()
             if stopped:
                 log.warning("worker %s stopped %d running tasks after %g s; giving them back", self.id, len(stopped),
                             self.grace)  # fmt: skip

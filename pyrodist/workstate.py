@@ -43,6 +43,7 @@ class WorkerState:
         self.room = threading.Condition(lock)  # the fetcher waits here for room in the buffer
         self.buffer: collections.deque[FetchedTask] = collections.deque()
         self.running: dict[str, int] = {}  # task id -> the slot running it
+        self.tokens: dict[str, int] = {}  # lease tokens of running tasks, and of stopped ones until given back
         self.children: list[ChildProcess | None] = [None] * concurrency  # per slot, to kill one task
         self.dropped: dict[str, str] = {}  # running tasks being killed, and why: "cancelled" or "stopped"
         self.results: queue.Queue[list[Outcome] | None] = queue.Queue()  # reports, a group per item
@@ -103,10 +104,10 @@ class WorkerState:
             self.tasks.notify_all()
             return not self.buffer and not self.running
 
-    def take_unstarted(self) -> list[str]:
-        """Empty the buffer; the ids of the tasks it held."""
+    def take_unstarted(self) -> list[tuple[str, int]]:
+        """Empty the buffer; the leases (id and token) of the tasks it held."""
         with self.tasks:
-            unstarted = [task.id for task in self.buffer]
+            unstarted = [(task.id, task.token) for task in self.buffer]
             self.buffer.clear()
         return unstarted
 
@@ -129,6 +130,7 @@ class WorkerState:
                     break
                 task = self.buffer.popleft()
                 self.running[task.id] = slot
+                self.tokens[task.id] = task.token
                 batch.append(task)
             return batch
 
@@ -147,6 +149,8 @@ class WorkerState:
                     self.dropped[task_id] = "stopped"
                 elif why is None:
                     again.append(task)
+                if self.dropped.get(task_id) != "stopped":
+                    del self.tokens[task_id]
             self.buffer.extendleft(reversed(again))
             self.tasks.notify_all()
             self.room.notify_all()
@@ -156,6 +160,8 @@ class WorkerState:
         with self.tasks:
             del self.running[task_id]
             why = self.dropped.get(task_id)
+            if why != "stopped":
+                del self.tokens[task_id]
             if why is not None:  # cancelled, or stopped and given back: the master expects nothing
                 if why == "cancelled":
                     del self.dropped[task_id]
@@ -193,10 +199,10 @@ class WorkerState:
                     child.interrupt()
         return killed
 
-    def stopped_ids(self) -> list[str]:
-        """Running tasks killed at the end of the grace period (to be given back)."""
+    def stopped_leases(self) -> list[tuple[str, int]]:
+        """Running tasks killed at the end of the grace period (to be given back): their ids and tokens."""
         with self.tasks:
-            return [task_id for task_id, why in self.dropped.items() if why == "stopped"]
+            return [(task_id, self.tokens[task_id]) for task_id, why in self.dropped.items() if why == "stopped"]
 
     def holding(self) -> bool:
         """Whether any task is held (leases to renew)."""

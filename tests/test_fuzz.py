@@ -178,6 +178,7 @@ TASK_ID = st.one_of(
     st.from_regex(TASK_ID_PATTERN, fullmatch=True), st.sampled_from(["", "a b", "-x", "x" * 65, "id\n"]), ANY,
 )  # fmt: skip
 TASK_IDS = _batch(TASK_ID, Pick("task"))
+LEASES = _batch(st.one_of(st.tuples(TASK_ID, st.one_of(st.integers(), ANY)), ANY), [Pick("task"), 1])
 WAIT = st.one_of(st.floats(0, WAIT_CAP), ABSURD, ANY.filter(_not_a_long_wait))
 COUNT = st.one_of(st.integers(1, 10), ABSURD, st.sampled_from([MAX_BATCH + 1, 1.5]), ANY)
 FUNC = st.one_of(st.sampled_from(RUNNABLE + REFUSED), st.text(max_size=30), ANY)
@@ -276,7 +277,7 @@ def _on_lease(method: str, index: int, impostor: Any, shift: int, outcome: dict[
     worker = Pick("lease", index, 0) if impostor is None else impostor
     task_id = Pick("lease", index, 1)
     if method == "release":
-        return Call("release", (worker, [task_id]), {}, serializer, "lease")
+        return Call("release", (worker, [[task_id, Pick("lease", index, 2, shift)]]), {}, serializer, "lease")
     result = {"id": task_id, "token": Pick("lease", index, 2, shift), **outcome}
     return Call("report", (worker, [result]), {}, serializer, "lease")
 
@@ -290,7 +291,7 @@ CALLS = st.one_of(
     st.builds(_on_lease, st.sampled_from(["report", "release"]), INDEX, IMPOSTOR, st.sampled_from([0, 0, 0, 1, -1]),
               OUTCOME, SERIALIZER),
     _call("heartbeat", NAME, INFO),
-    _call("release", NAME, TASK_IDS),
+    _call("release", NAME, LEASES),
     _call("result", TASK_ID, WAIT),
     _call("collect", NAME, WAIT, COUNT),
     _call("lookup", TASK_IDS),
@@ -308,13 +309,14 @@ def edge_calls(real_id: str) -> list[Call]:
     calls: list[tuple[Any, ...]] = [
         ("submit_many", [{"func": "tests.tasks:inc", "args": [1]}] * over),
         ("submit_encoded", "fz-client", [["fz-over", "tests.tasks:inc", "((1,), {})", None]] * over),
-        ("report", "fz-w1", [stale] * over), ("release", "fz-w1", [real_id] * over), ("lookup", [real_id] * over),
+        ("report", "fz-w1", [stale] * over), ("release", "fz-w1", [[real_id, 1]] * over), ("lookup", [real_id] * over),
         ("subscribe", None, ["x"] * 1_000_001),
         ("submit", "tests.tasks:echo", [big]),
         ("submit_encoded", "fz-client", [["fz-big", "tests.tasks:echo", big, None]]),
         ("report", "fz-w1", [{**stale, "payload": big}]),
         ("report", Pick("worker"), [{**stale, "token": token} for token in range(-1, 50)]),
-        ("release", Pick("worker"), [real_id]), ("cancel", real_id), ("cancel", "no-such-task"),
+        ("release", Pick("worker"), [[real_id, 1]]), ("release", Pick("worker"), [real_id]),
+        ("cancel", real_id), ("cancel", "no-such-task"),
         ("submit_encoded", "fz-client", [[real_id, "tests.tasks:boom", "(('hijacked',), {})", None]]),
         ("fetch", "fz-w1", 10**100, 0), ("fetch", "fz-w1", over, 0), ("fetch", "fz-w1", 0, 0),
         ("fetch", "fz-w1", 1, -5), ("fetch", "fz-w1", 1, math.nan), ("fetch", "fz-w1", 1, math.inf),
@@ -348,7 +350,7 @@ ANSWERS: dict[str, Callable[[dict[str, Any], Any], bool]] = {
     "fetch": lambda a, r: isinstance(r, list) and len(r) <= a["max_tasks"] and all(t.keys() >= LEASE_KEYS for t in r),
     "report": lambda a, r: type(r.get("accepted")) is int and isinstance(r.get("ignored"), list),
     "heartbeat": lambda a, r: isinstance(r, dict),
-    "release": lambda a, r: type(r) is int and 0 <= r <= len(a["task_ids"]),
+    "release": lambda a, r: type(r) is int and 0 <= r <= len(a["leases"]),
     "result": lambda a, r: r.get("id") == a["task_id"] and r.get("state") in STATES and "value" in r,
     "collect": lambda a, r: isinstance(r, list) and all(isinstance(x, dict) and "state" in x for x in r),
     "lookup": lambda a, r: len(r) == len(a["task_ids"]) and all(x is None or x.get("state") in STATES for x in r),
@@ -449,10 +451,12 @@ class Storm:
     def _keep(self) -> None:
         """Lease PARKED tasks to HOLDERS, then renew those leases every second, as a worker's heartbeats would."""
         ids: list[str] = []
+        held: dict[str, list[list[Any]]] = {worker: [] for worker in HOLDERS}
         with proxy_to(self.uri) as master:
             try:
                 ids = master.submit_many([{"func": "tests.tasks:inc", "args": [i]} for i in range(PARKED)])
                 leases = [(w, t["id"], t["token"]) for w in HOLDERS for t in master.fetch(w, PARKED // 2, 0)]
+                held = {w: [[task_id, token] for holder, task_id, token in leases if holder == w] for w in HOLDERS}
                 with self._lock:
                     self.pools["task"] += ids
                     self.pools["lease"] += leases
@@ -462,7 +466,7 @@ class Storm:
                 for worker in HOLDERS:
                     master.heartbeat(worker, {"running": ids})
             for worker in HOLDERS:
-                master.release(worker, ids)
+                master.release(worker, held[worker])
 
     @property
     def total(self) -> int:

@@ -159,10 +159,13 @@ REFUSED = [
     ("report", ("w1", [result(RUNNING), result(payload=None, value=BIG)]), ValueError, "the result"),
     ("heartbeat", ("", {}), TypeError, "worker"),
     ("heartbeat", (None,), TypeError, "worker"),
-    ("release", ("w1", RUNNING), TypeError, "task_ids"),
-    ("release", ("w1", [RUNNING, None]), TypeError, "task_ids[1]"),
-    ("release", ("w1", [RUNNING] * (MAX_BATCH + 1)), ValueError, "task_ids holds"),
-    ("release", ("", [RUNNING]), TypeError, "worker"),
+    ("release", ("w1", RUNNING), TypeError, "leases"),
+    ("release", ("w1", [[RUNNING, 1], None]), TypeError, "leases[1]"),
+    ("release", ("w1", [RUNNING]), TypeError, "leases[0] must be [task_id, token]"),
+    ("release", ("w1", [[RUNNING, "1"]]), TypeError, "leases[0]"),
+    ("release", ("w1", [[RUNNING, True]]), TypeError, "leases[0]"),
+    ("release", ("w1", [[RUNNING, 1]] * (MAX_BATCH + 1)), ValueError, "leases holds"),
+    ("release", ("", [[RUNNING, 1]]), TypeError, "worker"),
     ("result", (5,), ValueError, "task id"),
     ("result", ("no such",), ValueError, "task id"),
     ("result", ("nope",), ValueError, "unknown task id"),
@@ -248,8 +251,18 @@ def test_subscriptions_beyond_the_per_client_limit_are_refused(served: Served) -
 def test_unknown_ids_in_lookup_release_and_forget_are_skipped_not_refused(served: Served) -> None:
     svc = served.service
     assert svc.lookup(["nope", ""]) == [None, None]
-    assert svc.release("w1", ["nope", PENDING]) == 0
+    assert svc.release("w1", [["nope", 1], [PENDING, 1]]) == 0
     assert svc.forget(["nope", PENDING]) == 0
+
+
+def test_a_release_needs_the_lease_token(served: Served) -> None:
+    svc = served.service
+    before = svc.lookup([RUNNING, PENDING]), svc.stats()["counts"]
+    assert svc.release("w1", [[RUNNING, served.token + 1]]) == 0  # the holder's name is not enough
+    assert svc.release("w2", [[RUNNING, served.token]]) == 0  # nor the token without the holder
+    assert (svc.lookup([RUNNING, PENDING]), svc.stats()["counts"]) == before
+    assert svc.release("w1", [[RUNNING, served.token]]) == 1
+    assert svc.lookup([RUNNING])[0]["state"] == "pending"
 
 
 def test_a_report_for_a_task_the_worker_does_not_hold_is_ignored(served: Served) -> None:
@@ -304,7 +317,7 @@ def test_local_connection_turns_refusals_into_master_rejected_naming_the_method(
         (lambda: conn.fetch("", 1, 0), "fetch: worker must be"),
         (lambda: conn.submit(TaskSpec("bad ref", [], {})), "submit_many: bad function reference"),
         (lambda: conn.result("nope"), "result: unknown task id 'nope'"),
-        (lambda: conn.release("w1", [RUNNING, 5]), r"release: task_ids\[1\]"),  # type: ignore[list-item]
+        (lambda: conn.release("w1", [(RUNNING, "5")]), r"release: leases\[0\]"),  # type: ignore[list-item]
         (lambda: conn.unsubscribe("sub-999"), "unsubscribe: unknown subscription"),
         (lambda: conn.subscribe(Sink(), ["nope"]), "subscribe: unknown task id"),
     ]

@@ -67,6 +67,10 @@ def counts(
     }  # fmt: skip
 
 
+def leases(*tasks: Task) -> list[tuple[str, int]]:
+    return [(task.id, task.token) for task in tasks]
+
+
 def done(task: Task, result: str = "2.0") -> Outcome:
     return Outcome(task.id, task.token, True, result=result)
 
@@ -221,7 +225,7 @@ def test_many_priorities_and_given_back_tasks_keep_their_order() -> None:
     first = store.lease("w", 3, 1.0, LEASE)
     assert ids(first) == ["p49", "p48", "p47"]
     store.add([make_task("late48", {"priority": 48})], 2.0)
-    store.release("w", ["p47", "p48"])  # given back in another order than leased
+    store.release("w", leases(first[2], first[1]))  # given back in another order than leased
     assert ids(store.lease("w", 4, 3.0, LEASE)) == ["p48", "late48", "p47", "p46"]
     rest = store.lease("w", 100, 4.0, LEASE)
     assert ids(rest) == [f"p{p}" for p in range(45, -1, -1)]
@@ -801,8 +805,8 @@ def test_report_after_the_task_was_failed_as_lost_is_ignored(store: TaskStore) -
 
 def test_released_tasks_go_back_ahead_of_later_tasks_without_counting_an_attempt(store: TaskStore) -> None:
     fill(store, "a", "b", "c", "d")
-    store.lease("w1", 2, 0.0, LEASE)
-    released = store.release("w1", ["b", "a"])
+    a, b = store.lease("w1", 2, 0.0, LEASE)
+    released = store.release("w1", leases(b, a))
     assert set(ids(released)) == {"a", "b"}
     stored = get(store, "a")
     assert (stored.state, stored.attempts, stored.worker) == (TaskState.PENDING, 0, None)
@@ -814,24 +818,25 @@ def test_released_tasks_go_back_ahead_of_later_tasks_without_counting_an_attempt
 
 def test_released_high_priority_task_comes_back_first(store: TaskStore) -> None:
     store.add([make_task("hi", {"priority": 2}), make_task("a")], 0.0)
-    store.lease("w1", 1, 0.0, LEASE)
+    (hi,) = store.lease("w1", 1, 0.0, LEASE)
     store.add([make_task("mid", {"priority": 1})], 1.0)
-    store.release("w1", ["hi"])
+    store.release("w1", leases(hi))
     assert ids(store.lease("w2", 3, 2.0, LEASE)) == ["hi", "mid", "a"]
 
 
-def test_release_ignores_tasks_the_worker_does_not_hold(store: TaskStore) -> None:
+def test_release_ignores_tasks_the_worker_does_not_hold_or_whose_token_it_does_not_know(store: TaskStore) -> None:
     fill(store, "a", "b")
-    store.lease("w1", 1, 0.0, LEASE)
-    assert store.release("w2", ["a"]) == []
-    assert store.release("w1", ["b", "unknown"]) == []
+    (a,) = store.lease("w1", 1, 0.0, LEASE)
+    assert store.release("w2", leases(a)) == []  # another worker, even with the right token
+    assert store.release("w1", [("a", a.token + 1), ("a", 0)]) == []  # the holder, with a wrong token
+    assert store.release("w1", [("b", 1), ("unknown", 1)]) == []
     assert store.counts() == counts(pending=1, running=1)
 
 
 def test_report_for_a_released_task_is_ignored(store: TaskStore) -> None:
     fill(store, "a")
     (task,) = store.lease("w1", 1, 0.0, LEASE)
-    store.release("w1", ["a"])
+    store.release("w1", leases(task))
     accepted, ignored = store.finish("w1", [done(task)], 1.0)
     assert (accepted, ignored) == ([], ["a"])
     assert store.counts() == counts(pending=1)
@@ -840,8 +845,7 @@ def test_report_for_a_released_task_is_ignored(store: TaskStore) -> None:
 def test_released_task_is_not_failed_by_many_releases(store: TaskStore) -> None:
     fill(store, "a", max_attempts=1)
     for _ in range(5):
-        store.lease("w1", 1, 0.0, LEASE)
-        store.release("w1", ["a"])
+        store.release("w1", leases(*store.lease("w1", 1, 0.0, LEASE)))
     (task,) = store.lease("w1", 1, 0.0, LEASE)
     assert task.attempts == 1
     assert store.counts() == counts(running=1)
@@ -895,7 +899,7 @@ def test_cancel_of_a_running_task_ends_its_lease(store: TaskStore) -> None:
     assert (cancelled.state, cancelled.worker) == (TaskState.CANCELLED, "w1")  # who to tell to stop
     assert store.counts() == counts(running=1, cancelled=1)
     assert store.renew("w1", ["a"], [], 2.0, LEASE) == 0
-    assert store.release("w1", ["a"]) == []
+    assert store.release("w1", leases(task)) == []
     assert ids(store.expire(100.0)[0]) == ["b"]  # only the lease still held
     accepted, ignored = store.finish("w1", [done(task)], 3.0)
     assert (accepted, ignored) == ([], ["a"])

@@ -67,7 +67,7 @@ def read_only(store: SqliteStore, on: bool = True) -> None:
 OPERATIONS: dict[str, Callable[[SqliteStore], Any]] = {
     "add": lambda s: s.add([make_task("new")], 5.0),
     "lease": lambda s: s.lease("w2", 5, 5.0, LEASE),
-    "release": lambda s: s.release("w1", ["r1"]),
+    "release": lambda s: s.release("w1", [("r1", get(s, "r1").token)]),
     "finish done": lambda s: s.finish("w1", [done(get(s, "r1"), "9.0"), done(get(s, "r2"))], 5.0),
     "finish failed": lambda s: s.finish("w1", [failure(get(s, "r1"))], 5.0),
     "expire leases": lambda s: s.expire(100.0),
