@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import ConfigError, StoreUnavailable
 from .protocol import TaskState
-from .store import RESULT_STATES, TaskStore
+from .store import RESULT_STATES, Snapshot, TaskStore
 from .task import Task, tombstone
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS queue ON tasks (priority DESC, seq) WHERE state = 'pe
 CREATE INDEX IF NOT EXISTS targeted ON tasks (target, seq) WHERE state = 'pending' AND target IS NOT NULL;
 CREATE INDEX IF NOT EXISTS retrying ON tasks (due) WHERE state = 'retrying';
 CREATE INDEX IF NOT EXISTS finished_at ON tasks (finished) WHERE finished IS NOT NULL;
+CREATE INDEX IF NOT EXISTS running ON tasks (seq) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS gone_at ON gone (at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -178,33 +179,47 @@ class SqliteStore(TaskStore):
         counts[TaskState.EXPIRED] = db.execute("SELECT count(*) FROM gone").fetchone()[0]
         query = "SELECT target, count(*) FROM tasks WHERE state = 'pending' AND target IS NOT NULL GROUP BY target"
         targeted = dict(db.execute(query).fetchall())
-        top_seq = db.execute("SELECT max(seq) FROM tasks").fetchone()[0]
+        self._read_leases(lease)  # all read: only now replace what memory holds (a failed read leaves it)
+        self._counts, self._targeted_pending = counts, targeted
+
+    def _read_leases(self, lease: Callable[[Task], None]) -> None:
+        """The running tasks and the next seq as the file holds them (indexed: O(running), not O(tasks))."""
+        top_seq = self._db.execute("SELECT max(seq) FROM tasks").fetchone()[0]
         running = self._select("state = 'running'")
         for task in running:
             lease(task)
-        # All read: only now replace what memory holds (a read that fails above leaves it as it was).
-        self._counts, self._targeted_pending = counts, targeted
         self._running = {task.id: task for task in running}
         self._seq = itertools.count((top_seq or 0) + 1)
 
-    def _undo(self, exc: Exception, before: dict[str, Task]) -> StoreUnavailable:
+    def _undo(self, exc: Exception, before: Snapshot) -> StoreUnavailable:
         message = f"the task store cannot be used: {exc} (store {self.path}); this call changed nothing"
         if self.fault is None:
             log.error("%s; the master keeps serving and uses the store again once it works", message)
         self.fault, self.fault_at = str(exc), time.monotonic()
-        try:
-            self._db.rollback()
-            self._reload(before)
-        except sqlite3.Error as again:
-            self.stale = True  # memory is read again before the next operation
-            log.warning("store %s cannot be read again yet: %s", self.path, again)
-        return StoreUnavailable(message)
+        running, counts, targeted = before
 
-    def _reload(self, before: dict[str, Task]) -> None:
         def as_before(task: Task) -> None:  # a lease keeps its deadline (heartbeats live in memory only)
-            held = before.get(task.id)
+            held = running.get(task.id)
             if held is not None:
                 task.deadline, task.seen_running = held.deadline, held.seen_running
+
+        try:
+            self._db.rollback()  # the file is as before the operation; so are the counts of the snapshot
+            self._read_leases(as_before)  # running tasks changed in place: read them again
+        except sqlite3.Error as again:
+            self.stale = True  # memory is read again, whole, before the next operation
+            log.warning("store %s cannot be read again yet: %s", self.path, again)
+        else:
+            self._counts, self._targeted_pending = counts, targeted
+        return StoreUnavailable(message)
+
+    def _reload(self) -> None:
+        running = self._running
+
+        def as_before(task: Task) -> None:
+            held = running.get(task.id)
+            task.deadline = held.deadline if held is not None else 0.0
+            task.seen_running = held.seen_running if held is not None else False
 
         self._read_state(as_before)
         self.stale = False

@@ -56,7 +56,11 @@ def lease_tokens(count: int) -> list[int]:
     return [(int.from_bytes(raw[i : i + 8], "big") & mask) or 1 for i in range(0, 8 * count, 8)]
 
 
-class TaskStore(Undoable[dict[str, Task]]):
+Snapshot = tuple[dict[str, Task], dict[TaskState, int], dict[str, int]]
+"""What an operation may change in memory, as it was before: the leases, the counts, the targeted counts."""
+
+
+class TaskStore(Undoable[Snapshot]):
     """The rules every store shares; subclasses keep pending and finished tasks (see the hooks at the end)."""
 
     durable = False
@@ -95,7 +99,7 @@ class TaskStore(Undoable[dict[str, Task]]):
             try:
                 task = self._find(task_id)
             except self.faults as exc:  # a read changed nothing: only the error to tell
-                raise self._undo(exc, self._snapshot()) from exc
+                raise self._undo(exc, self._snapshot()) from exc  # a read: memory did not change
         return task
 
     def counts(self) -> dict[str, int]:
@@ -295,8 +299,10 @@ class TaskStore(Undoable[dict[str, Task]]):
     def close(self) -> None:
         """Flush and release whatever the store holds open."""
 
-    def _snapshot(self) -> dict[str, Task]:
-        return self._running.copy()  # the leases as they were: their deadlines live in memory only
+    def _snapshot(self) -> Snapshot:
+        # Small copies: leases are a few per worker; their Task objects change in place, so only the ids
+        # and deadlines (which live in memory only) are of use from here.
+        return self._running.copy(), self._counts.copy(), self._targeted_pending.copy()
 
     # -- the rules' internals
 

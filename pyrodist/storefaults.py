@@ -46,11 +46,11 @@ class Undoable(Generic[T]):
         raise NotImplementedError
 
     def _undo(self, exc: Exception, before: T) -> StoreUnavailable:
-        """Bring memory back to what the storage holds after a fault; the error to raise."""
+        """Bring memory back to what it was before the failed operation (and the storage holds); the error to raise."""
         raise NotImplementedError
 
-    def _reload(self, before: T) -> None:
-        """Read the state again from the storage."""
+    def _reload(self) -> None:
+        """Read the whole state again from the storage (when undoing a fault failed: memory may be half changed)."""
         raise NotImplementedError
 
 
@@ -61,10 +61,10 @@ def atomic(operation: Callable[Concatenate[U, P], R]) -> Callable[Concatenate[U,
     def run(store: U, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if not store.faults:
             return operation(store, *args, **kwargs)
-        before = store._snapshot()
         try:
             if store.stale:
-                store._reload(before)
+                store._reload()
+            before = store._snapshot()
             result = operation(store, *args, **kwargs)
         except store.faults as exc:
             raise store._undo(exc, before) from exc

@@ -151,16 +151,16 @@ def test_a_store_that_cannot_even_be_read_again_reads_before_its_next_operation(
 ) -> None:
     before = snapshot(store)
     read_only(store)
-    real = SqliteStore._read_state
+    real = SqliteStore._read_leases
 
     def unreadable(self: SqliteStore, lease: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(SqliteStore, "_read_state", unreadable)
+    monkeypatch.setattr(SqliteStore, "_read_leases", unreadable)
     with pytest.raises(StoreUnavailable):
         store.finish("w1", [done(get(store, "r1"))], 5.0)
     assert store.stale
-    monkeypatch.setattr(SqliteStore, "_read_state", real)
+    monkeypatch.setattr(SqliteStore, "_read_leases", real)
     read_only(store, False)
     store.add([make_task("after")], 6.0)
     assert not store.stale and store.fault is None
