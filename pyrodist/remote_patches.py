@@ -49,7 +49,9 @@ def _harden_call_decoding() -> None:
 
     Pyro4 decodes a call's arguments before any of our code runs; a dict with a "__class__" key it does not
     know, or arguments nested past the recursion limit, fail there with SerializeError, SecurityError (which
-    also drops the connection), KeyError or RecursionError. A caller should get one clear ValueError.
+    also drops the connection), KeyError or RecursionError, and serpent text that Python cannot parse (an
+    unclosed bracket, an int of over 4,300 digits, a bad escape) with SyntaxError. A caller should get one
+    clear ValueError.
     """
     for serializer in (Pyro4.util.SerpentSerializer, Pyro4.util.JsonSerializer):
         if getattr(serializer.loadsCall, "_pyrodist_hardened", False):
@@ -67,6 +69,7 @@ def _harden_call_decoding() -> None:
                 AttributeError,
                 KeyError,
                 TypeError,
+                SyntaxError,
             ) as exc:
                 raise ValueError(f"the call's arguments cannot be decoded: {type(exc).__name__}: {exc}") from None
 

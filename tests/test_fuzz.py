@@ -754,6 +754,27 @@ def test_deeply_nested_json_arguments_are_refused_with_a_builtin_error(bare: Clu
         answers_or_refuses(lambda: master.lookup(nested))
 
 
+UNPARSABLE_CALLS = {
+    "unclosed": b"((",
+    "unclosed-dict": b"{1: 2",
+    "int-over-4300-digits": b"1" * 5000,
+    "bad-escape": b"'\\N{nope}'",
+}
+
+
+@pytest.mark.parametrize("body", UNPARSABLE_CALLS.values(), ids=UNPARSABLE_CALLS.keys())
+def test_call_text_python_cannot_parse_is_refused_with_valueerror_not_syntaxerror(
+    bare: Cluster, body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with plain_proxy(bare) as master:
+        master.ping()  # connected before the serializer is broken
+        monkeypatch.setattr(Pyro4.util.SerpentSerializer, "dumpsCall", lambda *args: body)
+        with pytest.raises(ValueError, match="the call's arguments cannot be decoded: SyntaxError"):
+            master.lookup(["x"])
+        monkeypatch.undo()
+        assert master.ping() == "pong"
+
+
 def test_subscribe_refuses_an_unknown_pyroname_callback_with_valueerror(bare: Cluster) -> None:
     with plain_proxy(bare) as master:
         callback = Pyro4.Proxy(f"PYRONAME:fz.nobody@127.0.0.1:{bare.ns_port}")
