@@ -101,10 +101,12 @@ class Master(MasterAPI):
     def submit_many(self, tasks: Sequence[TaskSpec]) -> list[str]:
         """Queue plain tasks, encoding their values here; returns their ids."""
         limit = self._settings.max_payload
+        secret = secrets.token_hex(6 * len(tasks))  # an id is all a plain caller needs to read a result: unguessable
         new = [
-            self._new_task(f"m{self.epoch}.{next(self._ids)}", t.func, encode_call(t.args, t.kwargs, limit), t.options)
-            for t in tasks
-        ]
+            self._new_task(f"m{self.epoch}.{next(self._ids)}.{secret[12 * i : 12 * i + 12]}", t.func,
+                           encode_call(t.args, t.kwargs, limit), t.options)
+            for i, t in enumerate(tasks)
+        ]  # fmt: skip
         self._queue(new)
         return [t.id for t in new]
 

@@ -781,6 +781,16 @@ def test_subscribe_refuses_an_unknown_pyroname_callback_with_valueerror(bare: Cl
         answers_or_refuses(lambda: master.subscribe(callback))
 
 
+def test_plain_submit_ids_cannot_be_guessed(bare: Cluster) -> None:
+    with plain_proxy(bare) as master:
+        first, second = master.submit_many([{"func": "tests.tasks:inc", "args": [1]}] * 2)
+        guesses = [first[:-1] + digit for digit in "0123456789abcdef"]  # its neighbours, as a counter makes them
+        assert second not in guesses and len(first.rpartition(".")[2]) == 12
+        assert [r["id"] for r in master.lookup([first, second]) if r] == [first, second]
+        known = [guess for guess, record in zip(guesses, master.lookup(guesses), strict=True) if record is not None]
+        assert known == [first]  # of its neighbours only itself
+
+
 def test_submit_ids_cannot_be_taken_over_by_submit_encoded(bare: Cluster) -> None:
     with plain_proxy(bare) as master:
         first = master.submit("tests.tasks:inc", [1])
