@@ -33,7 +33,7 @@ from .errors import (
     NameServerNotFound,
     PyrodistError,
 )
-from .remote_patches import apply_patches
+from .remote_patches import apply_patches, defer_tls_handshakes
 from .retry import retrying, warn_once
 from .wire import TaskRecord
 
@@ -167,6 +167,7 @@ def start_nameserver(
         )  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"the name server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    defer_tls_handshakes(daemon)
     return NameServer(str(uri), daemon, bcserver)
 
 
@@ -186,7 +187,8 @@ def locate_nameserver(settings: Settings) -> Any:
     except Pyro4.errors.NamingError as exc:
         cause = exc.__cause__ or exc
         check_authentication(cause, "the name server's")
-        hint = "" if settings.tls or "reset" not in str(cause) else "; if the cluster uses TLS, pass --tls-ca"
+        hung_up = "reset" in str(cause) or "not enough data" in str(cause)  # what a TLS server does to plain text
+        hint = "; if the cluster uses TLS, pass --tls-ca" if hung_up and not settings.tls else ""
         raise NameServerNotFound(
             f"no name server found at {ns_address(settings)} ({cause}); start one with 'pyrodist nameserver' "
             f"or pass --ns-host/--ns-port{hint}"
@@ -244,8 +246,14 @@ def callback_ref(uri: str) -> Any:
 
 
 def check_authentication(exc: BaseException, whose: str) -> None:
-    """Raise AuthenticationFailed when exc says the key or the TLS handshake did not match."""
+    """Raise AuthenticationFailed when exc says the key or the TLS handshake did not match.
+
+    A handshake that timed out is no such proof (a busy or unreachable peer): it stays a network error,
+    which callers retry.
+    """
     text = str(exc)
+    if "timed out" in text:
+        return
     if "hmac" in text:
         raise AuthenticationFailed(
             f"authentication failed: the key does not match {whose} (set --key, --key-file or PYRODIST_KEY "
@@ -333,6 +341,7 @@ class Server:
             self.daemon = _Daemon(host=host, port=port, nathost=nathost, natport=_natport(nathost, natport))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        defer_tls_handshakes(self.daemon)
         self.daemon._pyroHmacKey = settings.key_bytes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -1,20 +1,26 @@
-"""Patches to Pyro4's serializers, applied once per process, only to the Pyro4 release they were written for.
+"""Patches to Pyro4, applied once per process, only to the Pyro4 release they were written for.
 
 - Undecodable call arguments get one clear `ValueError` instead of Pyro4's mix of errors (some of which
   drop the connection).
 - json messages that cannot hold a serialized class skip Pyro4's class walk (about a tenth of the
   master's own work per task).
+- A new connection has HANDSHAKE_TIMEOUT seconds for its TLS handshake and its first Pyro4 message, in
+  its own pool thread: Pyro4 did the TLS handshake in the accept loop with no timeout, so one silent TCP
+  connection stopped a daemon from accepting anyone else (see `defer_tls_handshakes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import Pyro4
+import Pyro4.core
 import Pyro4.errors
 import Pyro4.util
 
@@ -22,6 +28,10 @@ log = logging.getLogger(__name__)
 
 PATCHED_VERSION = "4.82"
 """The Pyro4 release whose serializer internals these patches replace."""
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a new connection has for its TLS handshake and its Pyro4 connect message."""
+DENIED_HANDSHAKE_TIMEOUT = 1.0
+"""The same for a connection refused because the pool is full: that one is answered from the accept loop."""
 
 _applied = threading.Lock()
 _done = False
@@ -42,6 +52,46 @@ def apply_patches() -> None:
             return
         _fast_json_decoding()
         _harden_call_decoding()
+        _bounded_handshakes()
+
+
+def defer_tls_handshakes(daemon: Any) -> None:
+    """Let daemon's accept loop hand TLS connections to the pool before their handshake (done there, bounded)."""
+    sock = getattr(daemon.transportServer, "sock", None)
+    if isinstance(sock, ssl.SSLSocket):
+        sock.do_handshake_on_connect = False  # type: ignore[attr-defined]  # SSLSocket.accept() passes it on
+
+
+def _bounded_handshakes() -> None:
+    """Give each new connection's TLS handshake and Pyro4 connect message a timeout (once per process)."""
+    handshake = Pyro4.core.Daemon._handshake
+    if getattr(handshake, "_pyrodist_bounded", False):
+        return
+
+    def bounded(self: Any, conn: Any, denied_reason: str | None = None) -> bool:
+        sock = conn.sock
+        before = sock.gettimeout()
+        sock.settimeout(HANDSHAKE_TIMEOUT if denied_reason is None else DENIED_HANDSHAKE_TIMEOUT)
+        try:
+            if isinstance(sock, ssl.SSLSocket) and not getattr(sock, "do_handshake_on_connect", True):
+                sock.do_handshake()
+            return bool(handshake(self, conn, denied_reason))
+        except (OSError, ValueError) as exc:  # ssl.SSLError and socket timeouts are OSErrors
+            log.info("connection from %s refused before its first message: %s", _peer(sock), exc)
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(before)
+
+    bounded._pyrodist_bounded = True  # type: ignore[attr-defined]
+    Pyro4.core.Daemon._handshake = bounded
+
+
+def _peer(sock: Any) -> str:
+    try:
+        return str(sock.getpeername())
+    except OSError:
+        return "a peer that already left"
 
 
 def _harden_call_decoding() -> None:

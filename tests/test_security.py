@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +17,16 @@ from typing import Any
 import Pyro4
 import pytest
 
-from pyrodist import AuthenticationFailed, Client, FunctionRefError, MasterRejected, PyrodistError, Settings, TaskError
+from pyrodist import (
+    AuthenticationFailed,
+    Client,
+    FunctionRefError,
+    MasterRejected,
+    PyrodistError,
+    Settings,
+    TaskError,
+    remote,
+)
 from pyrodist import ValueEncodingError as EncodingError
 from pyrodist.cliopts import warn_if_exposed
 from tests import tasks
@@ -164,6 +175,37 @@ def test_two_way_tls_cluster(procs: Processes, certificates: dict[str, Path]) ->
     assert_one_clear_line(no_client_cert, "TLS handshake with the name server failed")
     rogue = pyrodist("status", *cluster.ns_args, *tls_flags(certificates, "rogue"))
     assert_one_clear_line(rogue, "TLS handshake")
+
+
+def test_an_idle_connection_does_not_stop_a_tls_master_or_name_server(
+    procs: Processes, certificates: dict[str, Path]
+) -> None:
+    flags = tls_flags(certificates)
+    cluster = start_secured(procs, *flags)
+    master_log = procs.procs[1]
+    found = wait_until(lambda: re.search(r"serving at PYRO:\S+@127\.0\.0\.1:(\d+)", procs.log(master_log)),
+                       timeout=30, what="the master's address")  # fmt: skip
+    idle = [socket.create_connection(("127.0.0.1", port)) for port in (cluster.ns_port, int(found.group(1)))]
+    try:  # connected, and then silent: no TLS handshake, no Pyro4 message
+        result = pyrodist("submit", "math:factorial", "20", *cluster.ns_args, *flags, timeout=60)
+        assert result.stdout.strip() == "2432902008176640000", result.stderr
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "refused"),
+    [("_ssl.c:980: The handshake operation timed out", False), ("timed out", False),
+     ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", True), ("message hmac mismatch", True),
+     ("[Errno 111] Connection refused", False)],
+)  # fmt: skip
+def test_a_handshake_that_timed_out_is_a_network_error_not_a_wrong_key(message: str, refused: bool) -> None:
+    if refused:
+        with pytest.raises(AuthenticationFailed):
+            remote.check_authentication(Pyro4.errors.CommunicationError(message), "the master's")
+    else:
+        remote.check_authentication(Pyro4.errors.CommunicationError(message), "the master's")  # retried by callers
 
 
 # ---- binding
