@@ -6,7 +6,9 @@
   master's own work per task).
 - A new connection has HANDSHAKE_TIMEOUT seconds for its TLS handshake and its first Pyro4 message, in
   its own pool thread: Pyro4 did the TLS handshake in the accept loop with no timeout, so one silent TCP
-  connection stopped a daemon from accepting anyone else (see `defer_tls_handshakes`).
+  connection stopped a daemon from accepting anyone else (see `defer_tls_handshakes`). That first
+  message, read before the peer has proven the key, may be at most HANDSHAKE_MAX_BYTES long: Pyro4 read
+  any size whole before checking the key.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ PATCHED_VERSION = "4.82"
 """The Pyro4 release whose serializer internals these patches replace."""
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a new connection has for its TLS handshake and its Pyro4 connect message."""
+HANDSHAKE_MAX_BYTES = 64 * 1024
+"""Longest first message (header excepted) of a peer that has not proven the key yet (a real one: ~200 bytes)."""
 DENIED_HANDSHAKE_TIMEOUT = 1.0
 """The same for a connection refused because the pool is full: that one is answered from the accept loop."""
 
@@ -75,7 +79,7 @@ def _bounded_handshakes() -> None:
         try:
             if isinstance(sock, ssl.SSLSocket) and not getattr(sock, "do_handshake_on_connect", True):
                 sock.do_handshake()
-            return bool(handshake(self, conn, denied_reason))
+            return bool(handshake(self, _FirstMessage(conn), denied_reason))
         except (OSError, ValueError) as exc:  # ssl.SSLError and socket timeouts are OSErrors
             log.info("connection from %s refused before its first message: %s", _peer(sock), exc)
             return False
@@ -85,6 +89,24 @@ def _bounded_handshakes() -> None:
 
     bounded._pyrodist_bounded = True  # type: ignore[attr-defined]
     Pyro4.core.Daemon._handshake = bounded
+
+
+class _FirstMessage:
+    """A new connection whose reads stop at HANDSHAKE_MAX_BYTES (the rest of it passes through)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def recv(self, size: int) -> Any:
+        """Read size bytes, unless that is more than a first message may be."""
+        if size > HANDSHAKE_MAX_BYTES:
+            raise Pyro4.errors.MessageTooLargeError(
+                f"a first message of {size} bytes; at most {HANDSHAKE_MAX_BYTES} before the key is proven"
+            )
+        return self._conn.recv(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 def _peer(sock: Any) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import Pyro4
+import Pyro4.message
 import pytest
 
 from pyrodist import (
@@ -192,6 +193,39 @@ def test_an_idle_connection_does_not_stop_a_tls_master_or_name_server(
     finally:
         for sock in idle:
             sock.close()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_a_huge_first_message_is_refused_after_its_header_not_read_whole(procs: Processes) -> None:
+    cluster = start_secured(procs, "--key", "sesame", workers=0)
+    master = procs.procs[1]
+    found = wait_until(lambda: re.search(r"serving at PYRO:\S+@127\.0\.0\.1:(\d+)", procs.log(master)),
+                       timeout=30, what="the master's address")  # fmt: skip
+    header = Pyro4.message.Message(Pyro4.message.MSG_CONNECT, b"", 2, 0, 1)
+    header.data_size = 200 * 2**20  # what it claims to send, before any key is shown
+    before = rss_mb(master.pid)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", int(found.group(1))), timeout=10) as sock:
+        try:
+            sock.sendall(header._Message__header_bytes())
+            chunk = b"\0" * 2**20
+            while sent < 200 * 2**20:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:  # the master hung up
+            pass
+    assert sent < 50 * 2**20, f"the master read {sent >> 20} MB of a message from a peer that showed no key"
+    assert rss_mb(master.pid) - before < 20
+    assert master.poll() is None
+    with Client(settings=Settings(ns_host="127.0.0.1", ns_port=cluster.ns_port, key="sesame")) as client:
+        assert client.stats()["counts"]["pending"] == 0  # and it serves the next peer as before
 
 
 @pytest.mark.parametrize(
