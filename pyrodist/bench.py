@@ -31,6 +31,7 @@ from .client import Client
 from .cluster import LocalCluster
 from .config import Settings
 from .errors import ConfigError
+from .remote_servers import Server
 from .texttable import format_table
 
 log = logging.getLogger(__name__)
@@ -252,11 +253,11 @@ class NoopTarget:
 def _raw_rpc_calls_per_s(calls: int, settings: Settings) -> float:
     """Sequential no-op calls per second through one json Pyro4 proxy to a daemon in a thread of this process.
 
-    This measures the transport itself, as pyrodist configures it for these settings (`remote.Server`,
+    This measures the transport itself, as pyrodist configures it for these settings (`remote_servers.Server`,
     `remote.proxy`: serializer, key, TLS), with no pyrodist logic on either side: the ceiling of one Pyro4
     conversation on this machine.
     """
-    server = remote.Server(settings)
+    server = Server(settings)
     try:
         uri = server.register(NoopTarget())
         server.start()

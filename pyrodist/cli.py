@@ -40,6 +40,7 @@ from .config import DEFAULT_MASTER_NAME, env_name, read_config_file
 from .errors import ConfigError, TaskError
 from .masterd import MasterOptions, serve_master
 from .progressbar import Spinner
+from .remote_servers import start_nameserver
 from .sqlstore import SYNC_MODES, check_file
 from .statustext import format_status, format_task
 from .texttable import format_table
@@ -80,7 +81,7 @@ def nameserver(host: str, port: int, broadcast: bool, nathost: str | None, natpo
     warn_if_exposed("name server", host, settings, insecure)
     stop = threading.Event()
     with stop_on_signals(stop.set):  # before binding: a SIGTERM right after start must still end cleanly
-        ns = remote.start_nameserver(settings, host, port, broadcast, nathost, natport)
+        ns = start_nameserver(settings, host, port, broadcast, nathost, natport)
         log.info("name server running at %s%s", ns.uri, " (answering broadcasts)" if ns.broadcast else "")
         try:
             ns.serve(stop)

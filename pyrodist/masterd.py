@@ -18,6 +18,7 @@ from .dashboard import Dashboard
 from .errors import ConfigError
 from .master import Master
 from .memstore import MemoryStore
+from .remote_servers import Server
 from .service import REMOTE_METHODS, MasterService
 from .sqlstore import SqliteStore
 from .store import TaskStore
@@ -46,7 +47,7 @@ class MasterOptions:
 class RunningMaster:
     """A master served by a daemon and registered in the name server."""
 
-    def __init__(self, settings: Settings, master: Master, server: remote.Server, uri: str) -> None:
+    def __init__(self, settings: Settings, master: Master, server: Server, uri: str) -> None:
         self.settings = settings
         self.master = master
         self.server = server
@@ -93,7 +94,7 @@ def start_master(settings: Settings, options: MasterOptions | None = None) -> Ru
         )
     master = Master(settings, open_store(options, settings))
     try:
-        server = remote.Server(settings, options.host, options.port, options.nathost, options.natport)
+        server = Server(settings, options.host, options.port, options.nathost, options.natport)
     except BaseException:
         master.close_store()
         raise

@@ -1,8 +1,9 @@
-"""The Pyro4 adapter: configuring Pyro4, the name server, finding the master, daemons, callback sinks.
+"""The Pyro4 adapter: configuring Pyro4, finding the name server and the master, callback sinks.
 
-Pyro4 is named only in the adapter modules: this one (configuration, name server, daemons, callback
-sinks), `remote_connection.py` (the connection clients and workers use) and `remote_patches.py`
-(serializer patches), so the transport can change in one place.
+Pyro4 is named only in the adapter modules: this one (configuration, lookups, callback sinks),
+`remote_servers.py` (the daemons: name server, master, callbacks), `remote_connection.py` (the
+connection clients and workers use) and `remote_patches.py` (patches to Pyro4 4.82), so the transport
+can change in one place.
 
 Wire format: pyrodist's own processes talk json on the Pyro4 wire (about 6x faster than serpent
 for batches of small records); values inside the records are serpent text made by
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import Pyro4
@@ -25,15 +25,8 @@ import Pyro4.socketutil
 import Pyro4.util
 
 from .config import Settings
-from .errors import (
-    AuthenticationFailed,
-    ConfigError,
-    ConnectionFailed,
-    MasterNotFound,
-    NameServerNotFound,
-    PyrodistError,
-)
-from .remote_patches import apply_patches, defer_tls_handshakes
+from .errors import AuthenticationFailed, ConnectionFailed, MasterNotFound, NameServerNotFound, PyrodistError
+from .remote_patches import apply_patches
 from .retry import retrying, warn_once
 from .wire import TaskRecord
 
@@ -98,84 +91,6 @@ def ns_address(settings: Settings) -> str:
 
 
 # ---- name server ------------------------------------------------------------------------------
-
-
-@dataclass
-class NameServer:
-    """A running name server: its URI, its daemon and the optional broadcast responder."""
-
-    uri: str
-    daemon: Any
-    broadcast: Any
-
-    def serve(self, stop: threading.Event) -> None:
-        """Serve requests (and broadcast lookups) from their own threads until stop is set."""
-        if self.broadcast is not None:
-            self.broadcast.runInThread()
-        serve_until(self.daemon, stop)
-
-    def close(self) -> None:
-        """Close the daemon and the broadcast responder."""
-        if self.broadcast is not None:
-            self.broadcast.close()
-        self.daemon.close()
-
-
-def serve_until(daemon: Any, stop: threading.Event) -> None:
-    """Run daemon's request loop in a thread until stop is set, then shut it down and join it.
-
-    The calling thread only waits: a signal handler setting stop ends the wait at once, where a request
-    loop in this thread would notice only at its next poll timeout.
-    """
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            daemon.requestLoop()
-        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread below
-            failures.append(exc)
-        finally:
-            stop.set()  # a loop that ended on its own ends the wait too
-
-    loop = threading.Thread(target=run, name="pyro-daemon", daemon=True)
-    loop.start()
-    try:
-        stop.wait()
-    finally:
-        daemon.shutdown()
-        loop.join(timeout=5)
-    if failures:
-        raise failures[0]
-
-
-def start_nameserver(
-    settings: Settings,
-    host: str = LOOPBACK,
-    port: int = 9090,
-    broadcast: bool = True,
-    nathost: str | None = None,
-    natport: int | None = None,
-) -> NameServer:
-    """Start a Pyro4 name server daemon (not yet serving); broadcast is off on loopback."""
-    # Pyro4's pool of 40 threads refuses the 41st connection at once ("no free workers"): a few hundred
-    # workers starting together each look the master up. The pool grows only when needed.
-    configure(settings, threadpool_size=settings.max_connections)
-    try:
-        uri, daemon, bcserver = Pyro4.naming.startNS(
-            host=host, port=port, enableBroadcast=broadcast, hmac=settings.key_bytes, nathost=nathost,
-            natport=_natport(nathost, natport),
-        )  # fmt: skip
-    except OSError as exc:
-        raise ConfigError(f"the name server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    defer_tls_handshakes(daemon)
-    return NameServer(str(uri), daemon, bcserver)
-
-
-def _natport(nathost: str | None, natport: int | None) -> int | None:
-    """Pyro4 wants both NAT settings or neither; 0 advertises the bound port."""
-    if natport and not nathost:
-        raise ConfigError("--natport needs --nathost (the address to advertise with it)")
-    return (natport or 0) if nathost else None
 
 
 def locate_nameserver(settings: Settings) -> Any:
@@ -303,75 +218,6 @@ def wait_for_nameserver(settings: Settings, stop: threading.Event, who: str) -> 
         return False
     ns._pyroRelease()
     return True
-
-
-# ---- daemons --------------------------------------------------------------------------------
-
-
-class _Daemon(Pyro4.Daemon):  # type: ignore[misc]
-    """A Pyro4 daemon that logs the peers it refuses (wrong key, failed TLS, not Pyro4 at all)."""
-
-    def _handshake(self, conn: Any, denied_reason: str | None = None) -> bool:
-        accepted = bool(super()._handshake(conn, denied_reason))
-        if not accepted:
-            try:
-                peer = conn.sock.getpeername()
-            except OSError:
-                peer = "a peer that already left"
-            log.warning(
-                "refused a connection from %s: wrong or missing key, failed TLS, not a pyrodist peer, "
-                "or no free thread (see --max-connections)", peer,
-            )  # fmt: skip
-        return accepted
-
-
-class Server:
-    """A Pyro4 daemon serving objects from a background thread."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        host: str = LOOPBACK,
-        port: int = 0,
-        nathost: str | None = None,
-        natport: int | None = None,
-    ) -> None:
-        configure(settings)
-        try:
-            self.daemon = _Daemon(host=host, port=port, nathost=nathost, natport=_natport(nathost, natport))
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        defer_tls_handshakes(self.daemon)
-        self.daemon._pyroHmacKey = settings.key_bytes
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def register(self, obj: object, object_id: str | None = None) -> str:
-        """Register obj and return its URI."""
-        return str(self.daemon.register(obj, objectId=object_id))
-
-    def unregister(self, obj: object) -> None:
-        """Stop serving obj."""
-        self.daemon.unregister(obj)
-
-    def start(self) -> None:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(
-            target=self.daemon.requestLoop, args=(lambda: not self._stop.is_set(),), name="pyro-daemon", daemon=True
-        )
-        self._thread.start()
-
-    def serve_forever(self, stop: threading.Event) -> None:
-        """Serve until stop is set."""
-        serve_until(self.daemon, stop)
-
-    def close(self) -> None:
-        """Stop serving and close the sockets."""
-        self._stop.set()
-        self.daemon.shutdown()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.daemon.close()
 
 
 def interface_for(host: str) -> str:

@@ -24,6 +24,7 @@ from .api import MasterAPI, Sink
 from .config import Settings
 from .connection import WireConnection
 from .errors import ConnectionFailed, MasterRejected, StoreUnavailable
+from .remote_servers import Server
 from .retry import retrying
 from .wire import TaskRecord
 
@@ -77,7 +78,7 @@ class PyroConnection(WireConnection):
         self._busy: dict[int, Any] = {}  # by id: a proxy's own hash is slow Python code
         self._closed = threading.Event()  # for waits; _closing for the checks on every call
         self._closing = False
-        self._callbacks: remote.Server | None = None
+        self._callbacks: Server | None = None
 
     def __repr__(self) -> str:
         return f"<PyroConnection to {self.settings.master_name!r}>"
@@ -159,7 +160,7 @@ class PyroConnection(WireConnection):
         with self._lock:
             server = self._callbacks
         if server is None:
-            server = remote.Server(self.settings, remote.interface_for(remote.uri_host(self.address)))
+            server = Server(self.settings, remote.interface_for(remote.uri_host(self.address)))
             server.start()
             with self._lock:
                 if self._callbacks is None:

@@ -8,16 +8,21 @@
   its own pool thread: Pyro4 did the TLS handshake in the accept loop with no timeout, so one silent TCP
   connection stopped a daemon from accepting anyone else (see `defer_tls_handshakes`). That first
   message, read before the peer has proven the key, may be at most HANDSHAKE_MAX_BYTES long: Pyro4 read
-  any size whole before checking the key.
+  any size whole before checking the key. One host may hold at most a quarter of the threads with
+  connections that have not proven the key yet, and all hosts together half: silent sockets from one
+  place no longer take every thread. A connection refused for want of threads is closed at once, not
+  answered from the accept loop.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,8 +39,54 @@ HANDSHAKE_TIMEOUT = 10.0
 """Seconds a new connection has for its TLS handshake and its Pyro4 connect message."""
 HANDSHAKE_MAX_BYTES = 64 * 1024
 """Longest first message (header excepted) of a peer that has not proven the key yet (a real one: ~200 bytes)."""
-DENIED_HANDSHAKE_TIMEOUT = 1.0
-"""The same for a connection refused because the pool is full: that one is answered from the accept loop."""
+
+
+class Unproven:
+    """Connections still in their handshake, per peer host, within a share of the daemon's threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_host: collections.Counter[str] = collections.Counter()
+
+    def enter(self, host: str) -> bool:
+        """Count one more for host, unless host (or everyone) holds too many threads already."""
+        threads = max(4, Pyro4.config.THREADPOOL_SIZE)
+        with self._lock:
+            if self._by_host[host] >= threads // 4 or self._by_host.total() >= threads // 2:
+                return False
+            self._by_host[host] += 1
+            return True
+
+    def leave(self, host: str) -> None:
+        """One of host's handshakes ended."""
+        with self._lock:
+            self._by_host[host] -= 1
+            if self._by_host[host] <= 0:
+                del self._by_host[host]
+
+
+_unproven = Unproven()
+REFUSALS_LOGGED = (10, 10.0)
+"""At most this many log lines about refused connections per this many seconds: a flood must not flood the log."""
+_refusals = {"window": 0.0, "lines": 0, "unlogged": 0}
+_refusals_lock = threading.Lock()
+
+
+def log_refused(host: str, why: str) -> None:
+    """Log a refused connection, within REFUSALS_LOGGED (the next line says how many went unlogged)."""
+    lines, seconds = REFUSALS_LOGGED
+    with _refusals_lock:
+        now = time.monotonic()
+        if now - _refusals["window"] >= seconds:
+            _refusals["window"], _refusals["lines"] = now, 0
+        if _refusals["lines"] >= lines:
+            _refusals["unlogged"] += 1
+            return
+        _refusals["lines"] += 1
+        unlogged, _refusals["unlogged"] = _refusals["unlogged"], 0
+    more = f" ({unlogged} more were refused without a line)" if unlogged else ""
+    log.warning("refused a connection from %s: %s%s", host, why, more)
+
 
 _applied = threading.Lock()
 _done = False
@@ -74,8 +125,12 @@ def _bounded_handshakes() -> None:
 
     def bounded(self: Any, conn: Any, denied_reason: str | None = None) -> bool:
         sock = conn.sock
+        host = _peer(sock)
+        if denied_reason is not None or not _unproven.enter(host):  # no thread for it: hang up, wait for nothing
+            log_refused(host, denied_reason or "too many connections from there have not shown the key yet")
+            return False
         before = sock.gettimeout()
-        sock.settimeout(HANDSHAKE_TIMEOUT if denied_reason is None else DENIED_HANDSHAKE_TIMEOUT)
+        sock.settimeout(HANDSHAKE_TIMEOUT)
         try:
             if isinstance(sock, ssl.SSLSocket) and not getattr(sock, "do_handshake_on_connect", True):
                 sock.do_handshake()
@@ -84,6 +139,7 @@ def _bounded_handshakes() -> None:
             log.info("connection from %s refused before its first message: %s", _peer(sock), exc)
             return False
         finally:
+            _unproven.leave(host)
             with contextlib.suppress(OSError):
                 sock.settimeout(before)
 
@@ -110,8 +166,9 @@ class _FirstMessage:
 
 
 def _peer(sock: Any) -> str:
+    """The peer's host (its address without the port)."""
     try:
-        return str(sock.getpeername())
+        return str(sock.getpeername()[0])
     except OSError:
         return "a peer that already left"
 

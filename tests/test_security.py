@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from pyrodist import (
     Settings,
     TaskError,
     remote,
+    remote_patches,
 )
 from pyrodist import ValueEncodingError as EncodingError
 from pyrodist.cliopts import warn_if_exposed
@@ -114,7 +116,8 @@ def test_master_logs_a_refused_peer_and_carries_on(keyed: Cluster) -> None:
     with pytest.raises(Pyro4.errors.CommunicationError, match="hmac"):
         intruder.submit("os:system", ["true"])
     master_proc = next(p for p in keyed.procs.procs if "master" in p.args)  # type: ignore[operator]
-    wait_until(lambda: "refused a connection from ('127.0.0.1'" in keyed.procs.log(master_proc), what="the log line")
+    wait_until(lambda: "refused a connection from 127.0.0.1: wrong or missing key" in keyed.procs.log(master_proc),
+               what="the log line")  # fmt: skip
     with Client(ns_host="127.0.0.1", ns_port=keyed.ns_port, key=KEY) as client:
         assert client.submit(tasks.inc, 1).result(timeout=30) == 2
         assert client.stats()["submitted"] >= 1
@@ -228,6 +231,40 @@ def test_a_huge_first_message_is_refused_after_its_header_not_read_whole(procs: 
         assert client.stats()["counts"]["pending"] == 0  # and it serves the next peer as before
 
 
+def test_silent_connections_from_one_host_cannot_take_every_thread(procs: Processes) -> None:
+    cluster = start_secured(procs, "--key", "sesame", workers=0, master_args=("--max-connections", "40"))
+    master = procs.procs[1]
+    found = wait_until(lambda: re.search(r"serving at PYRO:\S+@127\.0\.0\.1:(\d+)", procs.log(master)),
+                       timeout=30, what="the master's address")  # fmt: skip
+    silent = []
+    try:
+        for _ in range(80):  # twice the master's threads, from another address, each saying nothing
+            sock = socket.socket()
+            silent.append(sock)
+            sock.bind(("127.0.0.2", 0))
+            sock.connect(("127.0.0.1", int(found.group(1))))
+        settings = Settings(ns_host="127.0.0.1", ns_port=cluster.ns_port, key="sesame", connect_timeout=3)
+        with Client(settings=settings) as client:
+            assert client.stats()["counts"]["pending"] == 0
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_flood_of_refused_connections_is_a_few_log_lines(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(remote_patches, "REFUSALS_LOGGED", (3, 60.0))
+    monkeypatch.setattr(remote_patches, "_refusals", {"window": time.monotonic(), "lines": 0, "unlogged": 0})
+    with caplog.at_level(logging.WARNING, logger="pyrodist.remote_patches"):
+        for _ in range(10):
+            remote_patches.log_refused("192.0.2.7", "too many connections")
+        assert len(caplog.records) == 3
+        remote_patches._refusals["window"] -= 61  # the next window
+        remote_patches.log_refused("192.0.2.7", "too many connections")
+    assert len(caplog.records) == 4 and "(7 more were refused without a line)" in caplog.records[-1].getMessage()
+
+
 @pytest.mark.parametrize(
     ("message", "refused"),
     [("_ssl.c:980: The handshake operation timed out", False), ("timed out", False),
@@ -332,8 +369,6 @@ def test_attribute_walks_private_names_and_builtins_are_refused(client: Client, 
 
 def test_json_messages_skip_the_class_walk_only_when_no_class_can_be_inside() -> None:
     """remote.py decodes json messages without Pyro4's "__class__" walk unless the text could hold that key."""
-    from pyrodist import remote
-
     remote.configure()
     serializer = Pyro4.util.get_serializer("json")
     error = serializer.dumps(ValueError("boom"))  # Pyro4 sends exceptions as a dict with a "__class__" key
