@@ -17,6 +17,9 @@ records are unchanged and a new batch runs, each task once.
 The real tasks finish before the storm on purpose: `fetch` is open to anyone, so a fuzzed fetch would
 legitimately lease a queued real task (which would then count 2 attempts).
 
+Beside the storm, a peer without the key makes noise on raw sockets (silent connections, first messages
+claiming 100 MB, garbage); the master's peak memory is printed with the counts.
+
 Inputs that break the contract are kept out of the storm and pinned below as strict xfails, one per bug.
 """
 
@@ -30,13 +33,17 @@ import inspect
 import math
 import operator
 import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import Pyro4
 import Pyro4.errors
+import Pyro4.message
 import Pyro4.util
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -603,6 +610,58 @@ class Storm:
         return "\n".join(lines)
 
 
+class Noise:
+    """Raw sockets beside the storm, from a peer that never shows the key: silent connections held open,
+    first messages claiming 100 MB, garbage bytes; counted, and the master must shrug them all off."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fuzz-noise", daemon=True)
+
+    def start(self) -> None:
+        """Make noise until stop."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop, closing every socket it holds."""
+        self._stop.set()
+        self._thread.join(timeout=CALL_TIMEOUT)
+
+    def _run(self) -> None:
+        silent: list[socket.socket] = []
+        huge = Pyro4.message.Message(Pyro4.message.MSG_CONNECT, b"", 2, 0, 1)
+        huge.data_size = 100 * 2**20
+        shapes = [("silent", b""), ("huge", huge._Message__header_bytes() + b"\0" * 2**16),  # type: ignore[attr-defined]
+                  ("garbage", bytes(range(256)) * 64)]  # fmt: skip
+        try:
+            while not self._stop.wait(0.05):
+                kind, data = shapes[sum(self.counts.values()) % len(shapes)]
+                try:
+                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+                    if kind == "silent" and len(silent) < 20:
+                        silent.append(sock)
+                    else:
+                        with sock:
+                            sock.sendall(data)
+                except OSError:
+                    self.counts[f"{kind} (hung up on)"] += 1
+                    continue
+                self.counts[kind] += 1
+        finally:
+            for sock in silent:
+                sock.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory a process has had, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
 def run_storm(storm: Storm) -> None:
     """The generated part: EXAMPLES batches of 6 to 12 calls, the same ones on every run."""
 
@@ -641,15 +700,22 @@ def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(procs
         assert all(r["state"] == "done" and r["attempts"] == 1 for r in before)
 
         storm.aim(real_ids, worker_id)
+        master_port = int(re.search(r"@127\.0\.0\.1:(\d+)", procs.log(procs.procs[1])).group(1))  # type: ignore[union-attr]
+        noise = Noise(master_port)
         started = time.monotonic()
         edges = edge_calls(real_ids[0])
+        noise.start()
         storm.send(edges)
         run_storm(storm)
         storm.drain()
+        noise.stop()
         seconds = time.monotonic() - started
     finally:
         storm.close()
+    peak = peak_rss_mb(procs.procs[1].pid)
     print("\n" + storm.summary(seconds, len(edges)))
+    print(f"  raw sockets from a peer without the key: {dict(noise.counts)}; master peak RSS {peak:.0f} MB")
+    assert noise.counts["silent"] and noise.counts["huge"] and noise.counts["garbage"]
     assert not storm.failures, f"{len(storm.failures)} calls broke the contract:\n" + "\n".join(storm.failures[:30])
     assert storm.total >= 6 * EXAMPLES
 
