@@ -36,7 +36,11 @@ class Sink(Protocol):
 
 
 class MasterAPI(Protocol):
-    """The master's methods, as clients and workers call them."""
+    """The master's methods, as clients and workers call them.
+
+    A client is named by a secret only it knows (`client_secret`); the master derives the client's id from
+    it (`protocol.client_id_of`), so a client's ids, seen in its task ids, let nobody collect its results.
+    """
 
     def submit(self, task: TaskSpec) -> str:
         """Queue one plain task (its values encoded by the master); its new id."""
@@ -44,8 +48,8 @@ class MasterAPI(Protocol):
     def submit_many(self, tasks: Sequence[TaskSpec]) -> list[str]:
         """Queue plain tasks (values encoded by the master); their new ids, in order. All or nothing."""
 
-    def submit_encoded(self, client_id: str, tasks: Sequence[SubmittedTask]) -> int:
-        """Queue a client's tasks (ids chosen by it, payloads encoded); a known id is left as it is."""
+    def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
+        """Queue a client's tasks (ids 'CLIENT_ID.n' chosen by it, payloads encoded); a known id is left as it is."""
 
     def fetch(self, worker: str, max_tasks: int = 1, wait: float = 0.0) -> list[FetchedTask]:
         """Lease up to max_tasks tasks to worker, waiting up to wait seconds for one."""
@@ -62,10 +66,10 @@ class MasterAPI(Protocol):
     def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish."""
 
-    def collect(self, client_id: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
+    def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """This client's finished tasks, each delivered once, waiting up to timeout for the first."""
 
-    def disconnect(self, client_id: str) -> None:
+    def disconnect(self, client_secret: str) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
 
     def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
@@ -77,7 +81,7 @@ class MasterAPI(Protocol):
     def forget(self, task_ids: Sequence[str]) -> int:
         """Drop the kept results of these finished tasks; how many were dropped."""
 
-    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
+    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
         """Deliver finished records to sink (all from now on, those listed, or one client's); the subscription id."""
 
     def unsubscribe(self, subscription_id: str) -> None:

@@ -25,8 +25,9 @@ Callback = Callable[[dict[str, Any]], Any]
 class CallbackChannel:
     """The subscription of one client and the thread that runs its on_result functions."""
 
-    def __init__(self, client_id: str, conn: Connection) -> None:
+    def __init__(self, client_id: str, client_secret: str, conn: Connection) -> None:
         self._client_id = client_id
+        self._secret = client_secret
         self._conn = conn
         self._lock = threading.Lock()
         self._functions: list[Callback] = []
@@ -41,7 +42,7 @@ class CallbackChannel:
             if self._subscription is not None:
                 return
             try:
-                self._subscription = self._conn.subscribe(self, None, self._client_id)
+                self._subscription = self._conn.subscribe(self, None, self._secret)
             except BaseException:
                 self._functions.remove(fn)
                 raise
@@ -52,7 +53,7 @@ class CallbackChannel:
         """Subscribe again (the old subscription died with a restarted master)."""
         with self._lock:
             if self._subscription is not None:
-                self._subscription = self._conn.subscribe(self, None, self._client_id)
+                self._subscription = self._conn.subscribe(self, None, self._secret)
 
     def deliver(self, records: list[TaskRecord]) -> None:
         """Queue a batch for the dispatch thread and return at once (the connection's receiver calls this)."""

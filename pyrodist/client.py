@@ -23,6 +23,7 @@ from .config import Settings
 from .connection import Connect
 from .errors import MasterRejected, PyrodistError
 from .futures import Future, FutureTable
+from .protocol import client_id_of
 from .remote_connection import PyroConnection
 from .retry import retrying
 from .values import encode_call
@@ -53,7 +54,8 @@ class Client:
         connect: Connect = PyroConnection,
     ) -> None:
         self.settings = settings or Settings.from_env(ns_host=ns_host, ns_port=ns_port, master_name=master, key=key)
-        self.id = "c" + secrets.token_hex(5)
+        self._secret = secrets.token_urlsafe(24)  # proves to the master which results are ours; never shown
+        self.id = client_id_of(self._secret)
         self._ids = itertools.count(1)
         self._conn = connect(self.settings)
         try:
@@ -66,8 +68,9 @@ class Client:
         self._max_payload = limits.max_payload
         self._settled = threading.Condition()  # shared by this client's futures (see futures.py)
         self._futures = FutureTable()
-        self._callbacks = CallbackChannel(self.id, self._conn)
-        self._collector = Collector(self.id, collecting, self._futures, limits, self._callbacks.resubscribe)
+        self._callbacks = CallbackChannel(self.id, self._secret, self._conn)
+        self._collector = Collector(self.id, self._secret, collecting, self._futures, limits,
+                                    self._callbacks.resubscribe)  # fmt: skip
         self._closed = False
 
     def __repr__(self) -> str:
@@ -163,7 +166,7 @@ class Client:
 
         try:  # ids make a retried submit idempotent
             retrying(
-                lambda: self._conn.submit_encoded(self.id, tasks), MasterRejected, start=0.05, cap=2.0,
+                lambda: self._conn.submit_encoded(self._secret, tasks), MasterRejected, start=0.05, cap=2.0,
                 give_up=lambda exc: not (wait_when_full and "queue full" in str(exc)), on_retry=waiting,
             )  # fmt: skip
         except BaseException:
@@ -215,7 +218,7 @@ class Client:
         stranded = self._futures.drain()
         self._conn.reconnect_for = 0.0
         try:
-            self._conn.disconnect(self.id)  # ends the collector's long-poll, frees the master's outbox now
+            self._conn.disconnect(self._secret)  # ends the collector's long-poll, frees the master's outbox now
         except PyrodistError as exc:  # gone already: it forgets this client by itself
             log.info("client %s: could not say goodbye: %s", self.id, exc)
         self._conn.close()  # ends calls in flight

@@ -42,9 +42,16 @@ class Collector:
     """The thread that settles a client's futures (see the module docstring)."""
 
     def __init__(
-        self, client_id: str, conn: Connection, futures: FutureTable, limits: Limits, on_restart: Callable[[], None]
+        self,
+        client_id: str,
+        client_secret: str,
+        conn: Connection,
+        futures: FutureTable,
+        limits: Limits,
+        on_restart: Callable[[], None],
     ) -> None:
         self._client_id = client_id
+        self._secret = client_secret
         self._conn = conn
         self._futures = futures
         self._epoch = limits.epoch
@@ -88,7 +95,7 @@ class Collector:
                     reconnects = self._conn.reconnects
                     self.recover()  # results may have finished, or been lost, while we were away
                     lost = False
-                self._futures.settle(self._conn.collect(self._client_id, COLLECT_WAIT, COLLECT_MOST))
+                self._futures.settle(self._conn.collect(self._secret, COLLECT_WAIT, COLLECT_MOST))
                 gone_since = None
             except ConnectionFailed as exc:
                 if self.closed:

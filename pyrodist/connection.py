@@ -73,9 +73,9 @@ class WireConnection(MasterAPI):
         """Queue plain tasks; their new ids, in order."""
         return list(self._invoke(MasterAPI.submit_many, [task.to_wire() for task in tasks]))
 
-    def submit_encoded(self, client_id: str, tasks: Sequence[SubmittedTask]) -> int:
+    def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
         """Queue a client's tasks (a retried call is harmless: known ids are left as they are)."""
-        return int(self._invoke(MasterAPI.submit_encoded, client_id, [task.to_wire() for task in tasks]))
+        return int(self._invoke(MasterAPI.submit_encoded, client_secret, [task.to_wire() for task in tasks]))
 
     def fetch(self, worker: str, max_tasks: int = 1, wait: float = 0.0) -> list[FetchedTask]:
         """Lease up to max_tasks tasks, waiting up to wait seconds for one."""
@@ -97,13 +97,13 @@ class WireConnection(MasterAPI):
         """The task's record, waiting up to timeout seconds for it to finish (json callers get the payload)."""
         return TaskRecord.from_wire(self._invoke(MasterAPI.result, task_id, timeout))
 
-    def collect(self, client_id: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
+    def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """This client's finished tasks."""
-        return [Finished.from_wire(r) for r in self._invoke(MasterAPI.collect, client_id, timeout, max_items)]
+        return [Finished.from_wire(r) for r in self._invoke(MasterAPI.collect, client_secret, timeout, max_items)]
 
-    def disconnect(self, client_id: str) -> None:
+    def disconnect(self, client_secret: str) -> None:
         """Tell the master this client is leaving."""
-        self._invoke(MasterAPI.disconnect, client_id)
+        self._invoke(MasterAPI.disconnect, client_secret)
 
     def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
         """The records of these tasks; None for unknown ids."""
@@ -172,11 +172,11 @@ class LocalConnection(WireConnection):
         except OSError as exc:  # only the master's store says so
             raise StoreUnavailable(f"{method.__name__}: {exc}") from exc
 
-    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
+    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
         """Deliver finished records to sink, through the wire's plain values."""
         try:
             subscribe = getattr(self._service, MasterAPI.subscribe.__name__)  # the sink passes as it is, not as json
-            return str(subscribe(_WireSink(sink), None if task_ids is None else list(task_ids), client_id))
+            return str(subscribe(_WireSink(sink), None if task_ids is None else list(task_ids), client_secret))
         except (ValueError, TypeError) as exc:
             raise MasterRejected(f"subscribe: {exc}") from exc
 

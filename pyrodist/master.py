@@ -34,7 +34,7 @@ from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
-from .protocol import FINISHED_STATES, MAX_BATCH, TaskState
+from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of
 from .registry import WorkerRegistry
 from .retry import Periodic
 from .store import TaskStore
@@ -110,10 +110,14 @@ class Master(MasterAPI):
         self._queue(new)
         return [t.id for t in new]
 
-    def submit_encoded(self, client_id: str, tasks: Sequence[SubmittedTask]) -> int:
-        """Queue a client's tasks with pre-encoded payloads (the client's path)."""
-        new = [self._new_task(t.task_id, t.func, t.payload, t.options, client_id) for t in tasks]
-        self._queue(new, client_id)
+    def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
+        """Queue a client's tasks with pre-encoded payloads (the client's path); their ids must be the client's."""
+        owner = client_id_of(client_secret)
+        for i, task in enumerate(tasks):
+            if not task.task_id.startswith(owner + "."):
+                raise ValueError(f"tasks[{i}]: task id {task.task_id!r} is not one of this client's ({owner}.N)")
+        new = [self._new_task(t.task_id, t.func, t.payload, t.options, owner) for t in tasks]
+        self._queue(new, owner)
         return len(new)
 
     def _new_task(self, task_id: str, func: str, payload: str, options: Any, owner: str | None = None) -> Task:
@@ -201,16 +205,18 @@ class Master(MasterAPI):
             self._finished.wait_for(lambda: self._ending() or self._known(task_id).state in FINISHED_STATES, timeout)
             return self._known(task_id).record()
 
-    def collect(self, client_id: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
+    def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
+        owner = client_id_of(client_secret)
         with self._lock:
-            return self._outboxes.take(client_id, timeout, max_items, self._clock())
+            return self._outboxes.take(owner, timeout, max_items, self._clock())
 
-    def disconnect(self, client_id: str) -> None:
+    def disconnect(self, client_secret: str) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
+        owner = client_id_of(client_secret)
         with self._lock:
-            self._outboxes.drop(client_id)
-        self._notifier.unsubscribe_owner(client_id)
+            self._outboxes.drop(owner)
+        self._notifier.unsubscribe_owner(owner)
 
     def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
         """Records of these tasks, None for ids this master does not know."""
@@ -234,18 +240,19 @@ class Master(MasterAPI):
         with self._lock:
             return len(self._store.forget(task_ids, self._clock()))
 
-    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
+    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
         """Deliver finished records to sink: all from now on, those listed (finished ones at once), or one client's."""
-        self.check_subscription(task_ids, client_id)
+        self.check_subscription(task_ids, client_secret)
+        owner = None if client_secret is None else client_id_of(client_secret)
         with self._lock:
             done = [t.record() for t in map(self._known, task_ids or ()) if t.state in FINISHED_STATES]
-            sub_id = self._notifier.subscribe(sink, task_ids, client_id)
+            sub_id = self._notifier.subscribe(sink, task_ids, owner)
             self._notifier.publish([(record, None) for record in done], only=sub_id)
         return sub_id
 
-    def check_subscription(self, task_ids: Sequence[str] | None, client_id: str | None) -> None:
+    def check_subscription(self, task_ids: Sequence[str] | None, client_secret: str | None) -> None:
         """Refuse a subscription beyond the limits or naming unknown tasks (before its sink is built)."""
-        self._notifier.check_room(client_id)
+        self._notifier.check_room(None if client_secret is None else client_id_of(client_secret))
         with self._lock:
             for task_id in task_ids or ():
                 self._known(task_id)

@@ -155,7 +155,7 @@ class PyroConnection(WireConnection):
         finally:
             self._checkin(proxy)
 
-    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_id: str | None = None) -> str:
+    def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
         """Have the master call sink back (through a callback daemon this connection starts); never retried."""
         with self._lock:
             server = self._callbacks
@@ -172,7 +172,7 @@ class PyroConnection(WireConnection):
         uri = server.register(receiver)
         ids = None if task_ids is None else list(task_ids)
         try:
-            return str(self._call_once(MasterAPI.subscribe, (remote.callback_ref(uri), ids, client_id)))
+            return str(self._call_once(MasterAPI.subscribe, (remote.callback_ref(uri), ids, client_secret)))
         except BaseException:
             server.unregister(receiver)
             raise

@@ -92,11 +92,11 @@ class MasterService:
         with _plain():
             return self._master.submit_many(specs)
 
-    def submit_encoded(self, client_id: Any, tasks: Any) -> int:
+    def submit_encoded(self, client_secret: Any, tasks: Any) -> int:
         """Queue tasks given as [task_id, func, payload, options] with pre-encoded payloads (the client's path)."""
-        client = check_name(client_id, "client_id")
+        client = check_name(client_secret, "client_secret")
         items = enumerate(check_batch(tasks, "tasks"))
-        checked = [SubmittedTask.from_wire(i, item, client, self._limit) for i, item in items]
+        checked = [SubmittedTask.from_wire(i, item, self._limit) for i, item in items]
         with _plain():
             return self._master.submit_encoded(client, checked)
 
@@ -127,16 +127,16 @@ class MasterService:
         record = self._master.result(check_task_id(task_id), check_number(timeout, "timeout", 0, 1e9))
         return record.to_plain(self._caller_uses_json())
 
-    def collect(self, client_id: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[Wire]:
+    def collect(self, client_secret: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[Wire]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
-        client = check_name(client_id, "client_id")
+        client = check_name(client_secret, "client_secret")
         wait = check_number(timeout, "timeout", 0, MAX_WAIT)
         most = int(check_number(max_items, "max_items", 1, 1_000_000))
         return [record.to_wire() for record in self._master.collect(client, wait, most)]
 
-    def disconnect(self, client_id: Any) -> None:
+    def disconnect(self, client_secret: Any) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
-        self._master.disconnect(check_name(client_id, "client_id"))
+        self._master.disconnect(check_name(client_secret, "client_secret"))
 
     def lookup(self, task_ids: Any) -> list[Wire | None]:
         """Encoded records of these tasks, None for ids this master does not know."""
@@ -151,10 +151,10 @@ class MasterService:
         """Drop the kept results of these finished tasks now; returns how many were forgotten."""
         return self._master.forget(check_ids(task_ids, "task_ids"))
 
-    def subscribe(self, callback: Any, task_ids: Any = None, client_id: Any = None) -> str:
-        """Call callback.task_done(record) once per finished task (all from now on, or those listed)."""
+    def subscribe(self, callback: Any, task_ids: Any = None, client_secret: Any = None) -> str:
+        """Call callback.task_done(record) once per finished task (all from now on, those listed, or a client's)."""
         ids = None if task_ids is None else [check_task_id(i) for i in check_batch(task_ids, "task_ids", 1_000_000)]
-        client = None if client_id is None else check_name(client_id, "client_id")
+        client = None if client_secret is None else check_name(client_secret, "client_secret")
         self._master.check_subscription(ids, client)  # cheap checks before calling the subscriber back
         return self._master.subscribe(self._make_sink(callback), ids, client)
 

@@ -12,7 +12,8 @@ import threading
 
 import pytest
 
-from pyrodist import PyrodistError, TaskLost
+from pyrodist import MasterRejected, PyrodistError, TaskLost
+from pyrodist.wire import SubmittedTask
 from tests import tasks
 from tests.conftest import InProcess, Processes, start_cluster, start_linked_worker, wait_until
 
@@ -34,6 +35,21 @@ def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Proc
         assert sorted(results) == list(range(1, 41))
         with cluster.client() as other:  # the pool still has room for newcomers
             assert other.submit(tasks.inc, 0).result(timeout=30) == 1
+
+
+def test_another_client_that_knows_a_clients_id_cannot_take_its_results(inproc: InProcess) -> None:
+    victim = inproc.client()
+    futures = victim.map(tasks.inc, range(300))
+    assert all(f.task_id.startswith(victim.id + ".") for f in futures)  # the id is no secret: it is in every task id
+    thief = inproc.connect()
+    with pytest.raises(MasterRejected, match="not one of this client's"):  # nor can it add tasks as the victim
+        thief.submit_encoded(victim.id, [SubmittedTask(f"{victim.id}.999", "tests.tasks:inc", "[[1],{}]", {})])
+    inproc.start_worker()
+    stolen = []
+    while len(stolen) < 300 and not all(f.done() for f in futures):  # bounded: the victim's futures end it
+        stolen += thief.collect(victim.id, 0.05, 10_000)
+    assert stolen == []
+    assert victim.gather(futures, timeout=30) == list(range(1, 301))
 
 
 def test_cancel_storm_never_raises_and_settles_every_future(inproc: InProcess) -> None:

@@ -84,9 +84,9 @@ def test_chunksize_is_the_number_of_calls_per_submit(client: Client, monkeypatch
     sent: list[int] = []
     submit_encoded = client._conn.submit_encoded
 
-    def spy(client_id: str, submitted: Any) -> int:
+    def spy(client_secret: str, submitted: Any) -> int:
         sent.append(len(submitted))
-        return submit_encoded(client_id, submitted)
+        return submit_encoded(client_secret, submitted)
 
     monkeypatch.setattr(client._conn, "submit_encoded", spy)
     with ClusterExecutor(client) as ex:

@@ -14,15 +14,17 @@ from hypothesis import strategies as st
 from pyrodist import ConnectionFailed, MasterRejected, PyrodistError, Settings
 from pyrodist.connection import LocalConnection
 from pyrodist.master import Master
-from pyrodist.protocol import MAX_BATCH, MAX_WAIT
+from pyrodist.protocol import MAX_BATCH, MAX_WAIT, client_id_of
 from pyrodist.service import REMOTE_METHODS, MasterService
 from pyrodist.values import encode_call
 from pyrodist.wire import TaskRecord, TaskSpec
 from tests.conftest import FakeClock
 
-CLIENT = "c-1"
-DONE, RUNNING, PENDING = f"{CLIENT}.1", f"{CLIENT}.2", f"{CLIENT}.3"
-NEW = (f"{CLIENT}.10", f"{CLIENT}.11")
+CLIENT = "secret-of-client-1"
+"""The client's secret; its id (the prefix of its task ids) is derived from it."""
+OWNER = client_id_of(CLIENT)
+DONE, RUNNING, PENDING = f"{OWNER}.1", f"{OWNER}.2", f"{OWNER}.3"
+NEW = (f"{OWNER}.10", f"{OWNER}.11")
 """Ids the refused calls below try to submit."""
 ECHO = "tests.tasks:echo"
 ARGS = encode_call([1], {})
@@ -119,12 +121,13 @@ REFUSED = [
     ("submit_many", ([*MANY, {"func": ECHO, "options": {"bogus": 1}}],), ValueError, "'bogus'"),
     ("submit_many", ([*MANY, {"func": ECHO, "args": [BIG]}],), ValueError, f"the limit is {LIMIT}"),
     ("submit_many", (MANY * 10,), ValueError, "queue full"),
-    ("submit_encoded", ("", [GOOD]), TypeError, "client_id"),
-    ("submit_encoded", ("c" * 129, [GOOD]), TypeError, "client_id"),
-    ("submit_encoded", (5, [GOOD]), TypeError, "client_id"),
+    ("submit_encoded", ("", [GOOD]), TypeError, "client_secret"),
+    ("submit_encoded", ("c" * 129, [GOOD]), TypeError, "client_secret"),
+    ("submit_encoded", (5, [GOOD]), TypeError, "client_secret"),
     ("submit_encoded", (CLIENT, "abc"), TypeError, "tasks"),
     ("submit_encoded", (CLIENT, [GOOD] * (MAX_BATCH + 1)), ValueError, "tasks holds"),
     ("submit_encoded", (CLIENT, [GOOD, entry("c-2.11")]), ValueError, "tasks[1]"),
+    ("submit_encoded", (OWNER, [GOOD]), ValueError, "tasks[0]: task id"),  # the id is no proof: the secret is
     ("submit_encoded", (CLIENT, [GOOD, entry(NEW[1], payload=BIG)]), ValueError, "tasks[1]: payload"),
     ("submit_encoded", (CLIENT, [GOOD, entry(NEW[1], payload=5)]), ValueError, "tasks[1]: payload"),
     ("submit_encoded", (CLIENT, [GOOD, entry(NEW[1])[:3]]), TypeError, "tasks[1]"),
@@ -133,7 +136,7 @@ REFUSED = [
     ("submit_encoded", (CLIENT, [GOOD, entry(NEW[1], func="bad ref")]), ValueError, "function reference"),
     ("submit_encoded", (CLIENT, [GOOD, entry(NEW[1], options={"bogus": 1})]), ValueError, "'bogus'"),
     ("submit_encoded", (CLIENT, [GOOD, entry(NEW[1], options={"retries": -1})]), ValueError, "'retries'"),
-    ("submit_encoded", (CLIENT, [entry(f"{CLIENT}.q{i}") for i in range(10)]), ValueError, "queue full"),
+    ("submit_encoded", (CLIENT, [entry(f"{OWNER}.q{i}") for i in range(10)]), ValueError, "queue full"),
     ("fetch", ("",), TypeError, "worker"),
     ("fetch", ("w" * 129,), TypeError, "worker"),
     ("fetch", (None,), TypeError, "worker"),
@@ -172,14 +175,14 @@ REFUSED = [
     ("result", (DONE, -1), ValueError, "timeout"),
     ("result", (DONE, NAN), ValueError, "timeout"),
     ("result", (DONE, True), ValueError, "timeout"),
-    ("collect", ("",), TypeError, "client_id"),
+    ("collect", ("",), TypeError, "client_secret"),
     ("collect", (CLIENT, -1), ValueError, "timeout"),
     ("collect", (CLIENT, MAX_WAIT + 1), ValueError, "timeout"),
     ("collect", (CLIENT, 0, 0), ValueError, "max_items"),
     ("collect", (CLIENT, 0, 1_000_001), ValueError, "max_items"),
     ("collect", (CLIENT, 0, True), ValueError, "max_items"),
-    ("disconnect", ("",), TypeError, "client_id"),
-    ("disconnect", (5,), TypeError, "client_id"),
+    ("disconnect", ("",), TypeError, "client_secret"),
+    ("disconnect", (5,), TypeError, "client_secret"),
     ("lookup", (DONE,), TypeError, "task_ids"),
     ("lookup", ([DONE, 5],), TypeError, "task_ids[1]"),
     ("lookup", ([DONE] * (MAX_BATCH + 1),), ValueError, "task_ids holds"),
@@ -193,8 +196,8 @@ REFUSED = [
     ("subscribe", (Sink(), PENDING), TypeError, "task_ids"),
     ("subscribe", (Sink(), [PENDING, 5]), ValueError, "task id"),
     ("subscribe", (Sink(), [PENDING, "nope"]), ValueError, "unknown task id"),
-    ("subscribe", (Sink(), None, ""), TypeError, "client_id"),
-    ("subscribe", (Sink(), None, 5), TypeError, "client_id"),
+    ("subscribe", (Sink(), None, ""), TypeError, "client_secret"),
+    ("subscribe", (Sink(), None, 5), TypeError, "client_secret"),
     ("unsubscribe", (5,), ValueError, "unknown subscription"),
     ("unsubscribe", (None,), ValueError, "unknown subscription"),
     ("unsubscribe", ("sub-999",), ValueError, "unknown subscription"),
@@ -243,7 +246,7 @@ def test_subscriptions_beyond_the_per_client_limit_are_refused(served: Served) -
     for _ in range(most):
         svc.subscribe(Sink(), None, CLIENT)
     before = served.snapshot()
-    with pytest.raises(ValueError, match=f"client {CLIENT} has {most} subscriptions"):
+    with pytest.raises(ValueError, match=f"client {OWNER} has {most} subscriptions"):
         svc.subscribe(Sink(), None, CLIENT)
     assert served.snapshot() == before
 

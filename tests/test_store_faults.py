@@ -266,8 +266,8 @@ def test_a_full_disk_loses_no_result_and_the_master_catches_up_by_itself(small_d
 
         error = wait_until(failing, timeout=30, what="the store to fill up")
         assert "full" in error
-        with pytest.raises(StoreUnavailable, match="full"):
-            client.submit(tasks.inc, 1)
+        with pytest.raises(StoreUnavailable, match="full"):  # 1 MB of arguments: far more than is left
+            client.submit(tasks.echo, "x" * 1_000_000)
         assert all(worker.poll() is None for worker in workers), "a worker exited on the master's store error"
         assert not all(f.done() for f in futures)
 
