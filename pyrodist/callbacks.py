@@ -2,11 +2,14 @@
 
 The master pushes finished records to the connection's callback receiver, which only queues them; one
 thread here decodes each value and calls the functions, so a slow function never makes the master drop
-this client. A raising function is logged, never propagated.
+this client. A raising function is logged, never propagated. After the client reconnected, the records
+its collector found finished meanwhile come here too (their pushes may have died with a restarted
+master's subscriptions); a task already called back for is skipped, so each is called back once.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -20,6 +23,8 @@ from .wire import TaskRecord
 log = logging.getLogger(__name__)
 
 Callback = Callable[[dict[str, Any]], Any]
+REMEMBERED = 100_000
+"""Task ids called back for that are remembered, so that a record that comes twice is called back once."""
 
 
 class CallbackChannel:
@@ -59,6 +64,13 @@ class CallbackChannel:
         """Queue a batch for the dispatch thread and return at once (the connection's receiver calls this)."""
         self._inbox.put(records)
 
+    def recovered(self, records: list[TaskRecord]) -> None:
+        """Records the collector found finished after a reconnect: called back unless they were already."""
+        with self._lock:
+            subscribed = self._subscription is not None
+        if subscribed and records:
+            self._inbox.put(records)
+
     def close(self) -> None:
         """Unsubscribe (when the master is there) and stop the dispatch thread once it has run what is queued."""
         with self._lock:
@@ -74,9 +86,15 @@ class CallbackChannel:
             thread.join(5.0)
 
     def _dispatch(self) -> None:
+        seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         while (records := self._inbox.get()) is not None:
             functions = list(self._functions)
             for record in records:
+                if record.id in seen:
+                    continue
+                seen[record.id] = None
+                if len(seen) > REMEMBERED:
+                    seen.popitem(last=False)
                 public = record.to_plain()  # an undecodable value reads None, with an error saying why
                 for fn in functions:
                     try:

@@ -70,7 +70,7 @@ class Client:
         self._futures = FutureTable()
         self._callbacks = CallbackChannel(self.id, self._secret, self._conn)
         self._collector = Collector(self.id, self._secret, collecting, self._futures, limits,
-                                    self._callbacks.resubscribe)  # fmt: skip
+                                    self._callbacks.resubscribe, self._callbacks.recovered)  # fmt: skip
         self._closed = False
 
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ from .connection import Connection
 from .errors import ConnectionFailed, MasterNotFound, TaskLost
 from .futures import FutureTable
 from .protocol import FINISHED_STATES, MAX_BATCH
-from .wire import Limits
+from .wire import Limits, TaskRecord
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Collector:
         futures: FutureTable,
         limits: Limits,
         on_restart: Callable[[], None],
+        on_recovered: Callable[[list[TaskRecord]], None],
     ) -> None:
         self._client_id = client_id
         self._secret = client_secret
@@ -57,6 +58,7 @@ class Collector:
         self._epoch = limits.epoch
         self._durable = limits.durable
         self._on_restart = on_restart
+        self._on_recovered = on_recovered
         self._cond = threading.Condition()
         self._used = False
         self._closed = False
@@ -144,7 +146,9 @@ class Collector:
             self._on_restart()
         for chunk in batches(self._futures.sent()):
             records = self._conn.lookup(chunk)
-            self._futures.settle([r.finished_record() for r in records if r is not None and r.state in FINISHED_STATES])
+            finished = [r for r in records if r is not None and r.state in FINISHED_STATES]
+            self._futures.settle([r.finished_record() for r in finished])
+            self._on_recovered(finished)  # on_result too: their pushes may have died with the old subscription
             for task_id in [i for i, r in zip(chunk, records, strict=True) if r is None]:
                 future = self._futures.pop(task_id)
                 if future is not None and not future.done():

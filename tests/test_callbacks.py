@@ -8,10 +8,12 @@ and a client's on_result through its callback daemon.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import Pyro4
@@ -20,7 +22,7 @@ import pytest
 from pyrodist import Client
 from pyrodist.wire import TaskRecord, TaskSpec
 from tests import tasks
-from tests.conftest import Cluster, InProcess, wait_until
+from tests.conftest import Cluster, InProcess, Processes, start_cluster, wait_until
 
 
 @pytest.fixture
@@ -246,3 +248,20 @@ def test_client_callbacks_carry_failures_too(cluster: Cluster) -> None:
         echoed = client.submit(tasks.echo, {b"k": (1, {2})})
         wait_until(lambda: len(seen) == 2, what="the second record")
         assert seen[1]["id"] == echoed.task_id and seen[1]["value"] == {b"k": (1, {2})}
+
+
+def test_on_result_calls_back_each_task_once_across_a_master_restart(procs: Processes, tmp_path: Path) -> None:
+    store = str(tmp_path / "state.db")
+    cluster = start_cluster(procs, workers=0, master_args=("--store", store))
+    master = procs.procs[1]
+    with cluster.client() as client:
+        called: list[str] = []
+        client.on_result(lambda record: called.append(record["id"]))
+        futures = client.map(tasks.inc, range(300))  # no worker yet: all pending when the master dies
+        master.send_signal(signal.SIGKILL)
+        master.wait(timeout=10)
+        cluster.start_worker()  # it runs them all as soon as the new master is up, before the client is back
+        procs.start("master", *cluster.ns_args, "--lease-timeout", "3", "--store", store)
+        assert client.gather(futures, timeout=60) == list(range(1, 301))
+        wait_until(lambda: len(called) >= 300, timeout=30, what="a callback for every task")
+        assert sorted(called) == sorted(f.task_id for f in futures)  # each once
