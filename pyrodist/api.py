@@ -40,6 +40,9 @@ class MasterAPI(Protocol):
 
     A client is named by a secret only it knows (`client_secret`); the master derives the client's id from
     it (`protocol.client_id_of`), so a client's ids, seen in its task ids, let nobody collect its results.
+    A client's tasks are seen (looked up, waited for, cancelled, forgotten, subscribed to) only with its
+    secret, or with a secret made with the master's admin key (`protocol.admin_secret`); tasks submitted
+    without a client (`submit`, `submit_many`: random ids) by anyone who has their id.
     """
 
     def submit(self, task: TaskSpec) -> str:
@@ -63,8 +66,8 @@ class MasterAPI(Protocol):
     def release(self, worker: str, leases: Sequence[tuple[str, int]]) -> int:
         """Give back fetched tasks (id and lease token) the worker will not run; how many were given back."""
 
-    def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
-        """The task's record, waiting up to timeout seconds for it to finish."""
+    def result(self, task_id: str, timeout: float = 0.0, client_secret: str | None = None) -> TaskRecord:
+        """The task's record, waiting up to timeout seconds for it to finish (a client's task: its secret)."""
 
     def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """This client's finished tasks, each delivered once, waiting up to timeout for the first."""
@@ -72,14 +75,14 @@ class MasterAPI(Protocol):
     def disconnect(self, client_secret: str) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
 
-    def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
-        """The records of these tasks; None for ids the master does not know."""
+    def lookup(self, task_ids: Sequence[str], client_secret: str | None = None) -> list[TaskRecord | None]:
+        """The records of these tasks; None for ids the master does not know, or of another client's tasks."""
 
-    def cancel(self, task_id: str) -> bool:
-        """Cancel a task that has not finished; False when it had."""
+    def cancel(self, task_id: str, client_secret: str | None = None) -> bool:
+        """Cancel a task that has not finished (a client's task: with its secret); False when it had."""
 
-    def forget(self, task_ids: Sequence[str]) -> int:
-        """Drop the kept results of these finished tasks; how many were dropped."""
+    def forget(self, task_ids: Sequence[str], client_secret: str | None = None) -> int:
+        """Drop the kept results of these finished tasks (a client's: with its secret); how many were dropped."""
 
     def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
         """Deliver finished records to sink (all from now on, those listed, or one client's); the subscription id."""

@@ -40,10 +40,12 @@ from .config import DEFAULT_MASTER_NAME, env_name, read_config_file
 from .errors import ConfigError, TaskError
 from .masterd import MasterOptions, serve_master
 from .progressbar import Spinner
+from .remote_connection import PyroConnection
 from .remote_servers import start_nameserver
 from .sqlstore import SYNC_MODES, check_file
 from .statustext import format_status, format_task
 from .texttable import format_table
+from .wire import TaskSpec
 from .worker import DEFAULT_GRACE, Worker
 
 log = logging.getLogger(__name__)
@@ -200,11 +202,16 @@ def worker(imports: tuple[str, ...], concurrency: int | None, prefetch: int | No
 def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | None, **options: Any) -> None:
     """Run FUNC ('package.module:name') with ARGS (Python literals, else strings); print the result."""
     values = [parse_arg(a) for a in args]
-    with Client(settings=settings_from(**options)) as client:
+    settings = settings_from(**options)
+    if no_wait:  # a task of no client: its id alone reads it later, from anywhere (`pyrodist status ID`)
+        conn = PyroConnection(settings)
+        try:
+            click.echo(conn.submit(TaskSpec(func, values, {})))
+        finally:
+            conn.close()
+        return
+    with Client(settings=settings) as client:
         future = client.submit(func, *values)
-        if no_wait:
-            click.echo(future.task_id)
-            return
         try:
             with Spinner(f"waiting for task {future.task_id}"):
                 value = future.result(timeout)

@@ -23,7 +23,7 @@ from .config import Settings
 from .connection import Connect
 from .errors import MasterRejected, PyrodistError
 from .futures import Future, FutureTable
-from .protocol import client_id_of
+from .protocol import admin_secret, client_id_of
 from .remote_connection import PyroConnection
 from .retry import retrying
 from .values import encode_call
@@ -52,9 +52,15 @@ class Client:
         key: str | None = None,
         settings: Settings | None = None,
         connect: Connect = PyroConnection,
+        secret: str | None = None,
     ) -> None:
+        """secret: an earlier client's `secret`, to reach its tasks again (after a restart, from another
+        process); by default a new one. Whoever holds it can read, cancel and collect those tasks."""
         self.settings = settings or Settings.from_env(ns_host=ns_host, ns_port=ns_port, master_name=master, key=key)
-        self._secret = secrets.token_urlsafe(24)  # proves to the master which results are ours; never shown
+        # The secret proves to the master which tasks are ours; with the operator's admin key in it, this
+        # client sees every client's tasks too (the CLI and monitoring).
+        own = secret or secrets.token_urlsafe(24)
+        self._secret = admin_secret(self.settings.admin_key, own) if self.settings.admin_key else own
         self.id = client_id_of(self._secret)
         self._ids = itertools.count(1)
         self._conn = connect(self.settings)
@@ -72,6 +78,11 @@ class Client:
         self._collector = Collector(self.id, self._secret, collecting, self._futures, limits,
                                     self._callbacks.resubscribe, self._callbacks.recovered)  # fmt: skip
         self._closed = False
+
+    @property
+    def secret(self) -> str:
+        """What proves this client's tasks are its own: give it to Client(secret=...) to reach them again."""
+        return self._secret
 
     def __repr__(self) -> str:
         return f"<pyrodist.Client {self.id} master={self.settings.master_name!r} outstanding={len(self._futures)}>"
@@ -186,7 +197,7 @@ class Client:
 
     def lookup(self, task_ids: Iterable[str]) -> list[Record | None]:
         """The master's records of these tasks (state, worker, attempts, errors, times); None for unknown ids."""
-        records = [r for chunk in batches(list(task_ids)) for r in self._conn.lookup(chunk)]
+        records = [r for chunk in batches(list(task_ids)) for r in self._conn.lookup(chunk, self._secret)]
         return [None if record is None else record.to_wire() for record in records]
 
     def stats(self) -> dict[str, Any]:
@@ -196,11 +207,11 @@ class Client:
     def forget(self, tasks: Iterable[Future | str]) -> int:
         """Drop the master's copy of these finished tasks' results now (futures keep theirs); how many were dropped."""
         ids = [t.task_id if isinstance(t, Future) else t for t in tasks]
-        return sum(self._conn.forget(chunk) for chunk in batches(ids))
+        return sum(self._conn.forget(chunk, self._secret) for chunk in batches(ids))
 
     def _cancel(self, task_id: str) -> bool:
         try:
-            cancelled = self._conn.cancel(task_id)
+            cancelled = self._conn.cancel(task_id, self._secret)
         except PyrodistError as exc:
             log.warning("could not cancel task %s: %s", task_id, exc)
             return False

@@ -145,7 +145,7 @@ class Collector:
             self._epoch = epoch
             self._on_restart()
         for chunk in batches(self._futures.sent()):
-            records = self._conn.lookup(chunk)
+            records = self._conn.lookup(chunk, self._secret)
             finished = [r for r in records if r is not None and r.state in FINISHED_STATES]
             self._futures.settle([r.finished_record() for r in finished])
             self._on_recovered(finished)  # on_result too: their pushes may have died with the old subscription

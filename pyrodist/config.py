@@ -44,6 +44,8 @@ class Settings:
     """Size of the master's Pyro4 thread pool: each worker holds 2 connections, each client up to 3."""
     key: str | None = dataclasses.field(default=None, repr=False)
     """Shared secret authenticating every connection (Pyro4 HMAC); None means no authentication."""
+    admin_key: str | None = dataclasses.field(default=None, repr=False)
+    """Secret of the operator: a master given one lets clients that hold it see every client's tasks."""
     tls_cert: str | None = None
     """This process's TLS certificate (PEM); turns TLS on."""
     tls_key: str | None = None

@@ -93,9 +93,9 @@ class WireConnection(MasterAPI):
         """Give back fetched tasks (id and lease token)."""
         return int(self._invoke(MasterAPI.release, worker, [[task_id, token] for task_id, token in leases]))
 
-    def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
+    def result(self, task_id: str, timeout: float = 0.0, client_secret: str | None = None) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish (json callers get the payload)."""
-        return TaskRecord.from_wire(self._invoke(MasterAPI.result, task_id, timeout))
+        return TaskRecord.from_wire(self._invoke(MasterAPI.result, task_id, timeout, client_secret))
 
     def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """This client's finished tasks."""
@@ -105,18 +105,18 @@ class WireConnection(MasterAPI):
         """Tell the master this client is leaving."""
         self._invoke(MasterAPI.disconnect, client_secret)
 
-    def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
-        """The records of these tasks; None for unknown ids."""
-        records = self._invoke(MasterAPI.lookup, list(task_ids))
+    def lookup(self, task_ids: Sequence[str], client_secret: str | None = None) -> list[TaskRecord | None]:
+        """The records of these tasks; None for unknown ids (and another client's)."""
+        records = self._invoke(MasterAPI.lookup, list(task_ids), client_secret)
         return [None if r is None else TaskRecord.from_wire(r) for r in records]
 
-    def cancel(self, task_id: str) -> bool:
+    def cancel(self, task_id: str, client_secret: str | None = None) -> bool:
         """Cancel a task that has not finished."""
-        return bool(self._invoke(MasterAPI.cancel, task_id))
+        return bool(self._invoke(MasterAPI.cancel, task_id, client_secret))
 
-    def forget(self, task_ids: Sequence[str]) -> int:
+    def forget(self, task_ids: Sequence[str], client_secret: str | None = None) -> int:
         """Drop the kept results of these finished tasks."""
-        return int(self._invoke(MasterAPI.forget, list(task_ids)))
+        return int(self._invoke(MasterAPI.forget, list(task_ids), client_secret))
 
     def unsubscribe(self, subscription_id: str) -> None:
         """Stop a subscription."""

@@ -34,7 +34,7 @@ from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
-from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of
+from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of, holds_admin_key
 from .registry import WorkerRegistry
 from .retry import Periodic
 from .store import TaskStore
@@ -62,6 +62,8 @@ NO_OPTIONS: dict[str, Any] = {}
 """Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
 REAP_EVERY = 0.25
 """Seconds between two rounds of the reaper."""
+ADMIN = "*admin*"
+"""The caller that holds the admin key (no client id looks like this)."""
 
 
 def unknown_task(task_id: str, epoch: str, durable: bool) -> ValueError:
@@ -199,11 +201,13 @@ class Master(MasterAPI):
 
     # ---- results
 
-    def result(self, task_id: str, timeout: float = 0.0) -> TaskRecord:
-        """The task's record, waiting up to timeout seconds for it to finish."""
+    def result(self, task_id: str, timeout: float = 0.0, client_secret: str | None = None) -> TaskRecord:
+        """The task's record, waiting up to timeout seconds for it to finish (a client's task: its secret)."""
+        caller = self._caller(client_secret)
         with self._lock:  # a durable store hands out copies: each look reads the task again
-            self._finished.wait_for(lambda: self._ending() or self._known(task_id).state in FINISHED_STATES, timeout)
-            return self._known(task_id).record()
+            finished = lambda: self._ending() or self._known(task_id, caller).state in FINISHED_STATES  # noqa: E731
+            self._finished.wait_for(finished, timeout)
+            return self._known(task_id, caller).record()
 
     def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
@@ -218,15 +222,17 @@ class Master(MasterAPI):
             self._outboxes.drop(owner)
         self._notifier.unsubscribe_owner(owner)
 
-    def lookup(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
-        """Records of these tasks, None for ids this master does not know."""
+    def lookup(self, task_ids: Sequence[str], client_secret: str | None = None) -> list[TaskRecord | None]:
+        """Records of these tasks, None for ids this master does not know (or of another client's tasks)."""
+        caller = self._caller(client_secret)
         with self._lock:
-            return [t.record() if (t := self._store.get(i)) is not None else None for i in task_ids]
+            return [t.record() if (t := self._visible(self._store.get(i), caller)) else None for i in task_ids]
 
-    def cancel(self, task_id: str) -> bool:
+    def cancel(self, task_id: str, client_secret: str | None = None) -> bool:
         """Cancel a task that has not finished (a running one is killed on its worker); False when it finished."""
+        caller = self._caller(client_secret)
         with self._lock:
-            self._known(task_id)
+            self._known(task_id, caller)
             task = self._store.cancel(task_id, self._clock())
             if task is not None:
                 if task.worker is not None and task.started is not None:
@@ -235,27 +241,33 @@ class Master(MasterAPI):
                 self._completed([task])
         return task is not None
 
-    def forget(self, task_ids: Sequence[str]) -> int:
-        """Drop the kept results of these finished tasks now; returns how many were forgotten."""
+    def forget(self, task_ids: Sequence[str], client_secret: str | None = None) -> int:
+        """Drop the kept results of these finished tasks now (a client's: with its secret); how many were forgotten."""
+        caller = self._caller(client_secret)
         with self._lock:
-            return len(self._store.forget(task_ids, self._clock()))
+            mine = [i for i in task_ids if self._visible(self._store.get(i), caller)]
+            return len(self._store.forget(mine, self._clock()))
 
     def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
-        """Deliver finished records to sink: all from now on, those listed (finished ones at once), or one client's."""
+        """Deliver finished records to sink: those listed (finished ones at once), this client's (with its
+        secret), or all from now on (tasks of no client; of every client with the admin key)."""
         self.check_subscription(task_ids, client_secret)
-        owner = None if client_secret is None else client_id_of(client_secret)
+        caller = self._caller(client_secret)
+        owner = caller if task_ids is None and caller not in (None, ADMIN) else None
         with self._lock:
-            done = [t.record() for t in map(self._known, task_ids or ()) if t.state in FINISHED_STATES]
-            sub_id = self._notifier.subscribe(sink, task_ids, owner)
+            tasks = [self._known(task_id, caller) for task_id in task_ids or ()]
+            done = [t.record() for t in tasks if t.state in FINISHED_STATES]
+            sub_id = self._notifier.subscribe(sink, task_ids, owner, everything=caller == ADMIN)
             self._notifier.publish([(record, None) for record in done], only=sub_id)
         return sub_id
 
     def check_subscription(self, task_ids: Sequence[str] | None, client_secret: str | None) -> None:
         """Refuse a subscription beyond the limits or naming unknown tasks (before its sink is built)."""
         self._notifier.check_room(None if client_secret is None else client_id_of(client_secret))
+        caller = self._caller(client_secret)
         with self._lock:
             for task_id in task_ids or ():
-                self._known(task_id)
+                self._known(task_id, caller)
 
     def unsubscribe(self, subscription_id: str) -> None:
         """Stop a subscription."""
@@ -288,8 +300,19 @@ class Master(MasterAPI):
 
     # ---- internals (called with the lock held)
 
-    def _known(self, task_id: str) -> Task:
-        task = self._store.get(task_id)
+    def _caller(self, client_secret: str | None) -> str | None:
+        """Who calls: ADMIN, a client's id, or None (a plain caller, who sees only tasks of no client)."""
+        if client_secret is None:
+            return None
+        return ADMIN if holds_admin_key(client_secret, self._settings.admin_key) else client_id_of(client_secret)
+
+    @staticmethod
+    def _visible(task: Task | None, caller: str | None) -> Task | None:
+        """task, if caller may see it: a client's task only that client (and the admin), others anyone."""
+        return task if task is not None and (task.owner is None or caller in (task.owner, ADMIN)) else None
+
+    def _known(self, task_id: str, caller: str | None) -> Task:
+        task = self._visible(self._store.get(task_id), caller)
         if task is None:
             raise unknown_task(task_id, self.epoch, self._store.durable)
         return task

@@ -36,12 +36,19 @@ class Subscription:
     """One subscriber: a filter, a bounded queue and the thread that drains it."""
 
     def __init__(
-        self, sub_id: str, sink: Sink, task_ids: set[str] | None, owner: str | None, on_dead: Callable[[str], None]
+        self,
+        sub_id: str,
+        sink: Sink,
+        task_ids: set[str] | None,
+        owner: str | None,
+        on_dead: Callable[[str], None],
+        everything: bool = False,
     ) -> None:
         self.id = sub_id
         self.sink = sink
         self.task_ids = task_ids
         self.owner = owner
+        self.everything = everything
         self.delivered = 0
         self._pending: collections.deque[TaskRecord] = collections.deque()
         self._cond = threading.Condition()  # one lock round per published batch, not per record
@@ -51,10 +58,12 @@ class Subscription:
         self._thread.start()
 
     def wants(self, record: TaskRecord, owner: str | None) -> bool:
-        """Whether this subscriber asked for this record."""
-        if self.task_ids is not None and record.id not in self.task_ids:
-            return False
-        return self.owner is None or owner == self.owner
+        """Whether this subscriber asked for this record (and may see it: the master checked listed ids)."""
+        if self.task_ids is not None:
+            return record.id in self.task_ids
+        if self.owner is not None:
+            return owner == self.owner
+        return owner is None or self.everything  # all tasks: those of no client, unless it holds the admin key
 
     def put(self, records: list[TaskRecord]) -> bool:
         """Queue records; False (and nothing queued) when the subscriber would fall too far behind."""
@@ -118,12 +127,15 @@ class Notifier:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def subscribe(self, sink: Sink, task_ids: Iterable[str] | None = None, owner: str | None = None) -> str:
-        """Start delivering to sink the records it asked for; returns the subscription id."""
+    def subscribe(
+        self, sink: Sink, task_ids: Iterable[str] | None = None, owner: str | None = None, everything: bool = False
+    ) -> str:
+        """Start delivering to sink the records it asked for (listed, one owner's, or all: of no owner, or every
+        owner's with everything); returns the subscription id."""
         with self._lock:
             sub_id = f"sub-{next(self._ids)}"
             wanted = None if task_ids is None else set(task_ids)
-            self._subs[sub_id] = Subscription(sub_id, sink, wanted, owner, self._drop)
+            self._subs[sub_id] = Subscription(sub_id, sink, wanted, owner, self._drop, everything)
         return sub_id
 
     def unsubscribe(self, sub_id: str, discard: bool = False) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
+import hmac
 import math
 import re
 import traceback
@@ -209,6 +210,19 @@ def check_task_id(task_id: Any) -> str:
 def client_id_of(client_secret: str) -> str:
     """A client's id, derived from the secret only that client knows: seeing an id proves nothing."""
     return "c" + hashlib.blake2b(client_secret.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def admin_secret(admin_key: str, own: str) -> str:
+    """A client secret that also proves the admin key (the client keeps an id of its own)."""
+    return f"{admin_key}:{own}"
+
+
+def holds_admin_key(client_secret: str, admin_key: str | None) -> bool:
+    """Whether a client secret was made with admin_secret(admin_key, ...)."""
+    if not admin_key:
+        return False
+    prefix = admin_key + ":"
+    return hmac.compare_digest(client_secret[: len(prefix)].encode(), prefix.encode())
 
 
 def check_name(value: Any, what: str) -> str:

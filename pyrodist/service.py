@@ -42,6 +42,11 @@ def _plain() -> Iterator[None]:
         raise ValueError(str(exc)) from None
 
 
+def _secret(client_secret: Any) -> str | None:
+    """An optional client secret, checked."""
+    return None if client_secret is None else check_name(client_secret, "client_secret")
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -122,9 +127,10 @@ class MasterService:
         """Give back tasks worker fetched (`[task_id, token]` pairs) but will not run; they keep their place."""
         return self._master.release(check_name(worker, "worker"), check_leases(leases, "leases"))
 
-    def result(self, task_id: Any, timeout: Any = 0.0) -> Wire:
+    def result(self, task_id: Any, timeout: Any = 0.0, client_secret: Any = None) -> Wire:
         """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""
-        record = self._master.result(check_task_id(task_id), check_number(timeout, "timeout", 0, 1e9))
+        timeout = check_number(timeout, "timeout", 0, 1e9)
+        record = self._master.result(check_task_id(task_id), timeout, _secret(client_secret))
         return record.to_plain(self._caller_uses_json())
 
     def collect(self, client_secret: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[Wire]:
@@ -138,23 +144,23 @@ class MasterService:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
         self._master.disconnect(check_name(client_secret, "client_secret"))
 
-    def lookup(self, task_ids: Any) -> list[Wire | None]:
-        """Encoded records of these tasks, None for ids this master does not know."""
-        records = self._master.lookup(check_ids(task_ids, "task_ids"))
+    def lookup(self, task_ids: Any, client_secret: Any = None) -> list[Wire | None]:
+        """Encoded records of these tasks, None for ids this master does not know (or another client's)."""
+        records = self._master.lookup(check_ids(task_ids, "task_ids"), _secret(client_secret))
         return [None if record is None else record.to_wire() for record in records]
 
-    def cancel(self, task_id: Any) -> bool:
+    def cancel(self, task_id: Any, client_secret: Any = None) -> bool:
         """Cancel a task that has not finished (a running one is killed on its worker); False when it finished."""
-        return self._master.cancel(check_task_id(task_id))
+        return self._master.cancel(check_task_id(task_id), _secret(client_secret))
 
-    def forget(self, task_ids: Any) -> int:
+    def forget(self, task_ids: Any, client_secret: Any = None) -> int:
         """Drop the kept results of these finished tasks now; returns how many were forgotten."""
-        return self._master.forget(check_ids(task_ids, "task_ids"))
+        return self._master.forget(check_ids(task_ids, "task_ids"), _secret(client_secret))
 
     def subscribe(self, callback: Any, task_ids: Any = None, client_secret: Any = None) -> str:
         """Call callback.task_done(record) once per finished task (all from now on, those listed, or a client's)."""
         ids = None if task_ids is None else [check_task_id(i) for i in check_batch(task_ids, "task_ids", 1_000_000)]
-        client = None if client_secret is None else check_name(client_secret, "client_secret")
+        client = _secret(client_secret)
         self._master.check_subscription(ids, client)  # cheap checks before calling the subscriber back
         return self._master.subscribe(self._make_sink(callback), ids, client)
 

@@ -7,6 +7,8 @@ stopped by pid in teardown (for what needs processes: Pyro4, signals, keys, TLS,
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import socket
 import subprocess
 import threading
@@ -22,6 +24,7 @@ from pyrodist import Client, ConnectionFailed, LocalCluster, Settings
 from pyrodist.cluster import Launcher
 from pyrodist.connection import LocalConnection
 from pyrodist.master import Master
+from pyrodist.protocol import admin_secret
 from pyrodist.service import MasterService
 from pyrodist.store import TaskStore
 from pyrodist.worker import Worker
@@ -82,6 +85,12 @@ class WorkerThread:
         assert not self.thread.is_alive(), f"worker {self.worker.id} did not stop within {timeout} s"
 
 
+ADMIN_KEY = "test-admin"
+"""The admin key of every master the tests start (in-process, and by start_cluster)."""
+ADMIN_ENV = {"PYRODIST_ADMIN_KEY": ADMIN_KEY}
+"""The environment that gives a process that key (a `pyrodist status` that sees every client's tasks)."""
+
+
 class InProcess:
     """A master in this process with a fake clock; clients and workers reach it through `LocalConnection`.
 
@@ -92,10 +101,15 @@ class InProcess:
     def __init__(self, store: TaskStore | None = None, **settings: Any) -> None:
         self.clock = FakeClock()
         self.settings = Settings(**{"lease_timeout": 0.3, "heartbeat": 0.1, **settings})
-        self.master = Master(self.settings, store, clock=self.clock)
+        # The master knows an admin key its clients do not: they see their own tasks only (see admin()).
+        self.master = Master(dataclasses.replace(self.settings, admin_key=ADMIN_KEY), store, clock=self.clock)
         self.service = MasterService(self.master, self.settings, caller_uses_json=lambda: True)
         self.clients: list[Client] = []
         self.workers: list[WorkerThread] = []
+
+    def admin(self, name: str) -> str:
+        """A client secret that holds this master's admin key: it sees every client's tasks."""
+        return admin_secret(ADMIN_KEY, name)
 
     def connect(self, _settings: Settings | None = None) -> LocalConnection:
         """A connection to this master (the `connect` factory of clients and workers)."""
@@ -161,10 +175,12 @@ class Processes(Launcher):
         super().__init__()
         self.log_dir = log_dir
 
-    def start(self, *args: str, **_: Any) -> subprocess.Popen[bytes]:  # type: ignore[override]
-        """Start one pyrodist command (from the repository's root); its output goes to a log file."""
+    def start(self, *args: str, env: dict[str, str] | None = None, **_: Any) -> subprocess.Popen[bytes]:  # type: ignore[override]
+        """Start one pyrodist command (from the repository's root; env adds to the environment); its output
+        goes to a log file."""
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with open(self.log_dir / f"{len(self.procs)}-{args[0]}.log", "wb") as log:  # the child keeps its own copy
-            proc = super().start(*args, output=log, cwd=str(ROOT))
+            proc = super().start(*args, output=log, cwd=str(ROOT), env=environment)
         proc.log_path = log.name  # type: ignore[attr-defined]
         return proc
 
@@ -228,7 +244,7 @@ def start_cluster(procs: Processes, workers: int, master_args: tuple[str, ...] =
     procs.start("nameserver", "--host", "127.0.0.1", "--port", str(port))
     wait_until(lambda: port_open(port), what="the name server")
     cluster = Cluster(procs, port)
-    procs.start("master", *cluster.ns_args, "--lease-timeout", "3", *master_args)
+    procs.start("master", *cluster.ns_args, "--lease-timeout", "3", *master_args, env=ADMIN_ENV)
     wait_until(cluster.master_up, timeout=30, interval=0.05, what="the master")
     for _ in range(workers):
         cluster.start_worker()

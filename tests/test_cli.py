@@ -19,11 +19,11 @@ from tests import tasks
 from tests.conftest import ROOT, Cluster, Processes, free_port, start_cluster, wait_until
 
 
-def pyrodist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the pyrodist command to completion."""
+def pyrodist(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the pyrodist command to completion (env adds to its environment)."""
     return subprocess.run(
         [sys.executable, "-m", "pyrodist", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-        env=dict(os.environ, PYRODIST_NS_HOST="", PYRODIST_NS_PORT=""),
+        env=dict(os.environ, PYRODIST_NS_HOST="", PYRODIST_NS_PORT="", **(env or {})),
     )  # fmt: skip
 
 

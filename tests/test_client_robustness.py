@@ -50,6 +50,12 @@ def test_another_client_that_knows_a_clients_id_cannot_take_its_results(inproc: 
         stolen += thief.collect(victim.id, 0.05, 10_000)
     assert stolen == []
     assert victim.gather(futures, timeout=30) == list(range(1, 301))
+    first = futures[0].task_id  # nor read, cancel or forget them: to the thief they do not exist
+    assert thief.lookup([first]) == [None] and thief.lookup([first], victim.id) == [None]
+    with pytest.raises(MasterRejected, match="unknown task id"):
+        thief.cancel(first)
+    assert thief.forget([first]) == 0
+    assert victim.lookup([first])[0]["state"] == "done"  # type: ignore[index]
 
 
 def test_cancel_storm_never_raises_and_settles_every_future(inproc: InProcess) -> None:

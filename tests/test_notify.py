@@ -165,8 +165,10 @@ def test_subscriber_with_task_ids_gets_only_those(notifier: Notifier) -> None:
 def test_subscriber_with_owner_gets_only_that_owners_records(notifier: Notifier) -> None:
     alice = RecordingSink()
     everyone = RecordingSink()
+    plain = RecordingSink()
     notifier.subscribe(alice, owner="alice")
-    notifier.subscribe(everyone)
+    notifier.subscribe(everyone, everything=True)  # what the admin key allows
+    notifier.subscribe(plain)  # without it: only tasks of no client
     notifier.publish(
         [
             *records("a1", owner="alice"),
@@ -180,6 +182,8 @@ def test_subscriber_with_owner_gets_only_that_owners_records(notifier: Notifier)
     assert everyone.ids() == ["a1", "b1", "n1", "no-owner-key", "a2"]
     assert wait_until(lambda: alice.has("a2"))
     assert alice.ids() == ["a1", "a2"]
+    assert wait_until(lambda: plain.has("no-owner-key"))
+    assert plain.ids() == ["n1", "no-owner-key"]
 
 
 def test_task_ids_filter_accepts_any_iterable(notifier: Notifier) -> None:

@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -23,14 +21,8 @@ import pytest
 from pyrodist import Client, ResultExpired, TaskError, TaskLost
 from pyrodist.statustext import format_task
 from tests import tasks
-from tests.conftest import ROOT, Cluster, InProcess, Link, Processes, start_cluster, started_pids, wait_until
-
-
-def pyrodist(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run one `pyrodist` command to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "pyrodist", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+from tests.conftest import ADMIN_ENV, Cluster, InProcess, Link, Processes, start_cluster, started_pids, wait_until
+from tests.test_cli import pyrodist
 
 
 def process_alive(pid: int) -> bool:
@@ -164,12 +156,14 @@ def test_expired_result_fails_its_future_with_result_expired(inproc: InProcess) 
     link.cut()  # the client loses the master before the result is ready
     wait_until(lambda: link.refused, what="the client to notice")
     inproc.start_worker()
-    other = inproc.client()  # a client that never collects it
-    wait_until(lambda: other.lookup([future.task_id])[0]["state"] == "done", what="the task to run")  # type: ignore[index]
+    other = inproc.connect()  # a connection that never collects it, with the client's secret
+    look = lambda: other.lookup([future.task_id], client.secret)[0]  # noqa: E731
+    wait_until(lambda: look().state.value == "done", what="the task to run")  # type: ignore[union-attr]
     inproc.reap(advance=inproc.settings.result_ttl - 1)
-    assert other.lookup([future.task_id])[0]["state"] == "done"  # type: ignore[index]
+    assert look().state.value == "done"  # type: ignore[union-attr]
     inproc.reap(advance=2)
-    record = other.lookup([future.task_id])[0]
+    found = look()
+    record = None if found is None else found.to_plain()
     assert record is not None and record["state"] == "expired" and "expired" in record["error"]["message"]
     link.mend()  # back: the client looks up what it missed
     with pytest.raises(ResultExpired, match="expired"):
@@ -231,7 +225,7 @@ def test_status_command_tells_a_tasks_story(client: Client, cluster: Cluster, tm
     assert future.result(timeout=30) == "fine"
     forgotten = client.submit(tasks.inc, 41)
     assert forgotten.result(timeout=20) == 42 and client.forget([forgotten]) == 1
-    shown = pyrodist("status", future.task_id, forgotten.task_id, *cluster.ns_args)
+    shown = pyrodist("status", future.task_id, forgotten.task_id, *cluster.ns_args, env=ADMIN_ENV)  # another client's
     assert shown.returncode == 0, shown.stderr
     story, gone = shown.stdout.split("\n\n")
     assert f"task {future.task_id}: done" in story
@@ -240,7 +234,8 @@ def test_status_command_tells_a_tasks_story(client: Client, cluster: Cluster, tm
     assert "priority=3" in story and "retries=2" in story
     assert "attempt 1 on " in story and "ConnectionRefusedError: call 1 refused" in story
     assert f"task {forgotten.task_id}: expired" in gone and "forgotten" in gone
-    as_json = json.loads(pyrodist("status", "--json", future.task_id, *cluster.ns_args).stdout)
+    as_json = json.loads(pyrodist("status", "--json", future.task_id, *cluster.ns_args, env=ADMIN_ENV).stdout)
+    assert json.loads(pyrodist("status", "--json", future.task_id, *cluster.ns_args).stdout)[future.task_id] is None
     assert as_json[future.task_id]["state"] == "done"
     unknown = pyrodist("status", "nosuch.1", *cluster.ns_args)
     assert unknown.returncode == 1 and "unknown to this master" in unknown.stdout
@@ -291,11 +286,12 @@ def test_master_sigterm_flushes_its_store_and_exits_0(procs: Processes, tmp_path
     master = procs.procs[1]
     with cluster.client() as client:
         ids = [f.task_id for f in client.map(tasks.inc, range(50))]
+        secret = client.secret
     master.send_signal(signal.SIGTERM)
     assert master.wait(timeout=20) == 0
     procs.start("master", *cluster.ns_args, "--store", store)
     wait_until(cluster.master_up, timeout=30, what="the restarted master")
-    with cluster.client() as client:
+    with Client(settings=cluster.settings, secret=secret) as client:  # the same client, reaching its tasks again
         records = client.lookup(ids)
         assert all(r is not None and r["state"] == "pending" for r in records)
 

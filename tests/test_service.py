@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from pyrodist import ConnectionFailed, MasterRejected, PyrodistError, Settings
 from pyrodist.connection import LocalConnection
 from pyrodist.master import Master
-from pyrodist.protocol import MAX_BATCH, MAX_WAIT, client_id_of
+from pyrodist.protocol import MAX_BATCH, MAX_WAIT, admin_secret, client_id_of
 from pyrodist.service import REMOTE_METHODS, MasterService
 from pyrodist.values import encode_call
 from pyrodist.wire import TaskRecord, TaskSpec
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_until
 
 CLIENT = "secret-of-client-1"
 """The client's secret; its id (the prefix of its task ids) is derived from it."""
@@ -57,7 +57,7 @@ class Served:
     def snapshot(self) -> tuple[Any, ...]:
         """What the master tells of itself, read without changing anything."""
         svc = self.service
-        return svc.stats(), svc.lookup([DONE, RUNNING, PENDING, *NEW]), svc.limits()
+        return svc.stats(), svc.lookup([DONE, RUNNING, PENDING, *NEW], CLIENT), svc.limits()
 
 
 def serve() -> Served:
@@ -69,7 +69,7 @@ def serve() -> Served:
     done, running = svc.fetch("w1", 2)
     reply = svc.report("w1", [{"id": done["id"], "token": done["token"], "state": "done", "payload": " 1"}])
     assert reply["accepted"] == 1 and running["id"] == RUNNING
-    svc.subscribe(Sink(), [PENDING])
+    svc.subscribe(Sink(), [PENDING], CLIENT)
     return Served(master, svc, running["token"])
 
 
@@ -255,24 +255,57 @@ def test_unknown_ids_in_lookup_release_and_forget_are_skipped_not_refused(served
     svc = served.service
     assert svc.lookup(["nope", ""]) == [None, None]
     assert svc.release("w1", [["nope", 1], [PENDING, 1]]) == 0
-    assert svc.forget(["nope", PENDING]) == 0
+    assert svc.forget(["nope", PENDING], CLIENT) == 0
+
+
+@pytest.mark.parametrize("caller", [None, "another-clients-secret", OWNER], ids=["plain", "another", "the-id"])
+def test_a_clients_tasks_are_unknown_to_everyone_without_its_secret(served: Served, caller: str | None) -> None:
+    svc = served.service
+    before = served.snapshot()
+    assert svc.lookup([DONE, RUNNING, PENDING], caller) == [None, None, None]
+    for call in (lambda: svc.result(DONE, 0, caller), lambda: svc.cancel(PENDING, caller),
+                 lambda: svc.subscribe(Sink(), [PENDING], caller)):  # fmt: skip
+        with pytest.raises(ValueError, match="unknown task id"):
+            call()
+    assert svc.forget([DONE], caller) == 0
+    assert served.snapshot() == before  # read with the secret: nothing changed
+    assert [r["state"] for r in svc.lookup([DONE, RUNNING, PENDING], CLIENT)] == ["done", "running", "pending"]
+
+
+def test_an_all_tasks_subscriber_sees_tasks_of_no_client_unless_it_holds_the_admin_key() -> None:
+    config = Settings(admin_key="operator")
+    master = Master(config, clock=FakeClock())
+    svc = MasterService(master, config)
+    everyone, admin = Sink(), Sink()
+    svc.subscribe(everyone)
+    svc.subscribe(admin, None, admin_secret("operator", "the-cli"))
+    plain = svc.submit("tests.tasks:echo", [1])
+    svc.submit_encoded(CLIENT, [[DONE, ECHO, ARGS, {}]])
+    for task in svc.fetch("w1", 2):
+        svc.report("w1", [{"id": task["id"], "token": task["token"], "state": "done", "payload": " 1"}])
+    assert svc.lookup([DONE], admin_secret("operator", "x"))[0]["state"] == "done"
+    assert svc.lookup([DONE], admin_secret("wrong", "x")) == [None]
+    wait_until(lambda: len(admin.records) == 2, what="the admin's records")
+    master.close()  # delivers what is queued
+    assert [r.id for r in everyone.records] == [plain]
+    assert sorted(r.id for r in admin.records) == sorted([plain, DONE])
 
 
 def test_a_release_needs_the_lease_token(served: Served) -> None:
     svc = served.service
-    before = svc.lookup([RUNNING, PENDING]), svc.stats()["counts"]
+    before = svc.lookup([RUNNING, PENDING], CLIENT), svc.stats()["counts"]
     assert svc.release("w1", [[RUNNING, served.token + 1]]) == 0  # the holder's name is not enough
     assert svc.release("w2", [[RUNNING, served.token]]) == 0  # nor the token without the holder
-    assert (svc.lookup([RUNNING, PENDING]), svc.stats()["counts"]) == before
+    assert (svc.lookup([RUNNING, PENDING], CLIENT), svc.stats()["counts"]) == before
     assert svc.release("w1", [[RUNNING, served.token]]) == 1
-    assert svc.lookup([RUNNING])[0]["state"] == "pending"
+    assert svc.lookup([RUNNING], CLIENT)[0]["state"] == "pending"
 
 
 def test_a_report_for_a_task_the_worker_does_not_hold_is_ignored(served: Served) -> None:
-    before = served.service.lookup([RUNNING, PENDING])
+    before = served.service.lookup([RUNNING, PENDING], CLIENT)
     reply = served.service.report("w2", [result(RUNNING, token=served.token), result(PENDING)])
     assert reply == {"accepted": 0, "ignored": [RUNNING, PENDING], "cancel": []}
-    assert served.service.lookup([RUNNING, PENDING]) == before
+    assert served.service.lookup([RUNNING, PENDING], CLIENT) == before
 
 
 @pytest.mark.parametrize("payload", ["not python", "{'__class__': 'float', 'x': 1}"], ids=["syntax", "class-marker"])
@@ -280,7 +313,7 @@ def test_result_of_an_undecodable_reported_payload_is_an_error_record(served: Se
     """A worker (or anyone holding its token) may report any text; `result` must still answer a plain caller."""
     svc = served.service
     assert svc.report("w1", [result(RUNNING, token=served.token, payload=payload)])["accepted"] == 1
-    record = svc.result(RUNNING)
+    record = svc.result(RUNNING, 0, CLIENT)
     assert record["value"] is None
     assert record["error"]["type"] == "ValueError"
 

@@ -64,7 +64,7 @@ def _connect(attempts: int = 3) -> tuple[Any, int]:
     raise AssertionError("unreachable")
 
 
-def _records(settings: Any, task_ids: list[str]) -> list[dict[str, Any]]:
+def _records(settings: Any, secret: str, task_ids: list[str]) -> list[dict[str, Any]]:
     """The master's records of these tasks (state, worker, timestamps), looked up in batches."""
     from pyrodist import protocol
     from pyrodist.remote_connection import PyroConnection
@@ -73,7 +73,9 @@ def _records(settings: Any, task_ids: list[str]) -> list[dict[str, Any]]:
     master = PyroConnection(settings)
     try:
         for start in range(0, len(task_ids), protocol.MAX_BATCH):
-            records.extend(r.to_wire() for r in master.lookup(task_ids[start : start + protocol.MAX_BATCH]) if r)
+            records.extend(
+                r.to_wire() for r in master.lookup(task_ids[start : start + protocol.MAX_BATCH], secret) if r
+            )
     finally:
         master.close()
     return records
@@ -107,7 +109,7 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
                 _emit("progress", done=len(finish_times), tasks=len(xs))
         seconds = time.time() - started
         after = client.stats()
-        records = _records(client.settings, [f.task_id for f in futures])
+        records = _records(client.settings, client.secret, [f.task_id for f in futures])
     return {
         "tasks": len(xs), "seconds": round(seconds, 3), "throughput": round(len(xs) / seconds, 1),
         "correct": wrong == 0 and errors == 0 and len(finish_times) == len(xs),
@@ -154,7 +156,7 @@ def _callbacks(args: argparse.Namespace) -> dict[str, Any]:
         shell = Pyro4.Proxy(remote.lookup_master(client.settings))  # a plain Pyro4 caller, serpent on the wire
         shell._pyroHmacKey = client.settings.key_bytes
         with shell:
-            synchronous = shell.result(future.task_id, args.timeout)
+            synchronous = shell.result(future.task_id, args.timeout, client.secret)
     return {
         "tasks": len(xs), "callback_error": callback_error, "callback_error_type": error_type,
         "callback_seconds": round(callback_seconds, 3), "callbacks_received": pushed,
