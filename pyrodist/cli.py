@@ -42,8 +42,9 @@ from .masterd import MasterOptions, serve_master
 from .progressbar import Spinner
 from .remote_connection import PyroConnection
 from .remote_servers import start_nameserver
-from .sqlstore import SYNC_MODES, check_file
+from .sqlstore import SYNC_MODES
 from .statustext import format_status, format_task
+from .storecheck import check_file
 from .texttable import format_table
 from .wire import TaskSpec
 from .worker import DEFAULT_GRACE, Worker

@@ -28,13 +28,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import protocol
+from .access import ADMIN, Access
 from .api import MasterAPI, Sink
 from .config import Settings
 from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
-from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of, holds_admin_key
+from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of
 from .registry import WorkerRegistry
 from .retry import Periodic
 from .store import TaskStore
@@ -62,8 +63,6 @@ NO_OPTIONS: dict[str, Any] = {}
 """Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
 REAP_EVERY = 0.25
 """Seconds between two rounds of the reaper."""
-ADMIN = "*admin*"
-"""The caller that holds the admin key (no client id looks like this)."""
 
 
 def unknown_task(task_id: str, epoch: str, durable: bool) -> ValueError:
@@ -87,6 +86,7 @@ class Master(MasterAPI):
         self._outboxes = Outboxes(self._lock)
         self._workers = WorkerRegistry()
         self._notifier = Notifier()
+        self._access = Access(settings.admin_key)
         self.epoch = secrets.token_hex(3)
         self._ids = itertools.count(1)
         self._totals = Totals(clock())
@@ -114,10 +114,7 @@ class Master(MasterAPI):
 
     def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
         """Queue a client's tasks with pre-encoded payloads (the client's path); their ids must be the client's."""
-        owner = client_id_of(client_secret)
-        for i, task in enumerate(tasks):
-            if not task.task_id.startswith(owner + "."):
-                raise ValueError(f"tasks[{i}]: task id {task.task_id!r} is not one of this client's ({owner}.N)")
+        owner = self._access.owner_of(client_secret, tasks)
         new = [self._new_task(t.task_id, t.func, t.payload, t.options, owner) for t in tasks]
         self._queue(new, owner)
         return len(new)
@@ -203,7 +200,7 @@ class Master(MasterAPI):
 
     def result(self, task_id: str, timeout: float = 0.0, client_secret: str | None = None) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish (a client's task: its secret)."""
-        caller = self._caller(client_secret)
+        caller = self._access.caller(client_secret)
         with self._lock:  # a durable store hands out copies: each look reads the task again
             finished = lambda: self._ending() or self._known(task_id, caller).state in FINISHED_STATES  # noqa: E731
             self._finished.wait_for(finished, timeout)
@@ -224,13 +221,13 @@ class Master(MasterAPI):
 
     def lookup(self, task_ids: Sequence[str], client_secret: str | None = None) -> list[TaskRecord | None]:
         """Records of these tasks, None for ids this master does not know (or of another client's tasks)."""
-        caller = self._caller(client_secret)
+        caller = self._access.caller(client_secret)
         with self._lock:
-            return [t.record() if (t := self._visible(self._store.get(i), caller)) else None for i in task_ids]
+            return [t.record() if (t := self._access.visible(self._store.get(i), caller)) else None for i in task_ids]
 
     def cancel(self, task_id: str, client_secret: str | None = None) -> bool:
         """Cancel a task that has not finished (a running one is killed on its worker); False when it finished."""
-        caller = self._caller(client_secret)
+        caller = self._access.caller(client_secret)
         with self._lock:
             self._known(task_id, caller)
             task = self._store.cancel(task_id, self._clock())
@@ -243,16 +240,16 @@ class Master(MasterAPI):
 
     def forget(self, task_ids: Sequence[str], client_secret: str | None = None) -> int:
         """Drop the kept results of these finished tasks now (a client's: with its secret); how many were forgotten."""
-        caller = self._caller(client_secret)
+        caller = self._access.caller(client_secret)
         with self._lock:
-            mine = [i for i in task_ids if self._visible(self._store.get(i), caller)]
+            mine = [i for i in task_ids if self._access.visible(self._store.get(i), caller)]
             return len(self._store.forget(mine, self._clock()))
 
     def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
         """Deliver finished records to sink: those listed (finished ones at once), this client's (with its
         secret), or all from now on (tasks of no client; of every client with the admin key)."""
         self.check_subscription(task_ids, client_secret)
-        caller = self._caller(client_secret)
+        caller = self._access.caller(client_secret)
         owner = caller if task_ids is None and caller not in (None, ADMIN) else None
         with self._lock:
             tasks = [self._known(task_id, caller) for task_id in task_ids or ()]
@@ -264,7 +261,7 @@ class Master(MasterAPI):
     def check_subscription(self, task_ids: Sequence[str] | None, client_secret: str | None) -> None:
         """Refuse a subscription beyond the limits or naming unknown tasks (before its sink is built)."""
         self._notifier.check_room(None if client_secret is None else client_id_of(client_secret))
-        caller = self._caller(client_secret)
+        caller = self._access.caller(client_secret)
         with self._lock:
             for task_id in task_ids or ():
                 self._known(task_id, caller)
@@ -300,19 +297,8 @@ class Master(MasterAPI):
 
     # ---- internals (called with the lock held)
 
-    def _caller(self, client_secret: str | None) -> str | None:
-        """Who calls: ADMIN, a client's id, or None (a plain caller, who sees only tasks of no client)."""
-        if client_secret is None:
-            return None
-        return ADMIN if holds_admin_key(client_secret, self._settings.admin_key) else client_id_of(client_secret)
-
-    @staticmethod
-    def _visible(task: Task | None, caller: str | None) -> Task | None:
-        """task, if caller may see it: a client's task only that client (and the admin), others anyone."""
-        return task if task is not None and (task.owner is None or caller in (task.owner, ADMIN)) else None
-
     def _known(self, task_id: str, caller: str | None) -> Task:
-        task = self._visible(self._store.get(task_id), caller)
+        task = self._access.visible(self._store.get(task_id), caller)
         if task is None:
             raise unknown_task(task_id, self.epoch, self._store.durable)
         return task

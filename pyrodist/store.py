@@ -25,12 +25,11 @@ and disk agree again, and raises `StoreUnavailable`; the next operation tries th
 from __future__ import annotations
 
 import itertools
-import secrets
 from collections.abc import Iterable
 
 from .protocol import ACTIVE_STATES, ErrorRecord, TaskState
 from .storefaults import Undoable, atomic
-from .task import Task, lost_error, retry_delay, wants_retry
+from .task import Task, lease_tokens, lost_error, retry_delay, wants_retry
 from .wire import Outcome
 
 RESULT_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
@@ -43,17 +42,6 @@ UNSEEN_LOSSES_PER_ATTEMPT = 5
 its worker before the next heartbeat must not cycle forever either)."""
 ERRORS_KEPT = 20
 """Most attempt errors kept on a record (the latest)."""
-
-
-TOKEN_BITS = 52
-"""Random bits of a lease token: unguessable, and still exact as a JSON number in any language."""
-
-
-def lease_tokens(count: int) -> list[int]:
-    """count fresh lease tokens, random (one system call for all), never 0 (the file's "no lease")."""
-    raw = secrets.token_bytes(8 * count)
-    mask = (1 << TOKEN_BITS) - 1
-    return [(int.from_bytes(raw[i : i + 8], "big") & mask) or 1 for i in range(0, 8 * count, 8)]
 
 
 Snapshot = tuple[dict[str, Task], dict[TaskState, int], dict[str, int]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from .protocol import FINISHED_STATES, ErrorRecord, TaskState
@@ -90,3 +91,14 @@ def tombstone(task_id: str, reason: str, at: float) -> Task:
 def is_finished(task: Task) -> bool:
     """Whether a task has reached a final state."""
     return task.state in FINISHED_STATES
+
+
+TOKEN_BITS = 52
+"""Random bits of a lease token: unguessable, and still exact as a JSON number in any language."""
+
+
+def lease_tokens(count: int) -> list[int]:
+    """count fresh lease tokens, random (one system call for all), never 0 (the file's "no lease")."""
+    raw = secrets.token_bytes(8 * count)
+    mask = (1 << TOKEN_BITS) - 1
+    return [(int.from_bytes(raw[i : i + 8], "big") & mask) or 1 for i in range(0, 8 * count, 8)]

@@ -20,7 +20,8 @@ import pytest
 
 from pyrodist.errors import ConfigError
 from pyrodist.protocol import TaskState
-from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore, check_file
+from pyrodist.sqlstore import SCHEMA_VERSION, SqliteStore
+from pyrodist.storecheck import check_file
 from pyrodist.task import Task
 from pyrodist.wire import Outcome
 from tests.conftest import ROOT
