@@ -25,20 +25,21 @@ from typing import Any
 from .errors import ConfigError, StoreUnavailable
 from .protocol import TaskState
 from .store import RESULT_STATES, Snapshot, TaskStore
-from .task import Task, tombstone
+from .task import Task, damaged, tombstone
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version 2: finished tasks are indexed by `finished IS NOT NULL` (version 1's index is dropped on opening).
-Version 3: a result carries its CRC-32 (`result_sum`; results stored before have none and are not checked)."""
+Version 3: a result carries its CRC-32 (`result_sum`); version 4: arguments too (`payload_sum`). Values
+stored before have none and are not checked."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, func TEXT NOT NULL, payload TEXT, options TEXT NOT NULL,
     owner TEXT, priority INTEGER NOT NULL, target TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL,
     lost INTEGER NOT NULL, unseen_losses INTEGER NOT NULL, retried INTEGER NOT NULL, worker TEXT,
     token INTEGER NOT NULL, result TEXT, error TEXT, errors TEXT, submitted REAL NOT NULL, started REAL,
-    finished REAL, due REAL, result_sum INTEGER
+    finished REAL, due REAL, result_sum INTEGER, payload_sum INTEGER
 );
 CREATE INDEX IF NOT EXISTS queue ON tasks (priority DESC, seq) WHERE state = 'pending' AND target IS NULL;
 CREATE INDEX IF NOT EXISTS targeted ON tasks (target, seq) WHERE state = 'pending' AND target IS NOT NULL;
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 COLUMNS = (
     "id, func, payload, options, owner, state, attempts, lost, unseen_losses, retried, worker, token, "
-    "result, error, errors, submitted, started, finished, due, seq, result_sum"
+    "result, error, errors, submitted, started, finished, due, seq, result_sum, payload_sum"
 )
 CHUNK = 500
 """Ids per `IN (...)` query (SQLite limits the number of parameters)."""
@@ -128,12 +129,14 @@ class SqliteStore(TaskStore):
         db.execute("PRAGMA journal_mode = WAL")
         db.execute(f"PRAGMA synchronous = {sync.upper()}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, 1, 2, SCHEMA_VERSION):
+        if version not in (0, 1, 2, 3, SCHEMA_VERSION):
             raise ConfigError(f"store {self.path} has schema version {version}; this pyrodist reads {SCHEMA_VERSION}")
         db.execute("DROP INDEX IF EXISTS finished")  # version 1's
         db.executescript(SCHEMA)
-        if "result_sum" not in {row[1] for row in db.execute("PRAGMA table_info(tasks)")}:  # versions 1 and 2
-            db.execute("ALTER TABLE tasks ADD COLUMN result_sum INTEGER")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        for column in ("result_sum", "payload_sum"):  # added by versions 3 and 4
+            if column not in columns:
+                db.execute(f"ALTER TABLE tasks ADD COLUMN {column} INTEGER")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.commit()
 
@@ -252,10 +255,11 @@ class SqliteStore(TaskStore):
                 new.append(task)
         self._db.executemany(
             "INSERT INTO tasks (seq, id, func, payload, options, owner, priority, target, state, attempts, lost, "
-            "unseen_losses, retried, token, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, ?)",
+            "unseen_losses, retried, token, submitted, payload_sum) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, 0, 0, 0, ?, ?)",
             [
                 (t.seq, t.id, t.func, t.payload, json.dumps(t.options) if t.options else "{}", t.owner, t.priority,
-                 t.target, t.submitted)
+                 t.target, t.submitted, _sum(t.payload))
                 for t in new
             ],
         )  # fmt: skip
@@ -354,7 +358,7 @@ class SqliteStore(TaskStore):
     @staticmethod
     def _task(row: Sequence[Any]) -> Task:
         (task_id, func, payload, options, owner, state, attempts, lost, unseen, retried, worker, token, result,
-         error, errors, submitted, started, finished, due, seq, result_sum) = row  # fmt: skip
+         error, errors, submitted, started, finished, due, seq, result_sum, payload_sum) = row  # fmt: skip
         task = Task(task_id, func, payload, json.loads(options) if options != "{}" else {}, owner)
         task.state = TaskState(state)
         task.attempts, task.lost, task.unseen_losses, task.retried = attempts, lost, unseen, retried
@@ -364,8 +368,7 @@ class SqliteStore(TaskStore):
         task.submitted, task.started, task.finished, task.due = submitted, started, finished, due
         if result is not None and result_sum is not None and _sum(result) != result_sum:
             task.state, task.result = TaskState.FAILED, None  # a clear failure, never a wrong value
-            task.error = {"type": "StoreDamaged", "traceback": "", "bases": "", "message": (
-                f"the stored result of task {task_id} is damaged (its checksum does not match): restore the "
-                "store from a backup, or run the task again"
-            )}  # fmt: skip
+            task.error = damaged(f"the stored result of task {task_id}")
+        if payload is not None and payload_sum is not None and _sum(payload) != payload_sum:
+            task.error = damaged(f"the stored arguments of task {task_id}")  # lease() fails it, never runs it
         return task

@@ -55,6 +55,8 @@ class TaskStore(Undoable[Snapshot]):
 
     def __init__(self) -> None:
         super().__init__()
+        self.broken: list[Task] = []
+        """Tasks lease() failed instead of handing out (damaged arguments), for the master to announce."""
         self._running: dict[str, Task] = {}
         self._counts = dict.fromkeys(TaskState, 0)
         self._targeted_pending: dict[str, int] = {}
@@ -115,7 +117,12 @@ class TaskStore(Undoable[Snapshot]):
     @atomic
     def lease(self, worker: str, max_tasks: int, now: float, lease_timeout: float) -> list[Task]:
         """Lease up to max_tasks pending tasks to worker: its own first, then by priority, FIFO within one."""
-        leased = self._take(worker, max_tasks)
+        taken = self._take(worker, max_tasks)
+        broken = [t for t in taken if t.error is not None]  # arguments damaged on disk: failed, never run
+        leased = [t for t in taken if t.error is None] if broken else taken
+        for task in broken:
+            self._count_targeted(task, -1)
+            self._end(task, now, None, task.error, TaskState.FAILED)
         tokens = lease_tokens(len(leased))
         for task, token in zip(leased, tokens, strict=True):
             self._count_targeted(task, -1)
@@ -127,9 +134,10 @@ class TaskStore(Undoable[Snapshot]):
             task.attempts += 1
             task.started = now
             self._running[task.id] = task
-        if leased:
-            self._save(leased)
+        if taken:
+            self._save(taken)
             self._commit()
+        self.broken += broken
         return leased
 
     def renew(

@@ -78,6 +78,12 @@ def lost_error(message: str) -> ErrorRecord:
     return {"type": "WorkerLost", "message": message, "traceback": "", "bases": ""}
 
 
+def damaged(what: str) -> ErrorRecord:
+    """The error record of a task whose stored value no longer matches its checksum."""
+    message = f"{what}: damaged on disk (checksum mismatch); restore the store from a backup, or submit the task again"
+    return {"type": "StoreDamaged", "message": message, "traceback": "", "bases": ""}
+
+
 def tombstone(task_id: str, reason: str, at: float) -> Task:
     """The stand-in for a task whose result is gone: state expired, with an error saying why."""
     task = Task(task_id, "", None, {}, None)

@@ -378,8 +378,26 @@ def test_a_flipped_byte_in_a_stored_result_reads_as_a_clear_failure_never_as_ano
         damaged = get(store, "a")
         assert (damaged.state, damaged.result) == (TaskState.FAILED, None)
         assert damaged.error is not None and damaged.error["type"] == "StoreDamaged"
-        assert "the stored result of task a is damaged" in damaged.error["message"]
+        assert damaged.error["message"].startswith("the stored result of task a: damaged on disk")
         assert get(store, "b").state is TaskState.DONE  # the others read as they were
+
+
+def test_damaged_arguments_fail_their_task_instead_of_running_it(path: Path) -> None:
+    with opened(path) as store:
+        fill(store, "a", "b", "c")
+    db = sqlite3.connect(path)
+    db.execute("UPDATE tasks SET payload = '((5,),{})' WHERE id = 'b'")  # was ((4,),{}): a flipped byte
+    db.commit()
+    db.close()
+    with opened(path, 1.0) as store:
+        assert ids(store.lease("w1", 10, 2.0, LEASE)) == ["a", "c"]  # b is never handed out
+        (broken,) = store.broken
+        assert broken.id == "b" and broken.state is TaskState.FAILED
+        assert broken.error is not None and broken.error["type"] == "StoreDamaged"
+        assert broken.error["message"].startswith("the stored arguments of task b: damaged on disk")
+        assert store.counts() == counts(running=2, failed=1)
+    with opened(path, 3.0) as store:  # and so it stays
+        assert get(store, "b").state is TaskState.FAILED and store.counts() == counts(running=2, failed=1)
 
 
 def test_a_version_2_store_gets_result_checksums_from_now_on(path: Path) -> None:
@@ -399,7 +417,7 @@ def test_a_version_2_store_gets_result_checksums_from_now_on(path: Path) -> None
     db = sqlite3.connect(path)
     sums = dict(db.execute("SELECT id, result_sum FROM tasks").fetchall())
     assert sums["old"] is None and isinstance(sums["new"], int)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     db.close()
 
 

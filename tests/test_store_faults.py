@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pyrodist import storefaults
-from pyrodist.errors import StoreUnavailable
+from pyrodist.errors import StoreUnavailable, TaskError
 from pyrodist.sqlstore import SqliteStore
 from pyrodist.store import TaskStore
 from pyrodist.wire import Outcome
@@ -280,3 +280,17 @@ def test_a_full_disk_loses_no_result_and_the_master_catches_up_by_itself(small_d
     assert all(worker.poll() is None for worker in workers)
     master_log = procs.log(procs.procs[1])
     assert "the task store cannot be used" in master_log and "Traceback" not in master_log
+
+
+def test_a_task_whose_stored_arguments_were_damaged_fails_clearly_instead_of_running(durable: InProcess) -> None:
+    store = durable.master._store
+    assert isinstance(store, SqliteStore)
+    client = durable.client()
+    good, bad = client.submit(tasks.inc, 1), client.submit(tasks.inc, 4)
+    store._db.execute("UPDATE tasks SET payload = '[[5],{}]' WHERE id = ?", (bad.task_id,))  # was [[4],{}]
+    store._db.commit()
+    durable.start_worker()
+    assert good.result(timeout=30) == 2
+    with pytest.raises(TaskError, match=r"the stored arguments of task .*: damaged on disk") as caught:
+        bad.result(timeout=30)
+    assert caught.value.type_name == "StoreDamaged"
