@@ -194,11 +194,15 @@ class SqliteStore(TaskStore):
         self._running = {task.id: task for task in running}
         self._seq = itertools.count((top_seq or 0) + 1)
 
-    def _undo(self, exc: Exception, before: Snapshot) -> StoreUnavailable:
+    def _fault(self, exc: Exception) -> StoreUnavailable:
         message = f"the task store cannot be used: {exc} (store {self.path}); this call changed nothing"
         if self.fault is None:
             log.error("%s; the master keeps serving and uses the store again once it works", message)
         self.fault, self.fault_at = str(exc), time.monotonic()
+        return StoreUnavailable(message)
+
+    def _undo(self, exc: Exception, before: Snapshot) -> StoreUnavailable:
+        error = self._fault(exc)
         running, counts, targeted = before
 
         def as_before(task: Task) -> None:  # a lease keeps its deadline (heartbeats live in memory only)
@@ -214,7 +218,7 @@ class SqliteStore(TaskStore):
             log.warning("store %s cannot be read again yet: %s", self.path, again)
         else:
             self._counts, self._targeted_pending = counts, targeted
-        return StoreUnavailable(message)
+        return error
 
     def _reload(self) -> None:
         running = self._running

@@ -89,7 +89,7 @@ class TaskStore(Undoable[Snapshot]):
             try:
                 task = self._find(task_id)
             except self.faults as exc:  # a read changed nothing: only the error to tell
-                raise self._undo(exc, self._snapshot()) from exc  # a read: memory did not change
+                raise self._fault(exc) from exc
         return task
 
     def counts(self) -> dict[str, int]:

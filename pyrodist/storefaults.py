@@ -45,6 +45,10 @@ class Undoable(Generic[T]):
         """What `_undo` needs of memory as it was before an operation (taken only where faults can happen)."""
         raise NotImplementedError
 
+    def _fault(self, exc: Exception) -> StoreUnavailable:
+        """Note a fault of the storage (for stats and the log); the error to raise."""
+        raise NotImplementedError
+
     def _undo(self, exc: Exception, before: T) -> StoreUnavailable:
         """Bring memory back to what it was before the failed operation (and the storage holds); the error to raise."""
         raise NotImplementedError
@@ -61,10 +65,13 @@ def atomic(operation: Callable[Concatenate[U, P], R]) -> Callable[Concatenate[U,
     def run(store: U, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if not store.faults:
             return operation(store, *args, **kwargs)
-        try:
-            if store.stale:
+        if store.stale:
+            try:
                 store._reload()
-            before = store._snapshot()
+            except store.faults as exc:  # nothing changed yet, and memory stays marked stale
+                raise store._fault(exc) from exc
+        before = store._snapshot()
+        try:
             result = operation(store, *args, **kwargs)
         except store.faults as exc:
             raise store._undo(exc, before) from exc

@@ -151,7 +151,7 @@ def test_a_store_that_cannot_even_be_read_again_reads_before_its_next_operation(
 ) -> None:
     before = snapshot(store)
     read_only(store)
-    real = SqliteStore._read_leases
+    real, real_state = SqliteStore._read_leases, SqliteStore._read_state
 
     def unreadable(self: SqliteStore, lease: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
@@ -160,6 +160,11 @@ def test_a_store_that_cannot_even_be_read_again_reads_before_its_next_operation(
     with pytest.raises(StoreUnavailable):
         store.finish("w1", [done(get(store, "r1"))], 5.0)
     assert store.stale
+    monkeypatch.setattr(SqliteStore, "_read_state", unreadable)  # and still unreadable at the next operation:
+    with pytest.raises(StoreUnavailable):
+        store.add([make_task("refused")], 6.0)
+    assert store.stale and get(store, "r1").state.value == "running"
+    monkeypatch.setattr(SqliteStore, "_read_state", real_state)
     monkeypatch.setattr(SqliteStore, "_read_leases", real)
     read_only(store, False)
     store.add([make_task("after")], 6.0)
