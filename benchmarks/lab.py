@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrodist import benchtasks, values
-from pyrodist.bench import RESULT_TIMEOUT, WARMUP_TASKS, cpu_seconds, format_number, proc_lines, run_bench
+from pyrodist.bench import RESULT_TIMEOUT, WARMUP_TASKS, cpu_seconds, format_number, memory_mb, run_bench
 from pyrodist.client import Client
 from pyrodist.cluster import LocalCluster
 from pyrodist.config import Settings
@@ -172,16 +172,6 @@ def _stop_emulated(workers: Sequence[EmulatedWorker]) -> None:
         worker.join(FETCH_WAIT + 5)
 
 
-def _rss_mb(pid: int | None) -> tuple[float | None, float | None]:
-    """A process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
-    found: dict[str, float] = {}
-    for line in (None if pid is None else proc_lines(pid, "status")) or []:
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(rest.split()[0]) / 1024
-    return found.get("VmRSS"), found.get("VmHWM")
-
-
 def _master_pid(cluster: LocalCluster) -> int | None:
     return cluster.master.pid if cluster.master is not None else None
 
@@ -242,7 +232,7 @@ def run_queue(tasks: int = 1_000_000, store: str | None = None) -> Figures:
         futures = client.map(benchtasks.inc, range(tasks))
         took = time.perf_counter() - start
         pending = client.stats()["counts"]["pending"]
-        rss, peak = _rss_mb(_master_pid(cluster))
+        rss, peak = memory_mb(_master_pid(cluster))
         del futures
     figures.add("submit time (map returned)", took, "s")
     figures.add("submit rate", tasks / took, "tasks/s")

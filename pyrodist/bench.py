@@ -134,7 +134,7 @@ def run_bench(
         client.gather(futures, RESULT_TIMEOUT + 0.01 * tasks)
         finished = time.perf_counter()
         cpu_after = cpu_seconds(master_pid)
-        peak_mb = _peak_mb(master_pid)
+        peak_mb = memory_mb(master_pid)[1]
     pool = raw_rpc = memory = None
     if compare:
         if store is not None:
@@ -225,12 +225,14 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14 and 15 of proc(5)
 
 
-def _peak_mb(pid: int | None) -> float | None:
-    """A process's peak resident memory (VmHWM), in MB."""
+def memory_mb(pid: int | None) -> tuple[float | None, float | None]:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM), in MB."""
+    found: dict[str, float] = {}
     for line in (None if pid is None else proc_lines(pid, "status")) or []:
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return None
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(rest.split()[0]) / 1024  # kB
+    return found.get("VmRSS"), found.get("VmHWM")
 
 
 def _pool_throughput(func: Callable[..., Any], args: Sequence[Any], workers: int) -> float:

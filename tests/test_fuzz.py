@@ -38,7 +38,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import Pyro4
@@ -50,6 +49,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pyrodist import protocol, values
+from pyrodist.bench import memory_mb
 from pyrodist.protocol import MAX_BATCH, TASK_ID_PATTERN, TaskState
 from pyrodist.service import MasterService
 from pyrodist.values import MAX_PAYLOAD
@@ -656,14 +656,6 @@ class Noise:
                 sock.close()
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The most resident memory a process has had, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmHWM for pid {pid}")
-
-
 def run_storm(storm: Storm) -> None:
     """The generated part: EXAMPLES batches of 6 to 12 calls, the same ones on every run."""
 
@@ -715,7 +707,7 @@ def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(procs
         seconds = time.monotonic() - started
     finally:
         storm.close()
-    peak = peak_rss_mb(procs.procs[1].pid)
+    peak = memory_mb(procs.procs[1].pid)[1] or 0.0
     print("\n" + storm.summary(seconds, len(edges)))
     print(f"  raw sockets from a peer without the key: {dict(noise.counts)}; master peak RSS {peak:.0f} MB")
     assert noise.counts["silent"] and noise.counts["huge"] and noise.counts["garbage"]

@@ -31,6 +31,7 @@ from pyrodist import (
     remote_patches,
 )
 from pyrodist import ValueEncodingError as EncodingError
+from pyrodist.bench import memory_mb
 from pyrodist.cliopts import warn_if_exposed
 from tests import tasks
 from tests.conftest import Cluster, Processes, free_port, port_open, wait_until
@@ -199,11 +200,10 @@ def test_an_idle_connection_does_not_stop_a_tls_master_or_name_server(
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    """Resident memory of a live process, in MB."""
+    rss = memory_mb(pid)[0]
+    assert rss is not None, f"no resident memory for pid {pid}"
+    return rss
 
 
 def test_a_huge_first_message_is_refused_after_its_header_not_read_whole(procs: Processes) -> None:
