@@ -14,6 +14,7 @@ from .wire import (
     FetchedTask,
     Finished,
     HeartbeatReply,
+    Lease,
     Limits,
     Outcome,
     ReportReply,
@@ -63,7 +64,7 @@ class MasterAPI(Protocol):
     def heartbeat(self, worker: str, status: WorkerStatus) -> HeartbeatReply:
         """A worker is alive: renew its leases, learn what to cancel."""
 
-    def release(self, worker: str, leases: Sequence[tuple[str, int]]) -> int:
+    def release(self, worker: str, leases: Sequence[Lease]) -> int:
         """Give back fetched tasks (id and lease token) the worker will not run; how many were given back."""
 
     def result(self, task_id: str, timeout: float = 0.0, client_secret: str | None = None) -> TaskRecord:

@@ -21,6 +21,7 @@ from .wire import (
     FetchedTask,
     Finished,
     HeartbeatReply,
+    Lease,
     Limits,
     Outcome,
     ReportReply,
@@ -89,7 +90,7 @@ class WireConnection(MasterAPI):
         """Say this worker lives; renew its leases."""
         return HeartbeatReply.from_wire(self._invoke(MasterAPI.heartbeat, worker, status.to_wire()))
 
-    def release(self, worker: str, leases: Sequence[tuple[str, int]]) -> int:
+    def release(self, worker: str, leases: Sequence[Lease]) -> int:
         """Give back fetched tasks (id and lease token)."""
         return int(self._invoke(MasterAPI.release, worker, [[task_id, token] for task_id, token in leases]))
 

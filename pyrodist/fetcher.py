@@ -13,6 +13,7 @@ import time
 from .connection import Connection, wait_for_master
 from .errors import ConnectionFailed, StoreUnavailable
 from .retry import retry_delays
+from .wire import Lease
 from .workstate import WorkerState
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Fetcher:
                 time.sleep(0)  # let a slot take the GIL and start them before this thread asks for more
         return True
 
-    def give_back(self, leases: list[tuple[str, int]], why: str) -> None:
+    def give_back(self, leases: list[Lease], why: str) -> None:
         """Give tasks back to the master (they keep their place in the queue); if it is away, their leases expire."""
         if not leases:
             return

@@ -46,6 +46,7 @@ from .wire import (
     FetchedTask,
     Finished,
     HeartbeatReply,
+    Lease,
     Limits,
     MasterInfo,
     Outcome,
@@ -191,7 +192,7 @@ class Master(MasterAPI):
                 self._store.renew(worker, status.running, status.prefetched, now, self._settings.lease_timeout)
             return HeartbeatReply(self._settings.lease_timeout, self._workers.to_kill(worker))
 
-    def release(self, worker: str, leases: Sequence[tuple[str, int]]) -> int:
+    def release(self, worker: str, leases: Sequence[Lease]) -> int:
         """Give back tasks worker fetched (id and lease token) but will not run; they keep their place in the queue."""
         with self._lock:
             released = self._store.release(worker, leases)

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from .protocol import ACTIVE_STATES, ErrorRecord, TaskState
 from .storefaults import Undoable, atomic
 from .task import Task, lease_tokens, lost_error, retry_delay, wants_retry
-from .wire import Outcome
+from .wire import Lease, Outcome
 
 RESULT_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 """Finished states whose record is still kept (not yet expired)."""
@@ -141,21 +141,21 @@ class TaskStore(Undoable[Snapshot]):
         return leased
 
     def renew(
-        self, worker: str, running: Iterable[str], prefetched: Iterable[str], now: float, lease_timeout: float
+        self, worker: str, running: Iterable[Lease], prefetched: Iterable[Lease], now: float, lease_timeout: float
     ) -> int:
-        """Extend the leases worker holds on these tasks (running ones are marked seen); how many renewed."""
+        """Extend the leases (id and token) worker holds (running ones are marked seen); how many renewed."""
         renewed = 0
-        for ids, seen in ((running, True), (prefetched, False)):
-            for task_id in ids:
+        for leases, seen in ((running, True), (prefetched, False)):
+            for task_id, token in leases:
                 task = self._running.get(task_id)
-                if task is not None and task.worker == worker:
+                if task is not None and task.worker == worker and task.token == token:
                     task.deadline = now + lease_timeout
                     task.seen_running = task.seen_running or seen
                     renewed += 1
         return renewed
 
     @atomic
-    def release(self, worker: str, leases: Iterable[tuple[str, int]]) -> list[Task]:
+    def release(self, worker: str, leases: Iterable[Lease]) -> list[Task]:
         """Give back tasks worker leased (id and lease token) but did not run; they keep their place in the queue."""
         released = []
         for task_id, token in leases:

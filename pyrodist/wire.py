@@ -36,6 +36,9 @@ from .protocol import (
 from .records import Plain, as_dict, checked, field_names, known
 from .values import MAX_PAYLOAD, decode_value, encode_value, payload_fits
 
+Lease = tuple[str, int]
+"""A lease a worker holds: its task's id and the token `fetch` gave (`[id, token]` on the wire)."""
+
 
 @dataclass(slots=True)
 class SubmittedTask:
@@ -187,13 +190,14 @@ class WorkerStatus:
     host: str | None = None
     pid: int | None = None
     concurrency: int | None = None
-    running: list[str] | None = None
-    prefetched: list[str] | None = None
+    running: list[Lease] | None = None
+    prefetched: list[Lease] | None = None
     state: str = "live"
 
     def to_wire(self) -> dict[str, Any]:
-        """The wire form: only the fields that are set."""
-        return {key: value for key, value in as_dict(self).items() if value is not None}
+        """The wire form: only the fields that are set (leases as `[id, token]` pairs)."""
+        wire = {key: value for key, value in as_dict(self).items() if value is not None}
+        return wire | {key: [list(lease) for lease in wire[key]] for key in ("running", "prefetched") if key in wire}
 
     @classmethod
     def from_wire(cls, info: Any) -> WorkerStatus:
@@ -201,13 +205,19 @@ class WorkerStatus:
         info = info if isinstance(info, dict) else {}
         typed: dict[str, Any] = {k: v for k, v in info.items() if type(v) is _STATUS_TYPES.get(k)}  # no bools
         running, prefetched = typed.get("running"), info.get("prefetched", [])  # leases renewed only with both
-        ids = isinstance(running, list) and isinstance(prefetched, list)
+        both = isinstance(running, list) and isinstance(prefetched, list)
         return cls(
             typed.get("host"), typed.get("pid"), typed.get("concurrency"),
-            [t for t in running or () if isinstance(t, str)] if ids else None,
-            [t for t in prefetched if isinstance(t, str)] if ids else None,
+            _leases(running) if both else None,
+            _leases(prefetched) if both else None,
             info["state"] if info.get("state") in WORKER_STATES else "live",
         )  # fmt: skip
+
+
+def _leases(entries: Any) -> list[Lease]:
+    """The `[id, token]` pairs of a heartbeat's list; anything else names no lease and is left out."""
+    pairs = [entry for entry in entries if isinstance(entry, list | tuple) and len(entry) == 2]
+    return [(task_id, token) for task_id, token in pairs if isinstance(task_id, str) and type(token) is int]
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import threading
 import time
 
 from .runner import PIPELINE_BYTES, ChildProcess
-from .wire import FetchedTask, Outcome, WorkerStatus
+from .wire import FetchedTask, Lease, Outcome, WorkerStatus
 
 FETCH_WAIT = 2.0
 """Seconds one fetch long-polls; also how soon a stopping worker notices."""
@@ -104,7 +104,7 @@ class WorkerState:
             self.tasks.notify_all()
             return not self.buffer and not self.running
 
-    def take_unstarted(self) -> list[tuple[str, int]]:
+    def take_unstarted(self) -> list[Lease]:
         """Empty the buffer; the leases (id and token) of the tasks it held."""
         with self.tasks:
             unstarted = [(task.id, task.token) for task in self.buffer]
@@ -199,7 +199,7 @@ class WorkerState:
                     child.interrupt()
         return killed
 
-    def stopped_leases(self) -> list[tuple[str, int]]:
+    def stopped_leases(self) -> list[Lease]:
         """Running tasks killed at the end of the grace period (to be given back): their ids and tokens."""
         with self.tasks:
             return [(task_id, self.tokens[task_id]) for task_id, why in self.dropped.items() if why == "stopped"]
@@ -218,6 +218,7 @@ class WorkerState:
     def status(self) -> WorkerStatus:
         """What the next heartbeat tells the master."""
         with self.tasks:
-            running, prefetched = list(self.running), [task.id for task in self.buffer]
+            running = [(task_id, self.tokens[task_id]) for task_id in self.running]
+            prefetched = [(task.id, task.token) for task in self.buffer]
         state = "stopping" if self.stopping.is_set() else "live"
         return WorkerStatus(socket.gethostname(), os.getpid(), self.concurrency, running, prefetched, state)

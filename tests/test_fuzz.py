@@ -473,7 +473,7 @@ class Storm:
                 self._parked.set()
             while not self._stop.wait(1.0):
                 for worker in HOLDERS:
-                    master.heartbeat(worker, {"running": ids})
+                    master.heartbeat(worker, {"running": held[worker]})
             for worker in HOLDERS:
                 master.release(worker, held[worker])
 

@@ -301,6 +301,26 @@ def test_a_release_needs_the_lease_token(served: Served) -> None:
     assert svc.lookup([RUNNING], CLIENT)[0]["state"] == "pending"
 
 
+def test_a_heartbeat_renews_a_lease_only_with_its_token(served: Served) -> None:
+    """A peer with the key that knows the holder's name and the task's id cannot keep a dead worker's task."""
+    svc, clock = served.service, served.master._clock
+    assert isinstance(clock, FakeClock)
+    for forged in ([RUNNING], [[RUNNING, served.token + 1]], [[RUNNING, 0]], [[RUNNING, str(served.token)]]):
+        clock.advance(20)
+        svc.heartbeat("w1", {"running": forged, "prefetched": []})
+        clock.advance(20)
+        served.master.reap()
+        assert svc.lookup([RUNNING], CLIENT)[0]["state"] == "pending", forged
+        (again,) = svc.fetch("w1", 1)
+        assert again["id"] == RUNNING  # it kept its place in the queue
+        served.token = again["token"]
+    clock.advance(20)
+    svc.heartbeat("w1", {"running": [[RUNNING, served.token]], "prefetched": []})
+    clock.advance(20)
+    served.master.reap()
+    assert svc.lookup([RUNNING], CLIENT)[0]["state"] == "running"
+
+
 def test_a_report_for_a_task_the_worker_does_not_hold_is_ignored(served: Served) -> None:
     before = served.service.lookup([RUNNING, PENDING], CLIENT)
     reply = served.service.report("w2", [result(RUNNING, token=served.token), result(PENDING)])

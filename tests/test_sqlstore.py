@@ -25,7 +25,7 @@ from pyrodist.storecheck import check_file
 from pyrodist.task import Task
 from pyrodist.wire import Outcome
 from tests.conftest import ROOT
-from tests.test_store import LEASE, counts, done, failure, fill, get, ids, make_task
+from tests.test_store import LEASE, counts, done, failure, fill, get, held, ids, make_task
 
 
 @pytest.fixture
@@ -148,15 +148,15 @@ def test_running_tasks_get_a_fresh_lease_for_the_same_worker_and_token(path: Pat
     with opened(path) as store:
         fill(store, "a", "b")
         a, b = store.lease("w1", 2, 0.0, LEASE)
-        store.renew("w1", ["a"], ["b"], 1.0, LEASE)
+        store.renew("w1", held(store, "a"), held(store, "b"), 1.0, LEASE)
     with opened(path, 100.0) as store:
         assert store.counts() == counts(running=2)
-        held = get(store, "a")
-        assert (held.state, held.worker, held.token) == (TaskState.RUNNING, "w1", a.token)
-        assert held.deadline == HELD_OVER_DEADLINE
-        assert held.attempts == 1 and held.started == 0.0
+        kept = get(store, "a")
+        assert (kept.state, kept.worker, kept.token) == (TaskState.RUNNING, "w1", a.token)
+        assert kept.deadline == HELD_OVER_DEADLINE
+        assert kept.attempts == 1 and kept.started == 0.0
         assert store.expire(HELD_OVER_DEADLINE) == ([], [])  # not before the fresh deadline
-        assert store.renew("w1", ["a"], ["b"], 105.0, LEASE) == 2
+        assert store.renew("w1", held(store, "a"), held(store, "b"), 105.0, LEASE) == 2
         assert store.finish("w2", [done(b)], 106.0) == ([], ["b"])  # another worker's report: ignored
         accepted, ignored = store.finish("w1", [done(a, "'once'")], 106.0)
         assert (ids(accepted), ignored) == (["a"], [])
@@ -170,7 +170,7 @@ def test_a_lease_held_over_and_not_renewed_expires_without_counting_an_attempt(p
     with opened(path) as store:
         fill(store, "a", max_attempts=1)
         (old,) = store.lease("w1", 1, 0.0, LEASE)
-        store.renew("w1", ["a"], [], 1.0, LEASE)  # it was running when the master stopped
+        store.renew("w1", held(store, "a"), held(store), 1.0, LEASE)  # it was running when the master stopped
     with opened(path, 100.0) as store:
         assert store.expire(HELD_OVER_DEADLINE) == ([], [])
         requeued, failed = store.expire(HELD_OVER_DEADLINE + 0.1)

@@ -52,6 +52,11 @@ def get(store: TaskStore, task_id: str) -> Task:
     return task
 
 
+def held(store: TaskStore, *task_ids: str) -> list[tuple[str, int]]:
+    """The leases a heartbeat names: each task's id and its current token (0 for a task the store lacks)."""
+    return [(t, task.token if (task := store.get(t)) is not None else 0) for t in task_ids]
+
+
 def counts(
     pending: int = 0,
     running: int = 0,
@@ -624,14 +629,14 @@ def test_a_lost_run_does_not_use_up_a_retry(store: TaskStore) -> None:
 def lose_while_running(store: TaskStore, task_id: str, now: float, worker: str = "w1") -> tuple[list[Task], list[Task]]:
     """Lease the task, let the worker say it runs it, then lose the worker; returns expire's lists."""
     assert ids(store.lease(worker, 1, now, LEASE)) == [task_id]
-    assert store.renew(worker, [task_id], [], now + 1, LEASE) == 1
+    assert store.renew(worker, held(store, task_id), held(store), now + 1, LEASE) == 1
     return store.expire(now + 1 + LEASE + 1)
 
 
 def lose_prefetched(store: TaskStore, task_id: str, now: float, worker: str = "w1") -> tuple[list[Task], list[Task]]:
     """Lease the task, let the worker say it only holds it (prefetched), then lose the worker."""
     assert ids(store.lease(worker, 1, now, LEASE)) == [task_id]
-    assert store.renew(worker, [], [task_id], now + 1, LEASE) == 1
+    assert store.renew(worker, held(store), held(store, task_id), now + 1, LEASE) == 1
     return store.expire(now + 1 + LEASE + 1)
 
 
@@ -645,7 +650,7 @@ def test_expire_before_the_deadline_takes_nothing_back(store: TaskStore) -> None
 def test_renew_extends_the_deadline_so_expire_later_keeps_the_lease(store: TaskStore) -> None:
     fill(store, "a", "b", "c")
     a, _, c = store.lease("w1", 3, 0.0, LEASE)
-    assert store.renew("w1", ["a"], ["c"], 8.0, LEASE) == 2
+    assert store.renew("w1", held(store, "a"), held(store, "c"), 8.0, LEASE) == 2
     assert a.deadline == c.deadline == 8.0 + LEASE
     requeued, failed = store.expire(15.0)
     assert ids(requeued) == ["b"]
@@ -659,18 +664,27 @@ def test_renew_extends_the_deadline_so_expire_later_keeps_the_lease(store: TaskS
 def test_renew_only_counts_leases_the_worker_holds(store: TaskStore) -> None:
     fill(store, "a", "b")
     a, _ = store.lease("w1", 2, 0.0, LEASE)
-    assert store.renew("w2", ["a", "b"], ["a"], 5.0, LEASE) == 0
-    assert store.renew("w1", ["a", "unknown"], ["nope"], 5.0, LEASE) == 1
+    assert store.renew("w2", held(store, "a", "b"), held(store, "a"), 5.0, LEASE) == 0
+    assert store.renew("w1", held(store, "a", "unknown"), held(store, "nope"), 5.0, LEASE) == 1
     assert a.deadline == 5.0 + LEASE
     store.finish("w1", [done(a)], 6.0)
-    assert store.renew("w1", ["a"], ["a"], 7.0, LEASE) == 0
+    assert store.renew("w1", held(store, "a"), held(store, "a"), 7.0, LEASE) == 0
+
+
+def test_renew_needs_each_lease_token(store: TaskStore) -> None:
+    fill(store, "a", "b")
+    a, b = store.lease("w1", 2, 0.0, LEASE)
+    guesses = [("a", a.token + 1), ("a", a.token - 1), ("a", 0)]
+    assert store.renew("w1", guesses, [("b", b.token ^ 1)], 5.0, LEASE) == 0
+    assert a.deadline == b.deadline == LEASE
+    assert store.renew("w1", [("a", a.token)], [("b", b.token)], 5.0, LEASE) == 2
 
 
 def test_expired_task_goes_back_to_pending_and_is_leased_again_with_a_new_token(store: TaskStore) -> None:
     fill(store, "a")
     (first,) = store.lease("w1", 1, 0.0, LEASE)
     old_token = first.token
-    store.renew("w1", ["a"], [], 1.0, LEASE)
+    store.renew("w1", held(store, "a"), held(store), 1.0, LEASE)
     requeued, failed = store.expire(LEASE + 2)
     assert (ids(requeued), failed) == (["a"], [])
     stored = get(store, "a")
@@ -701,7 +715,7 @@ def test_late_report_with_the_old_token_is_ignored_even_from_the_same_worker(sto
     accepted, ignored = store.finish("w1", [Outcome("a", old_token, True, result="1")], 13.0)
     assert (accepted, ignored) == ([], ["a"])
     assert store.counts() == counts(running=1)
-    assert store.renew("w1", ["a"], [], 14.0, LEASE) == 1  # the new lease is untouched
+    assert store.renew("w1", held(store, "a"), held(store), 14.0, LEASE) == 1  # the new lease is untouched
     assert ids(store.finish("w1", [done(again)], 15.0)[0]) == ["a"]
 
 
@@ -762,8 +776,8 @@ def test_task_lost_while_only_prefetched_is_no_attempt(store: TaskStore) -> None
 def test_seen_running_sticks_once_a_heartbeat_said_so(store: TaskStore) -> None:
     fill(store, "a", max_attempts=1)
     store.lease("w1", 1, 0.0, LEASE)
-    store.renew("w1", ["a"], [], 1.0, LEASE)
-    store.renew("w1", [], ["a"], 2.0, LEASE)  # the same worker later lists it as held only
+    store.renew("w1", held(store, "a"), held(store), 1.0, LEASE)
+    store.renew("w1", held(store), held(store, "a"), 2.0, LEASE)  # the same worker later lists it as held only
     requeued, failed = store.expire(20.0)
     assert (requeued, ids(failed)) == ([], ["a"])
 
@@ -793,7 +807,7 @@ def test_task_that_is_lost_unseen_again_and_again_fails_in_the_end(store: TaskSt
 def test_report_after_the_task_was_failed_as_lost_is_ignored(store: TaskStore) -> None:
     fill(store, "a", max_attempts=1)
     (task,) = store.lease("w1", 1, 0.0, LEASE)
-    store.renew("w1", ["a"], [], 1.0, LEASE)
+    store.renew("w1", held(store, "a"), held(store), 1.0, LEASE)
     store.expire(LEASE + 2)
     accepted, ignored = store.finish("w1", [done(task)], LEASE + 3)
     assert (accepted, ignored) == ([], ["a"])
@@ -898,7 +912,7 @@ def test_cancel_of_a_running_task_ends_its_lease(store: TaskStore) -> None:
     assert cancelled is not None
     assert (cancelled.state, cancelled.worker) == (TaskState.CANCELLED, "w1")  # who to tell to stop
     assert store.counts() == counts(running=1, cancelled=1)
-    assert store.renew("w1", ["a"], [], 2.0, LEASE) == 0
+    assert store.renew("w1", held(store, "a"), held(store), 2.0, LEASE) == 0
     assert store.release("w1", leases(task)) == []
     assert ids(store.expire(100.0)[0]) == ["b"]  # only the lease still held
     accepted, ignored = store.finish("w1", [done(task)], 3.0)

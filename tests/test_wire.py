@@ -55,10 +55,11 @@ records = st.builds(
     st.none() | texts, st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), options, numbers,
     st.none() | numbers, st.none() | numbers, st.none() | numbers,
 )  # fmt: skip
+lease_lists = st.lists(st.tuples(ids, st.integers(1, 2**52)), max_size=3)
 statuses = st.one_of(  # running and prefetched travel together: one without the other renews nothing
     st.builds(WorkerStatus, st.none() | texts, st.none() | st.integers(0, 2**31), st.none() | st.integers(0, 512),
               st.none(), st.none(), st.sampled_from(["live", "stopping", "stopped"])),
-    st.builds(WorkerStatus, texts, st.integers(0, 2**31), st.integers(0, 512), id_lists, id_lists),
+    st.builds(WorkerStatus, texts, st.integers(0, 2**31), st.integers(0, 512), lease_lists, lease_lists),
 )  # fmt: skip
 rows = st.builds(WorkerRow, ids, texts, st.integers(0, 2**31), st.integers(0, 512), st.integers(0, 99),
                  st.integers(0, 99), st.integers(0, 10**6), st.integers(0, 10**6), numbers)  # fmt: skip
@@ -125,8 +126,9 @@ STATS_KEYS = {"master", "workers", "lost_workers", "counts", "submitted", "done"
         (ReportReply(2, ["a"], ["b"]), {"accepted": 2, "ignored": ["a"], "cancel": ["b"]}),
         (HeartbeatReply(30.0, ["b"]), {"lease_timeout": 30.0, "cancel": ["b"]}),
         (WorkerStatus(), {"state": "live"}),
-        (WorkerStatus("h", 1, 2, ["a"], ["b"], "stopping"),
-         {"host": "h", "pid": 1, "concurrency": 2, "running": ["a"], "prefetched": ["b"], "state": "stopping"}),
+        (WorkerStatus("h", 1, 2, [("a", 7)], [("b", 8)], "stopping"),
+         {"host": "h", "pid": 1, "concurrency": 2, "running": [["a", 7]], "prefetched": [["b", 8]],
+          "state": "stopping"}),
         (Limits(1024, 10_000, 5, 16, "e1", True),
          {"max_payload": 1024, "max_batch": 10_000, "max_pending": 5, "max_subscriptions_per_client": 16,
           "epoch": "e1", "durable": True}),
@@ -322,10 +324,11 @@ def test_worker_status_leaves_fields_of_the_wrong_type_out(info: dict[str, Any])
     assert WorkerStatus.from_wire(info) == WorkerStatus()
 
 
-def test_worker_status_keeps_only_the_string_ids_of_its_lists() -> None:
-    info = {"host": "h", "pid": 9, "running": ["c.1", 2, None, "c.3"], "prefetched": [["c.4"], "c.5"], "x": 1}
+def test_worker_status_keeps_only_the_id_and_token_pairs_of_its_lists() -> None:
+    running = [["c.1", 5], "c.2", ["c.3"], ["c.4", True], [4, 4], ("c.6", 6), ["c.7", 7, 7], ["c.8", 8.0]]
+    info = {"host": "h", "pid": 9, "running": running, "prefetched": [["c.9", 9], "c.10"], "x": 1}
     got = WorkerStatus.from_wire(info)
-    assert got == WorkerStatus("h", 9, None, ["c.1", "c.3"], ["c.5"], "live")
+    assert got == WorkerStatus("h", 9, None, [("c.1", 5), ("c.6", 6)], [("c.9", 9)], "live")
 
 
 # ---- the plain caller's record ---------------------------------------------------------------------
