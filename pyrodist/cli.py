@@ -24,6 +24,7 @@ from .cliopts import (
     config_defaults,
     describe_failure,
     insecure_option,
+    is_loopback,
     logging_options,
     nat_options,
     ns_options,
@@ -133,17 +134,14 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
         return
     settings = settings_from(master_name=name or master_name, **options)
     warn_if_exposed("master", host, settings, insecure)
-    if (
-        dashboard is not None
-        and not insecure
-        and not dashboard_host.startswith("127.")
-        and dashboard_host != "localhost"
-    ):
-        log.warning(
-            "the dashboard listens on %s without authentication (the key does not cover it): anyone who can reach "
-            "it sees task errors and tracebacks. Keep it on 127.0.0.1 (use an SSH tunnel) or pass --insecure.",
-            dashboard_host,
+    if dashboard is not None and not settings.admin_key and not is_loopback(dashboard_host):
+        exposed = (
+            f"the dashboard on {dashboard_host} would show every client's tasks and tracebacks to anyone who "
+            "reaches it: set PYRODIST_ADMIN_KEY (the dashboard then asks for it as its password)"
         )
+        if not insecure:
+            raise click.UsageError(f"{exposed}, keep it on 127.0.0.1 (an SSH tunnel), or pass --insecure")
+        log.warning("%s", exposed)
     where = MasterOptions(host, port, dashboard, dashboard_host, store or None, store_sync, nathost, natport)
     stop = threading.Event()
     with stop_on_signals(stop.set):

@@ -168,9 +168,14 @@ def settings_from(
     )  # fmt: skip
 
 
+def is_loopback(host: str) -> bool:
+    """Whether an address to bind to is reachable from this machine only."""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def warn_if_exposed(what: str, host: str, settings: Settings, insecure: bool) -> None:
     """Warn when a server listens beyond this machine with neither a key nor TLS."""
-    if insecure or settings.key or settings.tls or host in ("localhost", "::1") or host.startswith("127."):
+    if insecure or settings.key or settings.tls or is_loopback(host):
         return
     log.warning(
         "the %s listens on %s without --key or TLS: anyone who can reach it can make your workers run "
@@ -229,7 +234,9 @@ def nat_options(func: F) -> F:
 
 
 insecure_option = click.option(
-    "--insecure", is_flag=True, help="Do not warn about listening beyond this machine without a key or TLS."
+    "--insecure",
+    is_flag=True,
+    help="Listen beyond this machine without a key or TLS (or a dashboard without an admin key): warn only.",
 )
 
 

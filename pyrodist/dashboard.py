@@ -1,12 +1,17 @@
 """The master's dashboard: one HTML page polling `/api/stats` and `/api/failures`, standard library only.
 
+It is the operator's view: every client's tasks and errors. With a password (the master's admin key),
+every request must carry it as HTTP Basic authentication (any user name).
+
 The page is package data in `dashboard_static/` (index.html, style.css, app.js), served as one document.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import json
 import logging
 import socket
@@ -71,9 +76,12 @@ HEADERS = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, stats: Callable[[], dict[str, Any]], failures: FailureSource) -> None:
+    def __init__(
+        self, host: str, port: int, stats: Callable[[], dict[str, Any]], failures: FailureSource, password: str | None
+    ) -> None:
         self.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         self.stats, self.failures = stats, failures
+        self.password = password.encode() if password else None
         self.loopback = host in LOOPBACK_NAMES
         super().__init__((host, port), _Handler)
 
@@ -90,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
         server = cast(_Server, self.server)
         if not self._host_allowed(server):
             self._send(HTTPStatus.FORBIDDEN, {"error": "unexpected Host header; open the dashboard by its address"})
+        elif not self._authorized(server):
+            self._send(HTTPStatus.UNAUTHORIZED, {"error": "the dashboard needs the master's admin key as password"})
         elif url.path == "/":
             self._send(HTTPStatus.OK, PAGE, "text/html; charset=utf-8")
         elif url.path == "/api/stats":
@@ -121,6 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
         name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
         return name.lower() in LOOPBACK_NAMES
 
+    def _authorized(self, server: _Server) -> bool:
+        """No password set, or the request's Basic credentials carry it."""
+        if server.password is None:
+            return True
+        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except binascii.Error:
+            return False
+        given = decoded.partition(b":")[2]
+        return scheme.lower() == "basic" and hmac.compare_digest(given, server.password)
+
     def _answer(self, produce: Callable[[], Any]) -> None:
         try:
             value = produce()
@@ -137,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if status is HTTPStatus.METHOD_NOT_ALLOWED:
             self.send_header("Allow", "GET, HEAD")
+        if status is HTTPStatus.UNAUTHORIZED:
+            self.send_header("WWW-Authenticate", 'Basic realm="pyrodist dashboard", charset="UTF-8"')
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -149,9 +173,14 @@ class Dashboard:
     """The dashboard's HTTP server; bound on creation, served from a daemon thread after start()."""
 
     def __init__(
-        self, stats: Callable[[], dict[str, Any]], failures: FailureSource, host: str = "127.0.0.1", port: int = 0
+        self,
+        stats: Callable[[], dict[str, Any]],
+        failures: FailureSource,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        password: str | None = None,
     ) -> None:
-        self._server = _Server(host, port, stats, failures)
+        self._server = _Server(host, port, stats, failures, password)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.25,), name="dashboard", daemon=True)
         self._closed = False
 

@@ -104,7 +104,7 @@ def start_master(settings: Settings, options: MasterOptions | None = None) -> Ru
         remote.register(settings, settings.master_name, running.uri)
         master.start()
         if options.dashboard is not None:
-            running.dashboard = _dashboard(master, options)
+            running.dashboard = _dashboard(master, options, settings.admin_key)
     except BaseException:
         running.close()
         raise
@@ -115,14 +115,13 @@ def start_master(settings: Settings, options: MasterOptions | None = None) -> Ru
     return running
 
 
-def _dashboard(master: Master, options: MasterOptions) -> Dashboard:
+def _dashboard(master: Master, options: MasterOptions, admin_key: str | None) -> Dashboard:
     host, port = options.dashboard_host, options.dashboard or 0
     try:
-        dashboard = Dashboard(lambda: master.stats().to_wire(), master.recent_failures, host, port)
+        dashboard = Dashboard(lambda: master.stats().to_wire(), master.recent_failures, host, port, admin_key)
     except OSError as exc:
         raise ConfigError(f"the dashboard cannot listen on {host}:{port}: {exc.strerror}") from None
     dashboard.start()
-    log.info("dashboard at %s", dashboard.url)
     return dashboard
 
 

@@ -6,6 +6,7 @@ The browser tests need Debian's `chromium` (`.ci/run` installs it); without it t
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -23,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from pyrodist import TaskError
+from pyrodist.cli import cli
 from pyrodist.dashboard import MAX_FAILURES, Dashboard
 from tests import tasks
 
-from .conftest import ROOT, Processes, free_port, start_cluster, wait_until
+from .conftest import ADMIN_KEY, ROOT, Processes, free_port, start_cluster, wait_until
 
 DONE_START, DONE_STEP, SUBMITTED = 100, 7, 2000
 XSS = '<img src=x onerror="document.title=1">'
@@ -184,6 +187,29 @@ def test_foreign_host_names_are_refused_on_loopback(dashboard: Dashboard) -> Non
         assert get(dashboard.url + "api/stats", Host=host)[0] == 200, host
 
 
+def basic(user: str, password: str) -> str:
+    """An Authorization header's value for HTTP Basic authentication."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("path", ["", "api/stats", "api/failures", "nope"])
+def test_with_a_password_every_request_needs_it(fake: FakeMaster, path: str) -> None:
+    """The operator's view of every client's tasks: with the admin key as password, nothing without it."""
+    with Dashboard(fake.stats, fake.failures, password="s3cret") as dash:
+        wrong = ["", "Basic", basic("admin", "s3cre"), basic("admin", "s3cret!"), "Basic !!!", "Bearer s3cret",
+                 "Basic " + base64.b64encode(b"s3cret").decode()]  # fmt: skip
+        for header in wrong:
+            status, headers, body = get(dash.url + path, **({"Authorization": header} if header else {}))
+            assert status == 401, header
+            assert headers["WWW-Authenticate"].startswith("Basic realm=")
+            assert b"error" in body and b"node1" not in body and b"m1a2b3" not in body
+        assert fake.stats_calls == 0
+        for user in ("admin", "", "any name"):
+            status, _, _ = get(dash.url + path, Authorization=basic(user, "s3cret"))
+            assert status == (404 if path == "nope" else 200)
+    assert fake.stats_calls == (3 if path == "api/stats" else 0)
+
+
 def test_a_failing_provider_gives_503_and_the_server_keeps_serving(caplog: pytest.LogCaptureFixture) -> None:
     fake = FakeMaster(broken=True)
     with Dashboard(fake.stats, fake.failures) as dash:
@@ -321,8 +347,11 @@ def test_master_serves_the_dashboard_with_live_figures(procs: Processes) -> None
     cluster = start_cluster(procs, workers=2, master_args=("--dashboard", str(port)))
 
     def api(path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return json.loads(response.read())
+        status, _, body = get(f"http://127.0.0.1:{port}{path}", Authorization=basic("operator", ADMIN_KEY))
+        assert status == 200, body
+        return json.loads(body)
+
+    assert get(f"http://127.0.0.1:{port}/api/stats")[0] == 401  # the master's admin key is the password
 
     assert len(api("/api/stats")["workers"]) == 2
     with cluster.client() as client:
@@ -332,5 +361,14 @@ def test_master_serves_the_dashboard_with_live_figures(procs: Processes) -> None
             client.submit(tasks.boom, "shown on the dashboard").result(timeout=30)
     failures = api("/api/failures?limit=5")
     assert failures[0]["error"]["message"] == "shown on the dashboard" and "owner" not in failures[0]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-        assert b'id="workers"' in response.read()
+    assert b'id="workers"' in get(f"http://127.0.0.1:{port}/", Authorization=basic("operator", ADMIN_KEY))[2]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1"])
+def test_a_dashboard_beyond_loopback_without_an_admin_key_is_refused(host: str) -> None:
+    """It would show every client's tasks to anyone: the master does not start (nothing is bound)."""
+    args = ["master", "--dashboard", "0", "--dashboard-host", host, "--key", "k"]
+    result = CliRunner().invoke(cli, args, env={"PYRODIST_ADMIN_KEY": ""})
+    assert result.exit_code == 2
+    assert f"the dashboard on {host} would show every client's tasks" in result.output
+    assert "PYRODIST_ADMIN_KEY" in result.output and "--insecure" in result.output
