@@ -8,6 +8,7 @@ its own that settles them, and, once `on_result` is used, a `CallbackChannel`.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import logging
 import secrets
@@ -23,7 +24,7 @@ from .config import Settings
 from .connection import Connect
 from .errors import MasterRejected, PyrodistError
 from .futures import Future, FutureTable
-from .protocol import admin_secret, client_id_of
+from .protocol import admin_secret, client_id_of, in_messages, wire_estimate
 from .remote_connection import PyroConnection
 from .retry import retrying
 from .values import encode_call
@@ -175,17 +176,20 @@ class Client:
                 "client %s: the master's queue is full; waiting %.2f s to send %d tasks", self.id, delay, len(tasks)
             )
 
-        try:  # ids make a retried submit idempotent
-            retrying(
-                lambda: self._conn.submit_encoded(self._secret, tasks), MasterRejected, start=0.05, cap=2.0,
-                give_up=lambda exc: not (wait_when_full and "queue full" in str(exc)), on_retry=waiting,
-            )  # fmt: skip
+        sent = 0
+        try:  # ids make a retried submit idempotent; a call carries what the master reads at once
+            for group in in_messages(tasks, _task_size, self._max_payload):
+                retrying(
+                    functools.partial(self._conn.submit_encoded, self._secret, group), MasterRejected, start=0.05,
+                    cap=2.0, give_up=lambda exc: not (wait_when_full and "queue full" in str(exc)), on_retry=waiting,
+                )  # fmt: skip
+                for f in futures[sent : sent + len(group)]:
+                    f._sent = True
+                sent += len(group)
         except BaseException:
-            for f in futures:
+            for f in futures[sent:]:
                 self._futures.pop(f.task_id)
             raise
-        for f in futures:
-            f._sent = True
         return futures
 
     # ---- results
@@ -260,3 +264,8 @@ class TaskOptions:
     ) -> list[Future]:
         """Like `Client.map`, with these options."""
         return self._client._map(func, iterables, chunksize, self._options)
+
+
+def _task_size(task: SubmittedTask) -> int:
+    """About how many bytes a task takes in a submit call."""
+    return 200 + wire_estimate(task.payload)

@@ -18,6 +18,7 @@ from .dashboard import Dashboard
 from .errors import ConfigError
 from .master import Master
 from .memstore import MemoryStore
+from .protocol import max_message
 from .remote_servers import Server
 from .service import REMOTE_METHODS, MasterService
 from .sqlstore import SqliteStore
@@ -94,7 +95,8 @@ def start_master(settings: Settings, options: MasterOptions | None = None) -> Ru
         )
     master = Master(settings, open_store(options, settings))
     try:
-        server = Server(settings, options.host, options.port, options.nathost, options.natport)
+        server = Server(settings, options.host, options.port, options.nathost, options.natport,
+                        max_message=max_message(settings.max_payload))  # fmt: skip
     except BaseException:
         master.close_store()
         raise

@@ -24,6 +24,8 @@ Published = tuple[TaskRecord, str | None]
 
 MAX_SUBSCRIPTIONS = 1000
 MAX_SUBSCRIPTIONS_PER_CLIENT = 16
+MAX_SUBSCRIBED_IDS = 100_000
+"""Most task ids one subscription may list (the master keeps them while it lives)."""
 MAX_QUEUE = 100_000
 """Records one subscriber may fall behind before it is dropped."""
 MAX_BATCH = 5000

@@ -12,10 +12,12 @@ import hmac
 import math
 import re
 import traceback
-from collections.abc import Callable, Sequence
-from typing import Any, NotRequired, TypedDict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from .errors import FunctionRefError
+
+T = TypeVar("T")
 
 
 class TaskState(enum.StrEnum):
@@ -39,6 +41,34 @@ MAX_BATCH = 10_000
 """Most tasks or results in one submit_many, fetch or report call."""
 MAX_WAIT = 300.0
 """Longest a single long-poll may block, in seconds."""
+MESSAGE_SLACK = 1024 * 1024
+"""Bytes of a call beyond its payloads: ids, names, options, error records."""
+
+
+def max_message(max_payload: int) -> int:
+    """Longest call a master reads, in bytes: a batch cut at max_payload (`in_messages`), escapes and all."""
+    return 4 * max_payload + MESSAGE_SLACK
+
+
+def wire_estimate(text: str | None) -> int:
+    """Bytes text takes in a json call, within a factor of two (escapes): as is if ASCII, else 4 per character."""
+    return 0 if text is None else len(text) if text.isascii() else 4 * len(text)
+
+
+def in_messages(items: Sequence[T], size_of: Callable[[T], int], budget: int) -> Iterator[list[T]]:
+    """items in groups of at most MAX_BATCH whose sizes add up to at most budget (a bigger item goes alone)."""
+    group: list[T] = []
+    size = 0
+    for item in items:
+        cost = size_of(item)
+        if group and (size + cost > budget or len(group) >= MAX_BATCH):
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += cost
+    if group:
+        yield group
+
 
 TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

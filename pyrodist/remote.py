@@ -272,7 +272,7 @@ class CallbackSink:
             self._proxy.task_batch([record.to_wire() for record in records])
         else:
             for record in records:
-                self._proxy.task_done(record.to_plain())
+                self._proxy.task_done(record.to_plain(bounded=True))
 
     def close(self) -> None:
         """Release the proxy's connection."""

@@ -12,6 +12,7 @@
   connections that have not proven the key yet, and all hosts together half: silent sockets from one
   place no longer take every thread. A connection refused for want of threads is closed at once, not
   answered from the accept loop.
+- Once the key is proven, what a call may cost before it is decoded is bounded too (`remote_limits`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import Pyro4
 import Pyro4.core
 import Pyro4.errors
 import Pyro4.util
+
+from .remote_limits import patch_daemons, peer_host
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,7 @@ def apply_patches() -> None:
         _fast_json_decoding()
         _harden_call_decoding()
         _bounded_handshakes()
+        patch_daemons()
 
 
 def defer_tls_handshakes(daemon: Any) -> None:
@@ -125,7 +129,7 @@ def _bounded_handshakes() -> None:
 
     def bounded(self: Any, conn: Any, denied_reason: str | None = None) -> bool:
         sock = conn.sock
-        host = _peer(sock)
+        host = peer_host(sock)
         if denied_reason is not None or not _unproven.enter(host):  # no thread for it: hang up, wait for nothing
             log_refused(host, denied_reason or "too many connections from there have not shown the key yet")
             return False
@@ -136,7 +140,7 @@ def _bounded_handshakes() -> None:
                 sock.do_handshake()
             return bool(handshake(self, _FirstMessage(conn), denied_reason))
         except (OSError, ValueError) as exc:  # ssl.SSLError and socket timeouts are OSErrors
-            log.info("connection from %s refused before its first message: %s", _peer(sock), exc)
+            log.info("connection from %s refused before its first message: %s", peer_host(sock), exc)
             return False
         finally:
             _unproven.leave(host)
@@ -163,14 +167,6 @@ class _FirstMessage:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
-
-
-def _peer(sock: Any) -> str:
-    """The peer's host (its address without the port)."""
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:
-        return "a peer that already left"
 
 
 def _harden_call_decoding() -> None:

@@ -1,7 +1,8 @@
 """The Pyro4 daemons pyrodist serves from: the name server, and the master's and callbacks' `Server`.
 
 Each serves from a thread of its own (`serve_until`), so that a signal stops it at once; every daemon
-bounds its new connections' handshakes (see `remote_patches`).
+bounds its new connections' handshakes (see `remote_patches`), and the name server and the master the
+length of every message (`remote_limits`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import Pyro4.naming
 from .config import Settings
 from .errors import ConfigError
 from .remote import LOOPBACK, configure
+from .remote_limits import bound_messages, peer_host
 from .remote_patches import defer_tls_handshakes, log_refused
 
 log = logging.getLogger(__name__)
+
+NAMESERVER_MAX_MESSAGE = 1024 * 1024
+"""Longest message the name server reads (its calls name objects and addresses: a few hundred bytes)."""
 
 
 @dataclass
@@ -90,6 +95,7 @@ def start_nameserver(
     except OSError as exc:
         raise ConfigError(f"the name server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     defer_tls_handshakes(daemon)
+    bound_messages(daemon, NAMESERVER_MAX_MESSAGE)
     return NameServer(str(uri), daemon, bcserver)
 
 
@@ -106,12 +112,8 @@ class _Daemon(Pyro4.Daemon):  # type: ignore[misc]
     def _handshake(self, conn: Any, denied_reason: str | None = None) -> bool:
         accepted = bool(super()._handshake(conn, denied_reason))
         if not accepted:
-            try:
-                peer = str(conn.sock.getpeername()[0])
-            except OSError:
-                peer = "a peer that already left"
-            log_refused(peer, "wrong or missing key, failed TLS, not a pyrodist peer, or no free thread "
-                        "(see --max-connections)")  # fmt: skip
+            why = "wrong or missing key, failed TLS, not a pyrodist peer, or no free thread (see --max-connections)"
+            log_refused(peer_host(conn.sock), why)
         return accepted
 
 
@@ -125,6 +127,7 @@ class Server:
         port: int = 0,
         nathost: str | None = None,
         natport: int | None = None,
+        max_message: int = 0,
     ) -> None:
         configure(settings)
         try:
@@ -132,6 +135,8 @@ class Server:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         defer_tls_handshakes(self.daemon)
+        if max_message:
+            bound_messages(self.daemon, max_message)
         self.daemon._pyroHmacKey = settings.key_bytes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from .connection import Connection
 from .errors import ConnectionFailed, StoreUnavailable
-from .protocol import MAX_BATCH, error_info
+from .protocol import MAX_BATCH, error_info, in_messages, wire_estimate
 from .retry import retry_delays, retrying
 from .wire import HeartbeatReply, Outcome, WorkerStatus
 from .workstate import FETCH_WAIT, PIPELINE_TASKS, WorkerState
@@ -34,8 +34,11 @@ LINGER = 0.002
 class Reporter:
     """The reporting thread of one worker."""
 
-    def __init__(self, worker_id: str, state: WorkerState, conn: Connection, on_failure: Callable[[], None]) -> None:
+    def __init__(
+        self, worker_id: str, state: WorkerState, conn: Connection, on_failure: Callable[[], None], budget: int
+    ) -> None:
         self._worker_id = worker_id
+        self._budget = budget  # bytes of results per report call (the master reads at most max_message of them)
         self._state = state
         self._conn = conn
         self._on_failure = on_failure
@@ -76,7 +79,6 @@ class Reporter:
                     finished = self._collect(pending)
                 if pending:
                     self._send(pending)
-                    pending = []
                     if store_waits is not None:
                         log.info("worker %s: the master records results again", self._worker_id)
                         store_waits = None
@@ -116,7 +118,13 @@ class Reporter:
             return False
         return True
 
-    def _send(self, batch: list[Outcome]) -> None:
+    def _send(self, pending: list[Outcome]) -> None:
+        """Report pending results in calls the master reads, taking each call's results out once reported."""
+        for batch in in_messages(list(pending), _size, self._budget):
+            self._report(batch)
+            del pending[: len(batch)]
+
+    def _report(self, batch: list[Outcome]) -> None:
         """Report a batch; a batch the wire cannot carry is sent again as failures saying why."""
         try:
             self._follow(self._conn.report(self._worker_id, batch).cancel)
@@ -181,3 +189,10 @@ class Reporter:
                 except queue.Empty:
                     return False
         return True
+
+
+def _size(outcome: Outcome) -> int:
+    """About how many bytes an outcome takes in a report call."""
+    error = outcome.error
+    texts = (outcome.result,) if error is None else (outcome.result, error["message"], error.get("traceback"))
+    return 100 + sum(wire_estimate(text) for text in texts)

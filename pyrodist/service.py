@@ -19,6 +19,7 @@ from .api import Sink
 from .config import Settings
 from .errors import PyrodistError, StoreUnavailable
 from .master import Master
+from .notify import MAX_SUBSCRIBED_IDS
 from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_leases, check_name, check_number, check_task_id
 from .wire import Outcome, SubmittedTask, TaskSpec, WorkerStatus
 
@@ -131,7 +132,7 @@ class MasterService:
         """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""
         timeout = check_number(timeout, "timeout", 0, 1e9)
         record = self._master.result(check_task_id(task_id), timeout, _secret(client_secret))
-        return record.to_plain(self._caller_uses_json())
+        return record.to_plain(self._caller_uses_json(), bounded=True)
 
     def collect(self, client_secret: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[Wire]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
@@ -159,7 +160,11 @@ class MasterService:
 
     def subscribe(self, callback: Any, task_ids: Any = None, client_secret: Any = None) -> str:
         """Call callback.task_done(record) once per finished task (all from now on, those listed, or a client's)."""
-        ids = None if task_ids is None else [check_task_id(i) for i in check_batch(task_ids, "task_ids", 1_000_000)]
+        ids = (
+            None
+            if task_ids is None
+            else [check_task_id(i) for i in check_batch(task_ids, "task_ids", MAX_SUBSCRIBED_IDS)]
+        )
         client = _secret(client_secret)
         self._master.check_subscription(ids, client)  # cheap checks before calling the subscriber back
         return self._master.subscribe(self._make_sink(callback), ids, client)

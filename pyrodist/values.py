@@ -19,6 +19,7 @@ from typing import Any
 import serpent
 
 from .errors import ValueEncodingError
+from .textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, MEASURED_ABOVE, json_values, serpent_tokens
 
 MAX_PAYLOAD = 8 * 1024 * 1024
 """Largest encoded arguments or result of one task, in bytes."""
@@ -124,16 +125,19 @@ def _limited(text: str, what: str, limit: int) -> str:
     return text
 
 
-def decode_value(text: str) -> Any:
-    """Decode serpent text made by `encode_value`."""
+def decode_value(text: str, bounded: bool = False) -> Any:
+    """Decode serpent text made by `encode_value`; bounded: refuse (ValueError) more values than a call may hold."""
     if text in _LITERAL_WORDS:
         return _LITERAL_WORDS[text]
-    if text[:1] == JSON_MARK:
+    measured = bounded and len(text) > MEASURED_ABOVE  # the master decodes for plain callers: not a gigabyte
+    if text[:1] == JSON_MARK and not (measured and json_values(text.encode()) > MAX_JSON_VALUES):
         with contextlib.suppress(ValueError):
             value = json.loads(text)
             if _json_exact(value) and not _JSON_ONLY.search(text):
                 return value  # what serpent would read too
         # json's own words (" true", " NaN") and escapes: serpent decides, as for any other text
+    if measured and serpent_tokens(text) > MAX_SERPENT_TOKENS:
+        raise ValueError(f"the value holds more than {MAX_SERPENT_TOKENS} serpent tokens, too many to decode here")
     value = serpent.loads(text.encode("utf-8"))
     if _TAG in text or "__class__" in text:
         value = _restore(value)

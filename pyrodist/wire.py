@@ -290,14 +290,16 @@ class TaskRecord:
         """The wire form: the documented public record, `payload` holding the result as serpent text."""
         return {**as_dict(self), "state": self.state.value}
 
-    def to_plain(self, as_json: bool = False) -> dict[str, Any]:
-        """The record for a plain caller: the value decoded under `value` (json callers keep the text in `payload`)."""
+    def to_plain(self, as_json: bool = False, bounded: bool = False) -> dict[str, Any]:
+        """The record for a plain caller: its value decoded under `value` (json callers: text in `payload`).
+
+        bounded: a value with more items than a call may hold is not decoded (an error says so), as on the master."""
         wire = self.to_wire()
         if as_json:
             return {**wire, "value": None}  # json cannot carry bytes, tuples or sets: decode the payload yourself
         payload = wire.pop("payload")
         try:
-            wire["value"] = decode_value(payload) if payload is not None else None
+            wire["value"] = decode_value(payload, bounded) if payload is not None else None
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
             message = f"the stored result cannot be decoded: {exc}"
             wire["value"], wire["error"] = None, {"type": "ValueError", "message": message, "traceback": ""}

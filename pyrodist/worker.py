@@ -110,7 +110,7 @@ class Worker:
         state = self.state
         fetcher = Fetcher(self.id, state, fetching, self.burst)
         slots = Slots(self.id, state, self.imports, self.settings.max_payload)
-        reporter = Reporter(self.id, state, reporting, self.abort)
+        reporter = Reporter(self.id, state, reporting, self.abort, self.settings.max_payload)
         slots.start()
         reporter.start()
         reached = True

@@ -167,7 +167,7 @@ def test_worker_follows_the_masters_lease_timeout() -> None:
     from pyrodist.worker import Worker
 
     worker = Worker(Settings(heartbeat=5.0), ["math"], concurrency=1)
-    reporter = Reporter(worker.id, worker.state, None, worker.abort)  # type: ignore[arg-type]
+    reporter = Reporter(worker.id, worker.state, None, worker.abort, 1024)  # type: ignore[arg-type]
     reporter._adopt(HeartbeatReply(3.0))
     assert worker.state.heartbeat == pytest.approx(1.0)
     assert worker.state.fetch_wait == pytest.approx(1.0)  # an idle worker's long-polls keep it alive too

@@ -196,6 +196,7 @@ REFUSED = [
     ("subscribe", (Sink(), PENDING), TypeError, "task_ids"),
     ("subscribe", (Sink(), [PENDING, 5]), ValueError, "task id"),
     ("subscribe", (Sink(), [PENDING, "nope"]), ValueError, "unknown task id"),
+    ("subscribe", (Sink(), [PENDING] * 100_001), ValueError, "at most 100000"),
     ("subscribe", (Sink(), None, ""), TypeError, "client_secret"),
     ("subscribe", (Sink(), None, 5), TypeError, "client_secret"),
     ("unsubscribe", (5,), ValueError, "unknown subscription"),
