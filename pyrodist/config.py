@@ -46,6 +46,8 @@ class Settings:
     """Shared secret authenticating every connection (Pyro4 HMAC); None means no authentication."""
     admin_key: str | None = dataclasses.field(default=None, repr=False)
     """Secret of the operator: a master given one lets clients that hold it see every client's tasks."""
+    registration_key: str | None = dataclasses.field(default=None, repr=False)
+    """Secret of the name server and the master alone: names are registered and removed only with proofs of it."""
     tls_cert: str | None = None
     """This process's TLS certificate (PEM); turns TLS on."""
     tls_key: str | None = None

@@ -242,6 +242,12 @@ def client_id_of(client_secret: str) -> str:
     return "c" + hashlib.blake2b(client_secret.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
+def registration_proof(registration_key: str, action: str, name: str, uri: str) -> str:
+    """The proof that the holder of registration_key asks to register (or remove) name for uri."""
+    text = f"{action}\n{name}\n{uri}".encode()
+    return hmac.new(registration_key.encode(), text, hashlib.sha256).hexdigest()
+
+
 def admin_secret(admin_key: str, own: str) -> str:
     """A client secret that also proves the admin key (the client keeps an id of its own)."""
     return f"{admin_key}:{own}"

@@ -25,7 +25,15 @@ import Pyro4.socketutil
 import Pyro4.util
 
 from .config import Settings
-from .errors import AuthenticationFailed, ConnectionFailed, MasterNotFound, NameServerNotFound, PyrodistError
+from .errors import (
+    AuthenticationFailed,
+    ConfigError,
+    ConnectionFailed,
+    MasterNotFound,
+    NameServerNotFound,
+    PyrodistError,
+)
+from .remote_names import register_proven, remove_proven
 from .remote_patches import apply_patches
 from .retry import retrying, warn_once
 from .wire import TaskRecord
@@ -128,16 +136,26 @@ def lookup_master(settings: Settings) -> str:
 
 
 def register(settings: Settings, name: str, uri: str) -> None:
-    """Register uri under name in the name server (replacing what was there)."""
+    """Register uri under name in the name server (replacing what was there), with a proof if there is a key."""
     with locate_nameserver(settings) as ns:
-        ns.register(name, uri, safe=False)
+        try:
+            if settings.registration_key:
+                register_proven(ns, settings.registration_key, name, uri, ns_address(settings))
+            else:
+                ns.register(name, uri, safe=False)
+        except Pyro4.errors.NamingError as exc:
+            raise ConfigError(
+                f"the name server at {ns_address(settings)} refused to register {name!r}: {exc}"
+            ) from None
 
 
 def unregister(settings: Settings, name: str, uri: str) -> None:
     """Remove name from the name server if it still points at uri; failures are logged."""
     try:
         with locate_nameserver(settings) as ns:
-            if str(ns.lookup(name)) == uri:
+            if settings.registration_key:
+                remove_proven(ns, settings.registration_key, name, uri)
+            elif str(ns.lookup(name)) == uri:
                 ns.remove(name)
     except (PyrodistError, Pyro4.errors.PyroError) as exc:
         log.warning("could not remove %r from the name server: %s", name, exc)

@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import ConfigError
 from .remote import LOOPBACK, configure
 from .remote_limits import bound_messages, peer_host
+from .remote_names import guard
 from .remote_patches import defer_tls_handshakes, log_refused
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,11 @@ def start_nameserver(
         raise ConfigError(f"the name server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     defer_tls_handshakes(daemon)
     bound_messages(daemon, NAMESERVER_MAX_MESSAGE)
+    if settings.registration_key:
+        guard(daemon, settings.registration_key)
+    elif settings.key or settings.tls:
+        log.info("registrations are not checked: whoever holds the key may register any name, pyrodist.master too; "
+                 "give the name server and the master PYRODIST_REGISTRATION_KEY to stop that")  # fmt: skip
     return NameServer(str(uri), daemon, bcserver)
 
 
