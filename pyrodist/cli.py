@@ -134,13 +134,16 @@ def master(name: str | None, host: str, port: int, insecure: bool, master_name: 
         return
     settings = settings_from(master_name=name or master_name, **options)
     warn_if_exposed("master", host, settings, insecure)
-    if dashboard is not None and not settings.admin_key and not is_loopback(dashboard_host):
+    if dashboard is not None and not is_loopback(dashboard_host):
+        how = (
+            "with the admin key as its password in clear text" if settings.admin_key else
+            "to anyone who reaches it: set PYRODIST_ADMIN_KEY (the dashboard then asks for it as its password)"
+        )  # fmt: skip
         exposed = (
-            f"the dashboard on {dashboard_host} would show every client's tasks and tracebacks to anyone who "
-            "reaches it: set PYRODIST_ADMIN_KEY (the dashboard then asks for it as its password)"
+            f"the dashboard on {dashboard_host} would show every client's tasks and tracebacks over plain HTTP, {how}"
         )
         if not insecure:
-            raise click.UsageError(f"{exposed}, keep it on 127.0.0.1 (an SSH tunnel), or pass --insecure")
+            raise click.UsageError(f"{exposed}; keep it on 127.0.0.1 (an SSH tunnel), or pass --insecure")
         log.warning("%s", exposed)
     where = MasterOptions(host, port, dashboard, dashboard_host, store or None, store_sync, nathost, natport)
     stop = threading.Event()

@@ -41,6 +41,8 @@ MAX_BATCH = 10_000
 """Most tasks or results in one submit_many, fetch or report call."""
 MAX_WAIT = 300.0
 """Longest a single long-poll may block, in seconds."""
+OVER_LIMIT = "is over this server's limit"
+"""What the refusal of a call longer than a server reads says (`remote_limits`)."""
 MESSAGE_SLACK = 1024 * 1024
 """Bytes of a call beyond its payloads: ids, names, options, error records."""
 
@@ -242,9 +244,9 @@ def client_id_of(client_secret: str) -> str:
     return "c" + hashlib.blake2b(client_secret.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
-def registration_proof(registration_key: str, action: str, name: str, uri: str) -> str:
-    """The proof that the holder of registration_key asks to register (or remove) name for uri."""
-    text = f"{action}\n{name}\n{uri}".encode()
+def registration_proof(registration_key: str, action: str, name: str, uri: str, nonce: str) -> str:
+    """The proof that the holder of registration_key asks to register (or remove) name for uri, this once."""
+    text = f"{action}\n{name}\n{uri}\n{nonce}".encode()
     return hmac.new(registration_key.encode(), text, hashlib.sha256).hexdigest()
 
 

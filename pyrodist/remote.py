@@ -154,7 +154,7 @@ def unregister(settings: Settings, name: str, uri: str) -> None:
     try:
         with locate_nameserver(settings) as ns:
             if settings.registration_key:
-                remove_proven(ns, settings.registration_key, name, uri)
+                remove_proven(ns, settings.registration_key, name, uri, ns_address(settings))
             elif str(ns.lookup(name)) == uri:
                 ns.remove(name)
     except (PyrodistError, Pyro4.errors.PyroError) as exc:

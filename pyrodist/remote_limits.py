@@ -25,6 +25,7 @@ import Pyro4.message
 import Pyro4.socketutil
 import Pyro4.util
 
+from .protocol import OVER_LIMIT
 from .textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, MEASURED_ABOVE, json_values, serpent_tokens
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,10 @@ class _MeasuredConnection(Pyro4.socketutil.SocketConnection):  # type: ignore[mi
         left = length
         while left:
             left -= len(Pyro4.socketutil.receiveData(self.sock, min(left, DRAIN_CHUNK)))
-        answered = msg.type == Pyro4.message.MSG_INVOKE and not msg.flags & Pyro4.message.FLAGS_ONEWAY
-        if not answered or msg.serializer_id not in (_SERPENT_ID, _JSON_ID):
-            raise _Refused
+        if msg.type != Pyro4.message.MSG_INVOKE or msg.flags & Pyro4.message.FLAGS_ONEWAY:
+            raise _Refused  # nobody waits for an answer
         most = self._pyrodist_most
-        error = ValueError(f"a call of {length} bytes is over this server's limit of {most} bytes per call")
+        error = ValueError(f"a call of {length} bytes {OVER_LIMIT} of {most} bytes per call")
         error._pyroTraceback = [f"ValueError: {error}\n"]  # type: ignore[attr-defined]  # refused there, not here
         serializer = Pyro4.util.get_serializer_by_id(msg.serializer_id)
         data, compressed = serializer.serializeData(error)

@@ -3,15 +3,20 @@
 Every process of a cluster holds the cluster key, so a signature made with it would prove nothing: any
 worker could re-register `pyrodist.master` and point new clients and workers at itself. A name server
 started with a registration key (held by it and the master only, `PYRODIST_REGISTRATION_KEY`) takes a
-registration only with a proof made with that key (`protocol.registration_proof`, carried in the entry's
-metadata), and removes one only through `remove_proven`; every other change is refused. Clients and
-workers need nothing: the names they look up can only have been written by a holder of the key.
+registration only with a proof made with that key over the name, the address and a single-use nonce the
+name server handed out (`protocol.registration_proof`); it removes one only through `remove_proven`, and
+refuses every other change. A proof travels in the registration's metadata and is not kept, so nobody
+can read one back, and a proof seen on the wire cannot be used again. Clients and workers need nothing:
+the names they look up can only have been written by a holder of the key.
 """
 
 from __future__ import annotations
 
+import collections
 import hmac
 import logging
+import secrets
+import time
 from typing import Any
 
 import Pyro4
@@ -25,7 +30,11 @@ from .protocol import registration_proof
 log = logging.getLogger(__name__)
 
 PROOF_TAG = "pyrodist-proof:"
-"""The metadata entry of a registration that carries its proof."""
+"""The metadata entry of a registration that carries its proof, as `PROOF_TAG + nonce + ":" + proof`."""
+NONCE_TTL = 60.0
+"""Seconds a nonce may wait for its proof."""
+NONCES_KEPT = 1000
+"""Most nonces waiting for their proof; the oldest are forgotten first."""
 
 
 @Pyro4.expose
@@ -35,29 +44,35 @@ class GuardedNameServer(Pyro4.naming.NameServer):  # type: ignore[misc]
     def __init__(self, storage: Any, registration_key: str) -> None:
         super().__init__(storage)
         self._registration_key = registration_key
+        self._nonces: collections.OrderedDict[str, float] = collections.OrderedDict()
 
-    def guarded(self) -> bool:
-        """True: registrations here need proofs (a plain Pyro4 name server has no such method)."""
-        return True
+    def nonce(self) -> str:
+        """A fresh single-use nonce for one proof (a plain Pyro4 name server has no such method)."""
+        with self.lock:
+            nonce = secrets.token_hex(16)
+            self._nonces[nonce] = time.monotonic() + NONCE_TTL
+            while len(self._nonces) > NONCES_KEPT:
+                self._nonces.popitem(last=False)
+            return nonce
 
     def register(self, name: Any, uri: Any, safe: bool = False, metadata: Any = None) -> None:
-        """Register name for uri, if metadata holds the proof for both."""
-        uri_text = uri.asString() if isinstance(uri, Pyro4.URI) else uri
-        proofs = [m[len(PROOF_TAG) :] for m in metadata or () if isinstance(m, str) and m.startswith(PROOF_TAG)]
-        expected = registration_proof(self._registration_key, "register", str(name), str(uri_text))
-        if not any(hmac.compare_digest(proof, expected) for proof in proofs):
+        """Register name for uri, if metadata holds a proof for both; the proof itself is not kept."""
+        uri_text = str(uri.asString() if isinstance(uri, Pyro4.URI) else uri)
+        entries = [m for m in metadata or () if isinstance(m, str)]
+        proofs = [m[len(PROOF_TAG) :] for m in entries if m.startswith(PROOF_TAG)]
+        if not any(self._proven("register", str(name), uri_text, proof) for proof in proofs):
             log.warning("refused to register %r for %s: no proof of the registration key", name, uri_text)
             raise Pyro4.errors.NamingError(
                 f"this name server takes registrations only with a proof of its registration key; {name!r} was "
                 "not registered (give the master PYRODIST_REGISTRATION_KEY)"
             )
-        super().register(name, uri, safe, metadata)
+        kept = [m for m in entries if not m.startswith(PROOF_TAG)]
+        super().register(name, uri, safe, kept or None)
 
     def remove_proven(self, name: str, uri: str, proof: str) -> int:
         """Remove name if it still points at uri and proof is the registration key's for both; 1 or 0."""
-        expected = registration_proof(self._registration_key, "remove", str(name), str(uri))
-        if not hmac.compare_digest(str(proof), expected):
-            raise Pyro4.errors.NamingError(f"wrong proof to remove {name!r}")
+        if not self._proven("remove", str(name), str(uri), str(proof)):
+            raise Pyro4.errors.NamingError(f"no proof of the registration key to remove {name!r}")
         with self.lock:
             try:
                 registered, _ = self.storage[name]
@@ -73,8 +88,18 @@ class GuardedNameServer(Pyro4.naming.NameServer):  # type: ignore[misc]
         raise Pyro4.errors.NamingError("this name server removes names only with a proof of its registration key")
 
     def set_metadata(self, name: Any, metadata: Any) -> None:
-        """Refused: the metadata holds the proof."""
+        """Refused: registrations change only with a proof."""
         raise Pyro4.errors.NamingError("this name server changes no registration without a proof")
+
+    def _proven(self, action: str, name: str, uri: str, token: str) -> bool:
+        """Whether token is `nonce:proof` for a nonce handed out, still waiting, and now used up."""
+        nonce, _, proof = token.partition(":")
+        with self.lock:
+            deadline = self._nonces.pop(nonce, None)
+        if deadline is None or deadline < time.monotonic():
+            return False
+        expected = registration_proof(self._registration_key, action, name, uri, nonce)
+        return hmac.compare_digest(proof.encode(), expected.encode())
 
 
 def guard(daemon: Any, registration_key: str) -> None:
@@ -85,19 +110,24 @@ def guard(daemon: Any, registration_key: str) -> None:
     daemon.nameserver = guarded
 
 
-def register_proven(ns: Any, registration_key: str, name: str, uri: str, where: str) -> None:
-    """Register name for uri with its proof, in a name server that must check it."""
+def _proof(ns: Any, registration_key: str, action: str, name: str, uri: str, where: str) -> str:
+    """A proof for one action, over a nonce from a name server that must check it."""
     try:
-        ns.guarded()
+        nonce = str(ns.nonce())
     except AttributeError:
         raise ConfigError(
             f"the name server at {where} does not check registrations, so the registration key would protect "
             "nothing: start it with 'pyrodist nameserver' and the same PYRODIST_REGISTRATION_KEY"
         ) from None
-    proof = registration_proof(registration_key, "register", name, uri)
+    return f"{nonce}:{registration_proof(registration_key, action, name, uri, nonce)}"
+
+
+def register_proven(ns: Any, registration_key: str, name: str, uri: str, where: str) -> None:
+    """Register name for uri with its proof."""
+    proof = _proof(ns, registration_key, "register", name, uri, where)
     ns.register(name, uri, safe=False, metadata=[PROOF_TAG + proof])
 
 
-def remove_proven(ns: Any, registration_key: str, name: str, uri: str) -> None:
-    """Remove name if it still points at uri, with the proof a guarded name server asks for."""
-    ns.remove_proven(name, uri, registration_proof(registration_key, "remove", name, uri))
+def remove_proven(ns: Any, registration_key: str, name: str, uri: str, where: str) -> None:
+    """Remove name if it still points at uri, with its proof."""
+    ns.remove_proven(name, uri, _proof(ns, registration_key, "remove", name, uri, where))

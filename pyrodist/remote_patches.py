@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import Any
 import Pyro4
 import Pyro4.core
 import Pyro4.errors
+import Pyro4.message
 import Pyro4.util
 
 from .remote_limits import patch_daemons, peer_host
@@ -40,8 +42,10 @@ PATCHED_VERSION = "4.82"
 """The Pyro4 release whose serializer internals these patches replace."""
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a new connection has for its TLS handshake and its Pyro4 connect message."""
-HANDSHAKE_MAX_BYTES = 64 * 1024
+HANDSHAKE_MAX_BYTES = 8 * 1024
 """Longest first message (header excepted) of a peer that has not proven the key yet (a real one: ~200 bytes)."""
+_FLAGS = struct.Struct("!8xH")
+"""The flags of a Pyro4 4.82 message header (bytes 8 and 9)."""
 
 
 class Unproven:
@@ -152,10 +156,15 @@ def _bounded_handshakes() -> None:
 
 
 class _FirstMessage:
-    """A new connection whose reads stop at HANDSHAKE_MAX_BYTES (the rest of it passes through)."""
+    """A new connection whose reads stop at HANDSHAKE_MAX_BYTES, and whose first message is not compressed.
+
+    Pyro4 inflates a compressed connect message whole, with no bound (a few KB can inflate to gigabytes):
+    a real one is never compressed (it is smaller than what compression would save).
+    """
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        self._header_seen = False
 
     def recv(self, size: int) -> Any:
         """Read size bytes, unless that is more than a first message may be."""
@@ -163,7 +172,12 @@ class _FirstMessage:
             raise Pyro4.errors.MessageTooLargeError(
                 f"a first message of {size} bytes; at most {HANDSHAKE_MAX_BYTES} before the key is proven"
             )
-        return self._conn.recv(size)
+        data = self._conn.recv(size)
+        if not self._header_seen:
+            self._header_seen = True
+            if _FLAGS.unpack_from(data)[0] & Pyro4.message.FLAGS_COMPRESSED:
+                raise Pyro4.errors.ProtocolError("a compressed first message: connect messages are sent as they are")
+        return data
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from .connection import Connection
 from .errors import ConnectionFailed, StoreUnavailable
-from .protocol import MAX_BATCH, error_info, in_messages, wire_estimate
+from .protocol import MAX_BATCH, OVER_LIMIT, error_info, in_messages, wire_estimate
 from .retry import retry_delays, retrying
 from .wire import HeartbeatReply, Outcome, WorkerStatus
 from .workstate import FETCH_WAIT, PIPELINE_TASKS, WorkerState
@@ -125,12 +125,17 @@ class Reporter:
             del pending[: len(batch)]
 
     def _report(self, batch: list[Outcome]) -> None:
-        """Report a batch; a batch the wire cannot carry is sent again as failures saying why."""
+        """Report a batch (in halves, if the master reads less at once); one the wire cannot carry is sent again
+        as failures saying why."""
         try:
             self._follow(self._conn.report(self._worker_id, batch).cancel)
         except (ConnectionFailed, StoreUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. a string json cannot encode; fail those tasks, clearly
+            if OVER_LIMIT in str(exc) and len(batch) > 1:  # a master with a smaller --max-payload than this worker
+                self._report(batch[: len(batch) // 2])
+                self._report(batch[len(batch) // 2 :])
+                return
             log.error("worker %s could not report %d results (%s); reporting them as failed", self._worker_id,
                       len(batch), exc)  # fmt: skip
             error = error_info(RuntimeError(f"the worker could not report this task's result: {exc}"), "")

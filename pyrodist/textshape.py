@@ -48,14 +48,24 @@ def serpent_tokens(text: str, most: int = MAX_SERPENT_TOKENS) -> int:
     """The tokens of serpent (Python literal) text, counted up to most + 1 (then it stops reading).
 
     Python's tokenizer is the only safe measure: a comment or a string prefix would fool a pattern into
-    skipping values that the parser then builds. Raises ValueError for text it cannot read.
+    skipping values that the parser then builds. It reads an f-string as one token, although the parser
+    builds every value inside it: serpent never writes one, so one is refused. Raises ValueError for text
+    it cannot read or that holds an f-string.
     """
     count = 0
     try:
-        for _ in tokenize.generate_tokens(io.StringIO(text).readline):
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.STRING and _is_fstring(token.string):
+                raise ValueError(f"not serpent text: an f-string at line {token.start[0]}, column {token.start[1]}")
             count += 1
             if count > most:
                 break
     except (tokenize.TokenError, SyntaxError) as exc:
         raise ValueError(f"not serpent text: {exc}") from None
     return count
+
+
+def _is_fstring(token: str) -> bool:
+    """Whether a string token's prefix (the letters before its first quote) holds an f."""
+    quote = min(i for i in (token.find("'"), token.find('"')) if i >= 0)
+    return "f" in token[:quote].lower()

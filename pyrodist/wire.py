@@ -28,6 +28,7 @@ from .protocol import (
     check_error,
     check_fields,
     check_func,
+    check_leases,
     check_number,
     check_state,
     check_strings,
@@ -201,23 +202,18 @@ class WorkerStatus:
 
     @classmethod
     def from_wire(cls, info: Any) -> WorkerStatus:
-        """A heartbeat's info; fields of the wrong type are left out, as a plain caller may send anything."""
+        """A heartbeat's info; fields of the wrong type are left out, as a plain caller may send anything (but a
+        lease list of the wrong form is refused: its leases would silently expire)."""
         info = info if isinstance(info, dict) else {}
         typed: dict[str, Any] = {k: v for k, v in info.items() if type(v) is _STATUS_TYPES.get(k)}  # no bools
         running, prefetched = typed.get("running"), info.get("prefetched", [])  # leases renewed only with both
         both = isinstance(running, list) and isinstance(prefetched, list)
         return cls(
             typed.get("host"), typed.get("pid"), typed.get("concurrency"),
-            _leases(running) if both else None,
-            _leases(prefetched) if both else None,
+            check_leases(running, "running") if both else None,
+            check_leases(prefetched, "prefetched") if both else None,
             info["state"] if info.get("state") in WORKER_STATES else "live",
         )  # fmt: skip
-
-
-def _leases(entries: Any) -> list[Lease]:
-    """The `[id, token]` pairs of a heartbeat's list; anything else names no lease and is left out."""
-    pairs = [entry for entry in entries if isinstance(entry, list | tuple) and len(entry) == 2]
-    return [(task_id, token) for task_id, token in pairs if isinstance(task_id, str) and type(token) is int]
 
 
 @dataclass(slots=True)

@@ -6,17 +6,22 @@ on a real master and name server, whose memory is read from /proc around each re
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import Pyro4
+import Pyro4.message
+import Pyro4.socketutil
 import pytest
 
-from pyrodist import Client, ConnectionFailed, Settings
+from pyrodist import Client, ConnectionFailed, MasterRejected, Settings
 from pyrodist.bench import memory_mb
-from pyrodist.protocol import MAX_BATCH, error_info, in_messages, max_message, wire_estimate
+from pyrodist.protocol import MAX_BATCH, OVER_LIMIT, error_info, in_messages, max_message, wire_estimate
 from pyrodist.reporter import Reporter
 from pyrodist.textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, json_values, serpent_tokens
 from pyrodist.values import decode_value, encode_value
@@ -48,6 +53,15 @@ def test_serpent_tokens_stop_counting_past_most_and_see_through_comments() -> No
     assert serpent_tokens(hidden) > 2000
     with pytest.raises(ValueError, match="not serpent text"):
         serpent_tokens("[1, 2")
+
+
+def test_an_f_string_is_refused_for_the_values_it_hides_from_the_tokenizer() -> None:
+    hidden = "[f'{[" + "0, " * 100_000 + "]}']"  # one token to the tokenizer; 100,000 values to the parser
+    with pytest.raises(ValueError, match="an f-string"):
+        serpent_tokens(hidden)
+    with pytest.raises(ValueError, match="an f-string"):
+        decode_value(hidden, bounded=True)
+    assert serpent_tokens("[b'f', rb'{1}', 'f', \"f'\"]") == 11  # an f inside a string, or no f prefix: fine
 
 
 def test_the_master_decodes_big_values_for_plain_callers_only_when_they_hold_few_items() -> None:
@@ -121,6 +135,22 @@ def test_results_of_calls_not_made_stay_pending_when_the_master_goes_away() -> N
     assert [o.task_id for o in pending] == [f"c.{i}" for i in range(4, 10)]  # two calls went through
     reporter(conn, budget=1000)._send(pending)
     assert sum(len(call) for call in conn.calls) == 10 and pending == []
+
+
+def test_a_report_the_master_finds_too_long_is_sent_again_in_halves() -> None:
+    """A worker with a larger --max-payload than its master cuts too big a report: the master says so."""
+
+    class Smaller(Recording):
+        def report(self, worker: str, results: list[Outcome]) -> ReportReply:
+            if len(results) > 2:
+                raise MasterRejected(f"report: a call of 9999999 bytes {OVER_LIMIT} of 5242880 bytes per call")
+            return super().report(worker, results)
+
+    conn = Smaller()
+    pending = outcomes(7, 100)
+    reporter(conn, budget=10**9)._send(pending)
+    assert sorted(t for call in conn.calls for t in call) == sorted(f"c.{i}" for i in range(7))
+    assert all(len(call) <= 2 for call in conn.calls) and pending == []
 
 
 def test_an_error_record_counts_toward_a_reports_size() -> None:
@@ -229,3 +259,20 @@ def test_the_name_server_reads_no_long_messages(bounded: tuple[Cluster, Processe
         with pytest.raises(ValueError, match="over this server's limit of 1048576 bytes"):
             ns.lookup("x" * 2 * 2**20)
         assert "pyrodist.master" in ns.list()
+
+
+def test_a_compressed_first_message_is_refused_before_it_is_inflated(bounded: tuple[Cluster, Processes, str]) -> None:
+    """Pyro4 inflated a connect message whole, before any bound: 32 MB from 32 KB on the wire."""
+    _, procs, uri = bounded
+    port = int(uri.rsplit(":", 1)[1])
+    bomb = zlib.compress(json.dumps({"handshake": "x" * 32 * 2**20, "object": "pyrodist.master"}).encode(), 9)
+    flags = Pyro4.message.FLAGS_COMPRESSED
+    connect = Pyro4.message.Message(Pyro4.message.MSG_CONNECT, bomb, 2, flags, 1, hmac_key=KEY.encode())
+    rss, _ = master_memory(procs, reset_peak=True)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(connect.to_bytes())
+        reply = Pyro4.message.Message.recv(Pyro4.socketutil.SocketConnection(sock), hmac_key=KEY.encode())
+    assert reply.type == Pyro4.message.MSG_CONNECTFAIL
+    assert b"compressed first message" in reply.data
+    _, peak = master_memory(procs)
+    assert peak - rss < 20, f"the refused handshake raised the master's peak memory by {peak - rss:.0f} MB"

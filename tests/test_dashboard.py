@@ -364,11 +364,13 @@ def test_master_serves_the_dashboard_with_live_figures(procs: Processes) -> None
     assert b'id="workers"' in get(f"http://127.0.0.1:{port}/", Authorization=basic("operator", ADMIN_KEY))[2]
 
 
+@pytest.mark.parametrize("admin_key", ["", "s3cret"])
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1"])
-def test_a_dashboard_beyond_loopback_without_an_admin_key_is_refused(host: str) -> None:
-    """It would show every client's tasks to anyone: the master does not start (nothing is bound)."""
+def test_a_dashboard_beyond_loopback_is_refused_without_insecure(host: str, admin_key: str) -> None:
+    """Plain HTTP: every client's tasks to anyone, or the admin key in clear text: the master does not start."""
     args = ["master", "--dashboard", "0", "--dashboard-host", host, "--key", "k"]
-    result = CliRunner().invoke(cli, args, env={"PYRODIST_ADMIN_KEY": ""})
+    result = CliRunner().invoke(cli, args, env={"PYRODIST_ADMIN_KEY": admin_key})
     assert result.exit_code == 2
     assert f"the dashboard on {host} would show every client's tasks" in result.output
-    assert "PYRODIST_ADMIN_KEY" in result.output and "--insecure" in result.output
+    assert ("password in clear text" if admin_key else "set PYRODIST_ADMIN_KEY") in result.output
+    assert "--insecure" in result.output

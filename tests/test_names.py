@@ -75,18 +75,20 @@ def test_a_peer_with_the_cluster_key_cannot_register_replace_or_remove_the_maste
 ) -> None:
     cluster, uri = guarded
     impostor = f"PYRO:obj_impostor@127.0.0.1:{free_port()}"
-    forged = PROOF_TAG + registration_proof("a guess", "register", NAME, impostor)
-    replayed = next(m for m in name_server(cluster).lookup(NAME, return_metadata=True)[1] if m.startswith(PROOF_TAG))
     with name_server(cluster) as ns:
+        assert not [m for m in ns.lookup(NAME, return_metadata=True)[1] if m.startswith(PROOF_TAG)]  # not kept
+        guessed = ns.nonce()
+        forged = PROOF_TAG + guessed + ":" + registration_proof("a guess", "register", NAME, impostor, guessed)
         attempts = {
             "register": lambda: ns.register(NAME, impostor),
             "register with a forged proof": lambda: ns.register(NAME, impostor, metadata=[forged]),
-            "register with the master's proof": lambda: ns.register(NAME, impostor, metadata=[replayed]),
+            "register with a made-up nonce": lambda: ns.register(NAME, impostor, metadata=[PROOF_TAG + "0:0"]),
             "register another name": lambda: ns.register("pyrodist.other", impostor),
             "remove": lambda: ns.remove(NAME),
             "remove by prefix": lambda: ns.remove(prefix="pyrodist"),
-            "strip the proof": lambda: ns.set_metadata(NAME, []),
-            "remove with a forged proof": lambda: ns.remove_proven(NAME, uri, "0" * 64),
+            "strip the metadata": lambda: ns.set_metadata(NAME, []),
+            "remove with a forged proof": lambda: ns.remove_proven(NAME, uri, ns.nonce() + ":" + "0" * 64),
+            "remove with a non-ASCII proof": lambda: ns.remove_proven(NAME, uri, "é:é"),
         }
         for what, attempt in attempts.items():
             with pytest.raises(Pyro4.errors.NamingError):
@@ -94,6 +96,21 @@ def test_a_peer_with_the_cluster_key_cannot_register_replace_or_remove_the_maste
             assert str(ns.lookup(NAME)) == uri, what
     with Client(settings=cluster.settings) as client:  # new clients still find the real master
         assert client.submit(tasks.inc, 1).result(timeout=30) == 2
+
+
+def test_a_proof_seen_on_the_wire_cannot_be_used_again(guarded: tuple[Cluster, str]) -> None:
+    cluster, uri = guarded
+    key = REGISTRATION["PYRODIST_REGISTRATION_KEY"]
+    with name_server(cluster) as ns:
+        nonce = ns.nonce()
+        seen = PROOF_TAG + nonce + ":" + registration_proof(key, "register", NAME, uri, nonce)
+        ns.register(NAME, uri, metadata=[seen])  # the master's own registration, as an eavesdropper saw it
+        with pytest.raises(Pyro4.errors.NamingError):
+            ns.register(NAME, uri, metadata=[seen])
+        moved = f"PYRO:pyrodist.master@127.0.0.1:{free_port()}"
+        with pytest.raises(Pyro4.errors.NamingError):
+            ns.register(NAME, moved, metadata=[seen])
+        assert str(ns.lookup(NAME)) == uri
 
 
 def test_an_impostor_master_cannot_take_over_a_dead_masters_name_but_the_real_one_can(

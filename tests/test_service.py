@@ -306,7 +306,9 @@ def test_a_heartbeat_renews_a_lease_only_with_its_token(served: Served) -> None:
     """A peer with the key that knows the holder's name and the task's id cannot keep a dead worker's task."""
     svc, clock = served.service, served.master._clock
     assert isinstance(clock, FakeClock)
-    for forged in ([RUNNING], [[RUNNING, served.token + 1]], [[RUNNING, 0]], [[RUNNING, str(served.token)]]):
+    with pytest.raises(TypeError, match="running"):  # a bare id, as workers sent before: refused, not ignored
+        svc.heartbeat("w1", {"running": [RUNNING], "prefetched": []})
+    for forged in ([[RUNNING, served.token + 1]], [[RUNNING, 0]], [[RUNNING, -served.token]]):
         clock.advance(20)
         svc.heartbeat("w1", {"running": forged, "prefetched": []})
         clock.advance(20)

@@ -324,11 +324,17 @@ def test_worker_status_leaves_fields_of_the_wrong_type_out(info: dict[str, Any])
     assert WorkerStatus.from_wire(info) == WorkerStatus()
 
 
-def test_worker_status_keeps_only_the_id_and_token_pairs_of_its_lists() -> None:
-    running = [["c.1", 5], "c.2", ["c.3"], ["c.4", True], [4, 4], ("c.6", 6), ["c.7", 7, 7], ["c.8", 8.0]]
-    info = {"host": "h", "pid": 9, "running": running, "prefetched": [["c.9", 9], "c.10"], "x": 1}
+def test_worker_status_takes_id_and_token_pairs() -> None:
+    info = {"host": "h", "pid": 9, "running": [["c.1", 5], ("c.6", 6)], "prefetched": [["c.9", 9]], "x": 1}
     got = WorkerStatus.from_wire(info)
     assert got == WorkerStatus("h", 9, None, [("c.1", 5), ("c.6", 6)], [("c.9", 9)], "live")
+
+
+@pytest.mark.parametrize("entry", ["c.2", ["c.3"], ["c.4", True], [4, 4], ["c.7", 7, 7], ["c.8", 8.0], None])
+def test_a_lease_of_another_form_is_refused_naming_it(entry: Any) -> None:
+    """An older worker's bare ids would renew nothing and its leases would silently expire: say so instead."""
+    with pytest.raises(TypeError, match=r"prefetched\[1\] must be \[task_id, token\]"):
+        WorkerStatus.from_wire({"running": [], "prefetched": [["c.1", 1], entry]})
 
 
 # ---- the plain caller's record ---------------------------------------------------------------------
