@@ -598,7 +598,7 @@ class Storm:
         self._daemon_thread.join(timeout=5)
 
     def summary(self, seconds: float, edges: int) -> str:
-        """The counts, per method and outcome, for `pytest -s`."""
+        """The counts, per method and outcome, printed with the test's output."""
         outcomes = ("answer", "ValueError", "TypeError", "failure")
         lines = [
             f"fuzz storm: {self.total} calls to a live master in {seconds:.1f} s ({edges} hand-picked edges, "
@@ -680,7 +680,9 @@ def plain_proxy(cluster: Cluster, serializer: str = "serpent") -> Any:
     return proxy_to(f"PYRONAME:pyrodist.master@127.0.0.1:{cluster.ns_port}", serializer)
 
 
-def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(procs: Processes) -> None:
+def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(
+    procs: Processes, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Before any thread decodes serpent: validating imports hypothesis modules lazily, and pytest parses them.
     # CPython 3.11 keeps the AST builder's depth count per interpreter, so a parse racing another thread's
     # fails with "SystemError: AST constructor recursion depth mismatch" (seen once in a full run).
@@ -716,8 +718,9 @@ def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(procs
     finally:
         storm.close()
     peak = memory_mb(procs.procs[1].pid)[1] or 0.0
-    print("\n" + storm.summary(seconds, len(edges)))
-    print(f"  raw sockets from a peer without the key: {dict(noise.counts)}; master peak RSS {peak:.0f} MB")
+    with capsys.disabled():  # the figures belong in every run's output, not only with -s
+        print("\n" + storm.summary(seconds, len(edges)))
+        print(f"  raw sockets from a peer without the key: {dict(noise.counts)}; master peak RSS {peak:.0f} MB")
     assert noise.counts["silent"] and noise.counts["huge"] and noise.counts["garbage"]
     # Calls are measured before they are decoded: with the million-id subscribe decoded, the peak was 1 GB.
     assert peak < PEAK_MB, f"the master's memory peaked at {peak:.0f} MB during the storm"
