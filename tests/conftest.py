@@ -369,3 +369,14 @@ def start_linked_worker(
 def started_pids(log: Path) -> list[int]:
     """The pids of the processes that started `tasks.hold` with this log, in order."""
     return [int(pid) for pid in log.read_text().split()] if log.exists() else []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures tests measured (`record_property("figures", text)`), in every run, with or without xdist."""
+    shown = set()
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []):
+        for name, text in getattr(report, "user_properties", ()):
+            if name == "figures" and report.nodeid not in shown:
+                shown.add(report.nodeid)
+                terminalreporter.write_sep("-", f"figures of {report.nodeid}")
+                terminalreporter.write_line(str(text))

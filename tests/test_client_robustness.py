@@ -126,7 +126,7 @@ def test_worker_stops_cleanly_when_its_reporter_already_waits_for_the_master(
     link.cut()  # the master is gone
     wait_until(lambda: "reporter waiting for the master" in caplog.text, what="the reporter to wait for the master")
     try:
-        worker.stop(timeout=5)  # what SIGTERM does; there is nothing to report, so nobody to wait for
+        worker.stop()  # what SIGTERM does; there is nothing to report, so nobody to wait for
         assert worker.exit_code == 0
     finally:
         worker.worker.abort()  # what a second SIGTERM does: lets a hung worker go, so the teardown does not hang

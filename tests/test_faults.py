@@ -1,7 +1,7 @@
 """Fault injection: workers SIGKILLed at random and restarted throughout a job, the master SIGKILLed once
 and restarted on its store. Nothing may be lost, recorded twice, or left hanging.
 
-Each run prints its figures (pytest -s shows them; PYRODIST_FAULT_REPORT=FILE appends them as JSON lines).
+Each run prints its figures (pytest -n0 -s shows them; PYRODIST_FAULT_REPORT=FILE appends them as JSON lines).
 The lease rule behind "never twice while its worker lives" (heartbeats renew leases, silence loses them) is
 shown in-process first, over many lease periods of the master's clock and without sleeps; the real runs add
 what needs processes: SIGKILLed workers whose children outlive them, a master killed and restarted on its

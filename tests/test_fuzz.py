@@ -681,7 +681,7 @@ def plain_proxy(cluster: Cluster, serializer: str = "serpent") -> Any:
 
 
 def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(
-    procs: Processes, capsys: pytest.CaptureFixture[str]
+    procs: Processes, record_property: Callable[[str, object], None]
 ) -> None:
     # Before any thread decodes serpent: validating imports hypothesis modules lazily, and pytest parses them.
     # CPython 3.11 keeps the AST builder's depth count per interpreter, so a parse racing another thread's
@@ -718,9 +718,8 @@ def test_a_storm_of_malformed_calls_leaves_the_master_and_real_work_intact(
     finally:
         storm.close()
     peak = memory_mb(procs.procs[1].pid)[1] or 0.0
-    with capsys.disabled():  # the figures belong in every run's output, not only with -s
-        print("\n" + storm.summary(seconds, len(edges)))
-        print(f"  raw sockets from a peer without the key: {dict(noise.counts)}; master peak RSS {peak:.0f} MB")
+    noise_line = f"  raw sockets from a peer without the key: {dict(noise.counts)}; master peak RSS {peak:.0f} MB"
+    record_property("figures", storm.summary(seconds, len(edges)) + "\n" + noise_line)  # printed at the end of the run
     assert noise.counts["silent"] and noise.counts["huge"] and noise.counts["garbage"]
     # Calls are measured before they are decoded: with the million-id subscribe decoded, the peak was 1 GB.
     assert peak < PEAK_MB, f"the master's memory peaked at {peak:.0f} MB during the storm"

@@ -35,7 +35,7 @@ CLIENT_PROGRAM = ["-m", TASKS_MODULE]
 
 
 def report(scenario: str, figures: dict[str, Any]) -> None:
-    """Print a scenario's figures (shown by pytest -s) and append them to $PYRODIST_NETNS_REPORT."""
+    """Print a scenario's figures (shown by pytest -n0 -s) and append them to $PYRODIST_NETNS_REPORT."""
     line = json.dumps({"scenario": scenario, **figures}, sort_keys=False)
     print(f"\n[multihost] {line}")
     path = os.environ.get("PYRODIST_NETNS_REPORT")
