@@ -171,18 +171,10 @@ class Client:
         self._futures.add(futures)
         self._collector.use()
 
-        def waiting(exc: Exception, delay: float) -> None:
-            log.info(
-                "client %s: the master's queue is full; waiting %.2f s to send %d tasks", self.id, delay, len(tasks)
-            )
-
         sent = 0
-        try:  # ids make a retried submit idempotent; a call carries what the master reads at once
-            for group in in_messages(tasks, _task_size, self._max_payload):
-                retrying(
-                    functools.partial(self._conn.submit_encoded, self._secret, group), MasterRejected, start=0.05,
-                    cap=2.0, give_up=lambda exc: not (wait_when_full and "queue full" in str(exc)), on_retry=waiting,
-                )  # fmt: skip
+        try:  # a call carries what the master reads at once
+            for group in [tasks] if len(tasks) == 1 else in_messages(tasks, _task_size, self._max_payload):
+                self._send(group, wait_when_full)
                 for f in futures[sent : sent + len(group)]:
                     f._sent = True
                 sent += len(group)
@@ -191,6 +183,21 @@ class Client:
                 self._futures.pop(f.task_id)
             raise
         return futures
+
+    def _send(self, tasks: list[SubmittedTask], wait_when_full: bool) -> None:
+        """Send tasks in one call; with wait_when_full, wait (capped backoff) while the master's queue is full."""
+        try:
+            self._conn.submit_encoded(self._secret, tasks)
+        except MasterRejected as exc:  # ids make a retried submit idempotent
+            if not (wait_when_full and "queue full" in str(exc)):
+                raise
+
+            def waiting(exc: Exception, delay: float) -> None:
+                log.info("client %s: the master's queue is full; waiting %.2f s to send %d tasks", self.id, delay,
+                         len(tasks))  # fmt: skip
+
+            retrying(functools.partial(self._conn.submit_encoded, self._secret, tasks), MasterRejected, start=0.05,
+                     cap=2.0, give_up=lambda exc: "queue full" not in str(exc), on_retry=waiting)  # fmt: skip
 
     # ---- results
 

@@ -5,7 +5,8 @@ could make a daemon read a message of any length, or build a million values from
 through Python's parser: about a gigabyte). Here, applied by `remote_patches`:
 
 - `bound_messages(daemon, most)`: a message longer than `most` bytes is read into nothing as it comes
-  (DRAIN_CHUNK at a time) and answered with a ValueError naming both lengths; the connection goes on;
+  (DRAIN_CHUNK at a time) and answered with a ValueError naming both lengths; the connection goes on
+  (`measure_messages`, called by the handshake patch for each new connection);
 - a call's text longer than MEASURED_ABOVE is measured before it is decoded (`textshape`): more json
   values or serpent tokens than a batch of tasks needs is a ValueError;
 - a compressed call is inflated to at most the largest bound of the process's daemons, or
@@ -19,8 +20,6 @@ import struct
 import zlib
 from typing import Any
 
-import Pyro4.core
-import Pyro4.errors
 import Pyro4.message
 import Pyro4.socketutil
 import Pyro4.util
@@ -34,8 +33,9 @@ DRAIN_CHUNK = 64 * 1024
 """Bytes read at a time from a message that is refused for its length."""
 INFLATED_AT_MOST = 64 * 1024 * 1024
 """How far a compressed call may inflate in a process whose daemons set no bound."""
-_SIZES = struct.Struct("!12xiHH")
+_unpack_sizes = struct.Struct("!12xiHH").unpack_from
 """Data size, serializer id and annotations size: bytes 12 to 19 of a Pyro4 4.82 message header."""
+_receive = Pyro4.socketutil.receiveData
 _SERPENT_ID, _JSON_ID = Pyro4.util.SerpentSerializer.serializer_id, Pyro4.util.JsonSerializer.serializer_id
 _inflated_at_most = 0  # the largest bound of this process's daemons
 
@@ -47,14 +47,20 @@ def bound_messages(daemon: Any, most: int) -> None:
     _inflated_at_most = max(_inflated_at_most, most)
 
 
-class _Refused(Exception):
-    """A message was refused for its length and answered; the daemon goes on with the next one."""
+def measure_messages(daemon: Any, conn: Any) -> None:
+    """Make conn, a new connection of daemon past its handshake, refuse messages over the daemon's bound."""
+    most = getattr(daemon, "_pyrodist_max_message", 0)
+    if most and type(conn) is Pyro4.socketutil.SocketConnection:
+        conn.__class__ = _MeasuredConnection
+        conn._pyrodist_most, conn._pyrodist_hmac_key = most, daemon._pyroHmacKey
 
 
 class _MeasuredConnection(Pyro4.socketutil.SocketConnection):  # type: ignore[misc]
     """A daemon's connection that reads each message's header first and refuses a message longer than its bound.
 
-    Its reads follow Pyro4's order: a header, then as many bytes as the header said (annotations, data).
+    Its reads follow Pyro4's order: a header, then as many bytes as the header said (annotations, data). A
+    message too long is read into nothing and answered, and the next message's header is read in its place:
+    to Pyro4 the connection simply goes on.
     """
 
     _pyrodist_most = 0
@@ -63,29 +69,30 @@ class _MeasuredConnection(Pyro4.socketutil.SocketConnection):  # type: ignore[mi
 
     def recv(self, size: int) -> bytes:
         """Read size bytes; a header says how long its message is, and a message too long is refused."""
-        data: bytes = Pyro4.socketutil.receiveData(self.sock, size)
-        if not size:
+        data: bytes = _receive(self.sock, size)
+        left = self._pyrodist_left
+        if left:
+            self._pyrodist_left = left - size
             return data
-        if self._pyrodist_left:
-            self._pyrodist_left -= size
-            return data
-        length, _, annotations = _SIZES.unpack_from(data)
-        if length + annotations > self._pyrodist_most:
+        while size:
+            length, _, annotations = _unpack_sizes(data)
+            if length + annotations <= self._pyrodist_most:
+                self._pyrodist_left = length + annotations
+                break
             self._refuse(data, length + annotations)
-        self._pyrodist_left = length + annotations
+            data = _receive(self.sock, size)  # the next message's header
         return data
 
     def _refuse(self, header: bytes, length: int) -> None:
+        """Read a message too long into nothing, and answer it with a ValueError if its caller waits."""
         msg = Pyro4.message.Message.from_header(header)  # a header that is not Pyro4's fails here, as in Pyro4
-        log.warning(
-            "refused a message of %d bytes from %s: at most %d", length, peer_host(self.sock), self._pyrodist_most
-        )
+        most = self._pyrodist_most
+        log.warning("refused a message of %d bytes from %s: at most %d", length, peer_host(self.sock), most)
         left = length
         while left:
             left -= len(Pyro4.socketutil.receiveData(self.sock, min(left, DRAIN_CHUNK)))
         if msg.type != Pyro4.message.MSG_INVOKE or msg.flags & Pyro4.message.FLAGS_ONEWAY:
-            raise _Refused  # nobody waits for an answer
-        most = self._pyrodist_most
+            return  # nobody waits for an answer
         error = ValueError(f"a call of {length} bytes {OVER_LIMIT} of {most} bytes per call")
         error._pyroTraceback = [f"ValueError: {error}\n"]  # type: ignore[attr-defined]  # refused there, not here
         serializer = Pyro4.util.get_serializer_by_id(msg.serializer_id)
@@ -95,7 +102,6 @@ class _MeasuredConnection(Pyro4.socketutil.SocketConnection):  # type: ignore[mi
             Pyro4.message.MSG_RESULT, data, msg.serializer_id, flags, msg.seq, hmac_key=self._pyrodist_hmac_key
         )
         self.send(reply.to_bytes())
-        raise _Refused
 
 
 def peer_host(sock: Any) -> str:
@@ -108,8 +114,6 @@ def peer_host(sock: Any) -> str:
 
 def _measure(serializer_id: int, data: bytes) -> None:
     """Refuse call data holding more values than any call needs, before it is decoded."""
-    if len(data) <= MEASURED_ABOVE:
-        return
     if serializer_id == _JSON_ID and json_values(data) > MAX_JSON_VALUES:
         raise ValueError(f"the call holds more than {MAX_JSON_VALUES} values: send fewer")
     if serializer_id == _SERPENT_ID:
@@ -135,23 +139,13 @@ def _inflate(data: bytes) -> bytes:
 
 
 def patch_daemons() -> None:
-    """Make every daemon honour bound_messages, and measure and bound call data before decoding it."""
-    handle = Pyro4.core.Daemon.handleRequest
-
-    def handle_request(self: Any, conn: Any) -> Any:
-        most: int = getattr(self, "_pyrodist_max_message", 0)
-        if most and type(conn) is Pyro4.socketutil.SocketConnection:
-            conn.__class__ = _MeasuredConnection  # once per connection, between two messages
-            conn._pyrodist_most, conn._pyrodist_hmac_key = most, self._pyroHmacKey
-        try:
-            return handle(self, conn)
-        except _Refused:
-            return None
+    """Measure and bound call data before decoding it (every serializer; bound_messages does the rest)."""
 
     def deserialize_call(self: Any, data: Any, compressed: bool = False) -> Any:
-        data = _inflate(bytes(data)) if compressed else data
-        _measure(self.serializer_id, data)
+        if compressed:
+            data = _inflate(bytes(data))
+        if len(data) > MEASURED_ABOVE:
+            _measure(self.serializer_id, data)
         return self.loadsCall(data)
 
-    Pyro4.core.Daemon.handleRequest = handle_request
     Pyro4.util.SerializerBase.deserializeCall = deserialize_call

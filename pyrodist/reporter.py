@@ -120,7 +120,7 @@ class Reporter:
 
     def _send(self, pending: list[Outcome]) -> None:
         """Report pending results in calls the master reads, taking each call's results out once reported."""
-        for batch in in_messages(list(pending), _size, self._budget):
+        for batch in [list(pending)] if len(pending) == 1 else in_messages(list(pending), _size, self._budget):
             self._report(batch)
             del pending[: len(batch)]
 
