@@ -27,20 +27,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import protocol
 from .access import ADMIN, Access
 from .api import MasterAPI, Sink
 from .config import Settings
-from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
 from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of
+from .reaper import REAP_EVERY, Reaper
 from .registry import WorkerRegistry
 from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
-from .task import Task
+from .task import Task, new_task, plain_task_ids
 from .values import encode_call
 from .wire import (
     FetchedTask,
@@ -59,11 +58,6 @@ from .wire import (
 )
 
 log = logging.getLogger(__name__)
-
-NO_OPTIONS: dict[str, Any] = {}
-"""Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
-REAP_EVERY = 0.25
-"""Seconds between two rounds of the reaper."""
 
 
 def unknown_task(task_id: str, epoch: str, durable: bool) -> ValueError:
@@ -93,6 +87,8 @@ class Master(MasterAPI):
         self._totals = Totals(clock())
         self._stop = threading.Event()
         self._ending = self._stop.is_set
+        self._housekeeping = Reaper(settings, self._store, self._workers, self._outboxes, self._notifier, self._work,
+                                    self._completed, self._totals.started)  # fmt: skip
         self._reaper = Periodic(REAP_EVERY, self.reap, "master-reaper")
 
     # ---- submitting
@@ -103,26 +99,16 @@ class Master(MasterAPI):
 
     def submit_many(self, tasks: Sequence[TaskSpec]) -> list[str]:
         """Queue plain tasks, encoding their values here; returns their ids."""
-        limit = self._settings.max_payload
-        secret = secrets.token_hex(6 * len(tasks))  # an id is all a plain caller needs to read a result: unguessable
-        new = [
-            self._new_task(f"m{self.epoch}.{next(self._ids)}.{secret[12 * i : 12 * i + 12]}", t.func,
-                           encode_call(t.args, t.kwargs, limit), t.options)
-            for i, t in enumerate(tasks)
-        ]  # fmt: skip
-        self._queue(new)
-        return [t.id for t in new]
+        ids, limit = plain_task_ids(self.epoch, self._ids, len(tasks)), self._settings.max_payload
+        encoded = [encode_call(t.args, t.kwargs, limit) for t in tasks]
+        self._queue([new_task(i, t.func, p, t.options) for i, t, p in zip(ids, tasks, encoded, strict=True)])
+        return ids
 
     def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
         """Queue a client's tasks with pre-encoded payloads (the client's path); their ids must be the client's."""
         owner = self._access.owner_of(client_secret, tasks)
-        new = [self._new_task(t.task_id, t.func, t.payload, t.options, owner) for t in tasks]
-        self._queue(new, owner)
-        return len(new)
-
-    def _new_task(self, task_id: str, func: str, payload: str, options: Any, owner: str | None = None) -> Task:
-        checked = protocol.check_options(options) if options else NO_OPTIONS
-        return Task(task_id, protocol.normalized_ref(func), payload, checked, owner)
+        self._queue([new_task(t.task_id, t.func, t.payload, t.options, owner) for t in tasks], owner)
+        return len(tasks)
 
     def _queue(self, tasks: list[Task], owner: str | None = None) -> None:
         with self._lock:
@@ -153,9 +139,8 @@ class Master(MasterAPI):
             if self._ending() or stopping(worker):  # a stopping worker's long-poll ends at once, empty
                 return []
             leased = self._store.lease(worker, max_tasks, self._clock(), self._settings.lease_timeout)
-            if self._store.broken:  # tasks whose stored arguments were damaged: failed, for their clients
-                broken, self._store.broken = self._store.broken, []
-                self._completed(broken)
+            broken, self._store.broken = self._store.broken, []  # tasks whose stored arguments were damaged
+            self._completed(broken)  # failed by lease(), for their clients
             if self._store.has_pending():
                 self._work.notify()  # more work is left for the next waiting worker
         return [FetchedTask(t.id, t.func, t.payload or "", t.token, t.options) for t in leased]
@@ -321,31 +306,10 @@ class Master(MasterAPI):
     # ---- running
 
     def reap(self) -> None:
-        """Take back expired leases, mark silent workers lost, fail tasks sent to absent workers, drop idle clients."""
+        """One round of housekeeping (`reaper.Reaper`): the reaper thread's, or a test's with a moved clock."""
         now = self._clock()
         with self._lock:
-            self._workers.reap(now, self._settings.lease_timeout)
-            for client_id in self._outboxes.forget_idle(now):  # the client is gone: its results and callbacks too
-                self._notifier.unsubscribe_owner(client_id)
-            try:
-                self._reap_tasks(now)
-            except StoreUnavailable as exc:  # the store logged it; the next round tries again
-                log.debug("reaper: %s", exc)
-
-    def _reap_tasks(self, now: float) -> None:
-        requeued, failed = self._store.expire(now)
-        self._completed(failed)
-        if requeued:
-            log.warning("%d leases expired; tasks back to pending: %s", len(requeued), [t.id for t in requeued[:5]])
-        requeued += self._store.promote(now)
-        if requeued:
-            self._work.notify(len(requeued))
-        self._store.expire_results(now, self._settings.result_ttl)
-        if now - self._totals.started > self._settings.lease_timeout:
-            for target in self._store.targeted_waiting():
-                if not self._workers.is_live(target):
-                    message = f"worker {target} is not connected: the tasks sent to it cannot run"
-                    self._completed(self._store.fail_targeted(target, now, message))
+            self._housekeeping.round(now)
 
     def start(self) -> None:
         """Start the reaper thread."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
-from .protocol import FINISHED_STATES, ErrorRecord, TaskState
+from .protocol import FINISHED_STATES, ErrorRecord, TaskState, check_options, normalized_ref
 from .wire import TaskRecord
 
 RETRY_BACKOFF_MAX = 600.0
@@ -108,3 +109,19 @@ def lease_tokens(count: int) -> list[int]:
     raw = secrets.token_bytes(8 * count)
     mask = (1 << TOKEN_BITS) - 1
     return [(int.from_bytes(raw[i : i + 8], "big") & mask) or 1 for i in range(0, 8 * count, 8)]
+
+
+NO_OPTIONS: dict[str, Any] = {}
+"""Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
+
+
+def new_task(task_id: str, func: str, payload: str, options: Any, owner: str | None = None) -> Task:
+    """A submitted task: its function reference normalized, its options checked."""
+    return Task(task_id, normalized_ref(func), payload, check_options(options) if options else NO_OPTIONS, owner)
+
+
+def plain_task_ids(epoch: str, numbers: Iterator[int], count: int) -> list[str]:
+    """Ids for count plain submits: the master's epoch, a number and 48 random bits (an id is all it takes to read
+    a plain task's result, so it cannot be guessed)."""
+    secret = secrets.token_hex(6 * count)
+    return [f"m{epoch}.{next(numbers)}.{secret[12 * i : 12 * i + 12]}" for i in range(count)]
