@@ -331,6 +331,8 @@ def check_strings(value: Any, what: str) -> list[str]:
 
 STATES = {state.value: state for state in TaskState}
 """Task states by their wire value (a dict lookup is faster than calling the enum)."""
+STATE_TEXT = {state: state.value for state in TaskState}
+"""Each task state's wire value (a dict lookup is faster than the enum's `value`)."""
 
 
 def check_state(value: Any) -> TaskState:

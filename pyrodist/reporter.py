@@ -11,6 +11,7 @@ aborts the worker.
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import threading
 import time
@@ -120,7 +121,9 @@ class Reporter:
 
     def _send(self, pending: list[Outcome]) -> None:
         """Report pending results in calls the master reads, taking each call's results out once reported."""
-        for batch in [list(pending)] if len(pending) == 1 else in_messages(list(pending), _size, self._budget):
+        results = sum(map(len, filter(None, map(_RESULT, pending))))  # most reports need no cutting at all
+        whole = not any(map(_ERROR, pending)) and 100 * len(pending) + 4 * results <= self._budget
+        for batch in [list(pending)] if whole else in_messages(list(pending), _size, self._budget):
             self._report(batch)
             del pending[: len(batch)]
 
@@ -194,6 +197,9 @@ class Reporter:
                 except queue.Empty:
                     return False
         return True
+
+
+_RESULT, _ERROR = operator.attrgetter("result"), operator.attrgetter("error")
 
 
 def _size(outcome: Outcome) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
-from .protocol import TaskState
+from .protocol import STATE_TEXT, TaskState
 from .task import Task
 from .wire import MasterInfo, Stats, TaskRecord, WorkerRow
 
@@ -32,8 +32,9 @@ class Totals:
             self._seconds[slot], self._per_second[slot] = second, 0
         self._per_second[slot] += len(tasks)
         for task in tasks:
-            if task.state.value in self.counts:
-                self.counts[task.state.value] += 1
+            state = STATE_TEXT[task.state]
+            if state in self.counts:
+                self.counts[state] += 1
             if task.state is TaskState.FAILED:
                 self.failures.append(task.record())
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .protocol import (
+    STATE_TEXT,
     STATES,
     WORKER_STATES,
     ErrorRecord,
@@ -242,7 +243,7 @@ class Finished:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form."""
-        return {"id": self.id, "state": self.state.value, "payload": self.payload, "error": self.error}
+        return {"id": self.id, "state": STATE_TEXT[self.state], "payload": self.payload, "error": self.error}
 
     @classmethod
     def from_wire(cls, record: Any) -> Finished:
@@ -284,7 +285,7 @@ class TaskRecord:
 
     def to_wire(self) -> dict[str, Any]:
         """The wire form: the documented public record, `payload` holding the result as serpent text."""
-        return {**as_dict(self), "state": self.state.value}
+        return {**as_dict(self), "state": STATE_TEXT[self.state]}
 
     def to_plain(self, as_json: bool = False, bounded: bool = False) -> dict[str, Any]:
         """The record for a plain caller: its value decoded under `value` (json callers: text in `payload`).
