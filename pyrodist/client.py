@@ -8,8 +8,8 @@ its own that settles them, and, once `on_result` is used, a `CallbackChannel`.
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import itertools
+import json
 import logging
 import secrets
 import threading
@@ -24,7 +24,7 @@ from .config import Settings
 from .connection import Connect
 from .errors import MasterRejected, PyrodistError
 from .futures import Future, FutureTable
-from .protocol import admin_secret, client_id_of, in_messages, wire_estimate
+from .protocol import MAX_BATCH, admin_secret, client_id_of, in_messages, wire_estimate
 from .remote_connection import PyroConnection
 from .retry import retrying
 from .values import encode_call
@@ -173,9 +173,12 @@ class Client:
 
         sent = 0
         try:  # a call carries what the master reads at once
-            # Each task takes at most 200 + 4 bytes a character of its payload: most calls need no cutting at all.
-            whole = 200 * len(tasks) + 4 * sum(map(len, payloads)) <= self._max_payload
-            for group in [tasks] if whole else in_messages(tasks, _task_size, self._max_payload):
+            # Each task takes at most 200 bytes, its options and 4 bytes a character of its payload: most calls
+            # need no cutting at all.
+            each = 200 + wire_estimate(json.dumps(options)) if options else 200
+            whole = len(tasks) <= MAX_BATCH and each * len(tasks) + 4 * sum(map(len, payloads)) <= self._max_payload
+            size_of = lambda task: each + wire_estimate(task.payload)  # noqa: E731
+            for group in [tasks] if whole else in_messages(tasks, size_of, self._max_payload):
                 self._send(group, wait_when_full)
                 for f in futures[sent : sent + len(group)]:
                     f._sent = True
@@ -193,13 +196,19 @@ class Client:
         except MasterRejected as exc:  # ids make a retried submit idempotent
             if not (wait_when_full and "queue full" in str(exc)):
                 raise
+            refused = [exc]
+
+            def again() -> int:  # the refusal that already came first, then the calls after each wait
+                if refused:
+                    raise refused.pop()
+                return self._conn.submit_encoded(self._secret, tasks)
 
             def waiting(exc: Exception, delay: float) -> None:
                 log.info("client %s: the master's queue is full; waiting %.2f s to send %d tasks", self.id, delay,
                          len(tasks))  # fmt: skip
 
-            retrying(functools.partial(self._conn.submit_encoded, self._secret, tasks), MasterRejected, start=0.05,
-                     cap=2.0, give_up=lambda exc: "queue full" not in str(exc), on_retry=waiting)  # fmt: skip
+            retrying(again, MasterRejected, start=0.05, cap=2.0, give_up=lambda exc: "queue full" not in str(exc),
+                     on_retry=waiting)  # fmt: skip
 
     # ---- results
 
@@ -273,8 +282,3 @@ class TaskOptions:
     ) -> list[Future]:
         """Like `Client.map`, with these options."""
         return self._client._map(func, iterables, chunksize, self._options)
-
-
-def _task_size(task: SubmittedTask) -> int:
-    """About how many bytes a task takes in a submit call."""
-    return 200 + wire_estimate(task.payload)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,16 @@ import pytest
 
 from pyrodist import Client, ConnectionFailed, MasterRejected, Settings
 from pyrodist.bench import memory_mb
+from pyrodist.connection import LocalConnection
 from pyrodist.protocol import MAX_BATCH, OVER_LIMIT, error_info, in_messages, max_message, wire_estimate
 from pyrodist.reporter import Reporter
+from pyrodist.service import MasterService
 from pyrodist.textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, json_values, serpent_tokens
 from pyrodist.values import decode_value, encode_value
-from pyrodist.wire import Outcome, ReportReply
+from pyrodist.wire import Outcome, ReportReply, SubmittedTask
 from pyrodist.workstate import WorkerState
 from tests import tasks
-from tests.conftest import Cluster, Processes, wait_until
+from tests.conftest import Cluster, InProcess, Processes, wait_until
 from tests.test_security import rss_mb, start_secured
 
 KEY = "sesame"
@@ -215,6 +219,52 @@ def test_a_client_cuts_its_submits_and_a_worker_its_reports_to_what_the_master_r
     with Client(settings=Settings(ns_host="127.0.0.1", ns_port=cluster.ns_port, key=KEY)) as client:
         values = ["é" * ((PAYLOAD - 100) // 2) for _ in range(count)]  # 2 bytes a character
         assert client.gather(client.map(tasks.echo, values), timeout=120) == values
+
+
+def test_a_clients_options_count_toward_its_calls_length(bounded: tuple[Cluster, Processes, str]) -> None:
+    """32 exception names of 1,000 characters are 32 KB a task: 200 tasks would be a call of 6.4 MB."""
+    cluster, _, _ = bounded
+    with Client(settings=Settings(ns_host="127.0.0.1", ns_port=cluster.ns_port, key=KEY)) as client:
+        retry_on = ["E" + "x" * 999] * 32
+        futures = client.options(retry_on=retry_on).map(tasks.inc, range(200), chunksize=200)
+        assert client.gather(futures, timeout=120) == list(range(1, 201))
+
+
+def test_a_map_chunk_over_the_batch_limit_is_sent_in_several_calls(inproc: InProcess) -> None:
+    client = inproc.client()
+    futures = client.map(tasks.inc, range(MAX_BATCH + 500), chunksize=MAX_BATCH + 500)
+    assert len(futures) == MAX_BATCH + 500
+    assert client.stats()["counts"]["pending"] == MAX_BATCH + 500
+
+
+class Timed(LocalConnection):
+    """A connection that notes when each submit_encoded call is made."""
+
+    def __init__(self, service: MasterService, sent: list[float]) -> None:
+        super().__init__(service)
+        self.sent = sent
+
+    def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
+        self.sent.append(time.monotonic())
+        return super().submit_encoded(client_secret, tasks)
+
+
+def test_a_full_queue_is_waited_for_from_the_first_refusal() -> None:
+    """The first refusal counts as the backoff's first try: the next call comes after a wait, not at once."""
+    cluster, sent = InProcess(max_pending=2), []
+    try:
+        client = Client(settings=cluster.settings, connect=lambda _settings: Timed(cluster.service, sent))
+        with client:
+            first = client.map(tasks.inc, [1, 2])  # the queue is full now
+            waiting = threading.Thread(target=client.map, args=(tasks.inc, [3]), daemon=True)
+            waiting.start()
+            wait_until(lambda: len(sent) >= 3, what="the refused submit and its first retry")
+            assert sent[2] - sent[1] >= 0.04  # was 0: the backoff began with a second call at once
+            assert first[0].cancel()  # room for the waiting one
+            waiting.join(timeout=10)
+            assert not waiting.is_alive()
+    finally:
+        cluster.close()
 
 
 @pytest.mark.parametrize(
