@@ -139,8 +139,9 @@ class Master(MasterAPI):
             if self._ending() or stopping(worker):  # a stopping worker's long-poll ends at once, empty
                 return []
             leased = self._store.lease(worker, max_tasks, self._clock(), self._settings.lease_timeout)
-            broken, self._store.broken = self._store.broken, []  # tasks whose stored arguments were damaged
-            self._completed(broken)  # failed by lease(), for their clients
+            if self._store.broken:  # tasks whose stored arguments were damaged: failed by lease(), for their clients
+                broken, self._store.broken = self._store.broken, []
+                self._completed(broken)
             if self._store.has_pending():
                 self._work.notify()  # more work is left for the next waiting worker
         return [FetchedTask(t.id, t.func, t.payload or "", t.token, t.options) for t in leased]

@@ -33,6 +33,7 @@ from .errors import (
     NameServerNotFound,
     PyrodistError,
 )
+from .remote_limits import JSON_ID
 from .remote_names import register_proven, remove_proven
 from .remote_patches import apply_patches
 from .retry import retrying, warn_once
@@ -83,12 +84,9 @@ def expose(cls: type, only: tuple[str, ...] | None = None) -> type:
     return Pyro4.behavior(instance_mode="single")(cls)  # type: ignore[no-any-return]
 
 
-_JSON_ID = 2  # Pyro4's serializer id for json ("never change this", says Pyro4)
-
-
 def caller_uses_json() -> bool:
     """Whether the remote call being served arrived in json (which cannot carry bytes, tuples or sets)."""
-    return getattr(Pyro4.current_context, "serializer_id", None) == _JSON_ID
+    return getattr(Pyro4.current_context, "serializer_id", None) == JSON_ID
 
 
 def ns_address(settings: Settings) -> str:

@@ -36,7 +36,9 @@ INFLATED_AT_MOST = 64 * 1024 * 1024
 _unpack_sizes = struct.Struct("!12xiHH").unpack_from
 """Data size, serializer id and annotations size: bytes 12 to 19 of a Pyro4 4.82 message header."""
 _receive = Pyro4.socketutil.receiveData
-_SERPENT_ID, _JSON_ID = Pyro4.util.SerpentSerializer.serializer_id, Pyro4.util.JsonSerializer.serializer_id
+SERPENT_ID: int = Pyro4.util.SerpentSerializer.serializer_id
+JSON_ID: int = Pyro4.util.JsonSerializer.serializer_id
+"""Pyro4's ids of the two serializers pyrodist accepts."""
 _inflated_at_most = 0  # the largest bound of this process's daemons
 
 
@@ -114,9 +116,9 @@ def peer_host(sock: Any) -> str:
 
 def _measure(serializer_id: int, data: bytes) -> None:
     """Refuse call data holding more values than any call needs, before it is decoded."""
-    if serializer_id == _JSON_ID and json_values(data) > MAX_JSON_VALUES:
+    if serializer_id == JSON_ID and json_values(data) > MAX_JSON_VALUES:
         raise ValueError(f"the call holds more than {MAX_JSON_VALUES} values: send fewer")
-    if serializer_id == _SERPENT_ID:
+    if serializer_id == SERPENT_ID:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
