@@ -67,6 +67,8 @@ class Collector:
 
     def use(self) -> None:
         """Start the long-polls, for good (the client submitted or subscribed)."""
+        if self._used:  # every submit calls this: no lock once started
+            return
         with self._cond:
             if not self._used:
                 self._used = True

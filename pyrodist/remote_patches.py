@@ -254,12 +254,21 @@ def _fast_json_decoding() -> None:
 
 
 class _RandomId:
-    """What Pyro4 uses of a `uuid.uuid4()`: 16 random bytes, as bytes, hex or UUID text."""
+    """What Pyro4 uses of a `uuid.uuid4()`: 16 random bytes, as bytes, hex or UUID text, drawn when first read.
 
-    __slots__ = ("bytes",)
+    Pyro4 makes one per request for a correlation id that nothing reads: drawn lazily, it costs no system call.
+    """
 
-    def __init__(self) -> None:
-        self.bytes = os.urandom(16)
+    __slots__ = ("_bytes",)
+
+    @property
+    def bytes(self) -> bytes:
+        """The 16 random bytes."""
+        try:
+            return self._bytes
+        except AttributeError:
+            self._bytes: bytes = os.urandom(16)
+            return self._bytes
 
     @property
     def hex(self) -> str:
@@ -278,5 +287,5 @@ class _PyroUuid:
 
 
 def _cheap_request_ids() -> None:
-    """Give Pyro4's core a uuid4 that costs a system call and no UUID object (once per process)."""
+    """Give Pyro4's core a uuid4 that costs no system call until read and no UUID object (once per process)."""
     Pyro4.core.uuid = _PyroUuid

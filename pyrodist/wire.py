@@ -171,9 +171,19 @@ class ReportReply(Plain):
     ignored: list[str]
     cancel: list[str]
 
+    def to_wire(self) -> dict[str, Any]:
+        """The wire form (written out: one per report)."""
+        return {"accepted": self.accepted, "ignored": self.ignored, "cancel": self.cancel}
+
     @classmethod
     def from_wire(cls, reply: Any) -> ReportReply:
         """A reply as report returned it."""
+        try:  # the common case without a call per field: one of these per report
+            accepted, ignored, cancel = reply["accepted"], reply["ignored"], reply["cancel"]
+            if type(accepted) is int and ignored == [] and cancel == []:
+                return cls(accepted, [], [])
+        except (KeyError, TypeError):
+            pass
         fields = check_fields(reply, "a report reply", ("accepted",))
         ignored, cancel = (
             check_strings(fields.get("ignored", []), "ignored"),
