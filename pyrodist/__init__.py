@@ -22,6 +22,7 @@ from .errors import (
     ValueEncodingError,
 )
 from .executor import ClusterExecutor
+from .frames import register_value_class
 from .futures import Future, as_completed
 from .progressbar import Spinner, progress
 from .protocol import TaskState
@@ -54,4 +55,5 @@ __all__ = [
     "__version__",
     "as_completed",
     "progress",
+    "register_value_class",
 ]

@@ -2,18 +2,18 @@
 
 `WireConnection` turns each typed call into the wire call `service.MasterService` serves (records to
 plain values and back) and leaves only the sending to a transport: `remote_connection.PyroConnection`
-sends over Pyro4; `LocalConnection` calls a `MasterService` in the same process, through a json round
-trip, so the in-process seam carries exactly what the wire carries (Huey's "immediate" mode, with the
-wire kept honest).
+sends over Pyro4; `LocalConnection` calls a `MasterService` in the same process, through a `rawjson`
+round trip (the wire's own packing), so the in-process seam carries exactly what the wire carries
+(Huey's "immediate" mode, with the wire kept honest).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import rawjson
 from .api import MasterAPI, Sink
 from .errors import ConnectionFailed, MasterRejected, StoreUnavailable
 from .retry import retrying, warn_once
@@ -137,8 +137,8 @@ class WireConnection(MasterAPI):
 
 
 def _roundtrip(value: Any) -> Any:
-    """What the other side reads of value after json carried it (tuples become lists, and so on)."""
-    return json.loads(json.dumps(value))
+    """What the other side reads of value after the wire carried it (`rawjson`: tuples become lists, and so on)."""
+    return rawjson.unpack(rawjson.pack(value))
 
 
 class _WireSink:

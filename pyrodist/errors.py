@@ -4,7 +4,7 @@
 
     PyrodistError
     ├── ConfigError             bad settings or arguments (also a ValueError)
-    ├── ValueEncodingError      a value serpent cannot carry faithfully (also a ValueError)
+    ├── ValueEncodingError      a value that would not come back as it was (also a ValueError)
     ├── FunctionRefError        a function no worker could import (also a ValueError)
     ├── FunctionNotAllowed      a worker refuses a function outside its allow-list
     ├── AuthenticationFailed    the key (or TLS certificate) does not match the cluster's
@@ -35,7 +35,7 @@ class ConfigError(PyrodistError, ValueError):
 
 
 class ValueEncodingError(PyrodistError, ValueError):
-    """A value cannot be carried by serpent without changing its type or meaning."""
+    """A value cannot be sent without changing its type or meaning (or it is too large)."""
 
 
 class FunctionRefError(PyrodistError, ValueError):

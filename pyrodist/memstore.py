@@ -22,10 +22,11 @@ from typing import Any
 from .protocol import FINISHED_STATES, TaskState
 from .store import RESULT_STATES, TaskStore
 from .task import Task, tombstone
+from .values import Payload
 
 Header = tuple[str, dict[str, Any], "str | None", float]
 """(func, options, owner, submitted), shared by the compact tasks of one submit call."""
-Compact = tuple[str, "str | None", int]
+Compact = tuple[str, "Payload | None", int]
 """(id, payload, header number): a task queued and never leased."""
 
 

@@ -52,9 +52,9 @@ def max_message(max_payload: int) -> int:
     return 4 * max_payload + MESSAGE_SLACK
 
 
-def wire_estimate(text: str | None) -> int:
-    """Bytes text takes in a json call, within a factor of two (escapes): as is if ASCII, else 4 per character."""
-    return 0 if text is None else len(text) if text.isascii() else 4 * len(text)
+def wire_estimate(text: str | bytes | None) -> int:
+    """Bytes text takes in a call, within a factor of two (escapes): as is if ASCII or bytes, else 4 per character."""
+    return 0 if text is None else len(text) if isinstance(text, bytes) or text.isascii() else 4 * len(text)
 
 
 def in_messages(items: Sequence[T], size_of: Callable[[T], int], budget: int) -> Iterator[list[T]]:

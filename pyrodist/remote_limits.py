@@ -24,7 +24,9 @@ import Pyro4.message
 import Pyro4.socketutil
 import Pyro4.util
 
+from . import rawjson
 from .protocol import OVER_LIMIT
+from .remote_serializer import PACKED_ID
 from .textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, MEASURED_ABOVE, json_values, serpent_tokens
 
 log = logging.getLogger(__name__)
@@ -116,7 +118,8 @@ def peer_host(sock: Any) -> str:
 
 def _measure(serializer_id: int, data: bytes) -> None:
     """Refuse call data holding more values than any call needs, before it is decoded."""
-    if serializer_id == JSON_ID and json_values(data) > MAX_JSON_VALUES:
+    json_text = bytes(rawjson.header_of(data)) if serializer_id == PACKED_ID else data  # bytes values: by length
+    if serializer_id in (JSON_ID, PACKED_ID) and json_values(json_text) > MAX_JSON_VALUES:
         raise ValueError(f"the call holds more than {MAX_JSON_VALUES} values: send fewer")
     if serializer_id == SERPENT_ID:
         try:

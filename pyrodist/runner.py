@@ -2,22 +2,22 @@
 
 A worker runs each task in one of its long-lived child processes (`python -m pyrodist.runner`), so a
 task that crashes or runs past its time limit kills a child, never the worker. Parent and child
-speak json lines over private pipes (no pickle): the child moves its own stdout to stderr at start,
-so a task's print() cannot corrupt the protocol.
+speak length-prefixed `rawjson` messages over private pipes (no pickle; a frame payload stays bytes):
+the child moves its own stdout to stderr at start, so a task's print() cannot corrupt the protocol.
 
     parent ──[[task_id, func, payload], ...]──▶ child: resolve, decode, call, encode, for each in turn
-    parent ◀──[task_id, true, result] or [task_id, false, {type, message, traceback}]── one line per task
+    parent ◀──[task_id, true, result] or [task_id, false, {type, message, traceback}]── one message per task
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import math
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -26,13 +26,21 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from . import protocol, values
+from . import protocol, rawjson, values
 from .errors import ConfigError, FunctionNotAllowed, FunctionRefError
 
 Result = tuple[bool, Any]
 """(True, encoded result) or (False, error record)."""
 PIPELINE_BYTES = 32 * 1024
 """Most input bytes written to a child in one batch (below a pipe's buffer, so writing never blocks)."""
+_LENGTH = struct.Struct("!I")
+"""The length before each message on a child's pipes."""
+
+
+def _message(value: Any) -> bytes:
+    """value as one message for a child's pipe."""
+    data = rawjson.pack(value)
+    return _LENGTH.pack(len(data)) + data
 
 
 class TaskCall(NamedTuple):
@@ -40,7 +48,7 @@ class TaskCall(NamedTuple):
 
     task_id: str
     func: str
-    payload: str
+    payload: values.Payload
     timeout: float | None = None
 
 
@@ -106,7 +114,7 @@ def _same(module_name: str, name: str, func: object) -> bool:
 # ---- the child process ------------------------------------------------------------------------
 
 
-def run_task(allow: AllowList, func_ref: str, payload: str, limit: int = values.MAX_PAYLOAD) -> Result:
+def run_task(allow: AllowList, func_ref: str, payload: values.Payload, limit: int = values.MAX_PAYLOAD) -> Result:
     """Resolve, decode, call and encode one task, turning every failure into an error record."""
     try:
         func = allow.resolve(func_ref)
@@ -119,7 +127,7 @@ def run_task(allow: AllowList, func_ref: str, payload: str, limit: int = values.
         return False, protocol.error_info(exc, _task_traceback(exc))
     try:
         return True, values.encode_value(value, f"the result of {func_ref}", limit)
-    except Exception as exc:  # noqa: BLE001 - a value serpent cannot carry (or too large): a failed task
+    except Exception as exc:  # noqa: BLE001 - a value that cannot be sent (or too large): a failed task
         return False, protocol.error_info(exc, tb="")
 
 
@@ -131,7 +139,7 @@ def _task_traceback(exc: BaseException) -> str:
 
 
 def child_main(limit: int, modules: Sequence[str]) -> None:
-    """The child's loop: read task lines, write result lines, until the parent closes the pipe."""
+    """The child's loop: read task messages, write result messages, until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop, not the terminal
     proto_in = os.fdopen(os.dup(0), "rb")
     proto_out = os.fdopen(os.dup(1), "wb")
@@ -140,10 +148,10 @@ def child_main(limit: int, modules: Sequence[str]) -> None:
     os.dup2(2, 1)  # a task's print() goes to the worker's stderr, not into the protocol
     sys.stdout = sys.stderr
     allow = AllowList(modules)
-    for line in proto_in:
-        for task_id, func_ref, payload in json.loads(line):
+    while len(head := proto_in.read(_LENGTH.size)) == _LENGTH.size:
+        for task_id, func_ref, payload in rawjson.unpack(proto_in.read(_LENGTH.unpack(head)[0])):
             ok, result = run_task(allow, func_ref, payload, limit)
-            proto_out.write(json.dumps([task_id, ok, result]).encode() + b"\n")
+            proto_out.write(_message([task_id, ok, result]))
             proto_out.flush()
 
 
@@ -157,7 +165,7 @@ class ChildProcess:
         self._modules = list(modules)
         self._max_payload = max_payload
         self._proc: subprocess.Popen[bytes] | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
         self._interrupted = False
         self._poll: select.poll | None = None
         self._spawn()
@@ -176,7 +184,7 @@ class ChildProcess:
         self._proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True
         )
-        self._buffer = b""
+        self._buffer = bytearray()
         self._interrupted = False
         assert self._proc.stdout is not None
         self._poll = select.poll()  # one per child: an epoll object per line read cost more than the task
@@ -190,7 +198,7 @@ class ChildProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
 
-    def run(self, task_id: str, func_ref: str, payload: str, timeout: float | None = None) -> Result:
+    def run(self, task_id: str, func_ref: str, payload: values.Payload, timeout: float | None = None) -> Result:
         """Run one task, killing the child (and starting a new one) on a time limit or crash."""
         return next(self.run_batch([TaskCall(task_id, func_ref, payload, timeout)]))
 
@@ -206,17 +214,17 @@ class ChildProcess:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write(json.dumps([[c.task_id, c.func, c.payload] for c in calls]).encode() + b"\n")
+            proc.stdin.write(_message([[c.task_id, c.func, c.payload] for c in calls]))
             proc.stdin.flush()
         except BrokenPipeError:
             pass  # the child is gone: reading says so
         started = time.monotonic()
         for call in calls:
             try:
-                line = self._read_line(proc, None if call.timeout is None else started + call.timeout)
+                message = self._read_message(proc, None if call.timeout is None else started + call.timeout)
             except OSError:
-                line = b""
-            if line is None:
+                message = b""
+            if message is None:
                 self.restart()
                 seconds = f"{call.timeout:g}"
                 late = TimeoutError(
@@ -224,7 +232,7 @@ class ChildProcess:
                 )
                 yield False, protocol.error_info(late, tb="")
                 return
-            if not line:
+            if not message:
                 code = proc.wait()
                 interrupted = self._interrupted
                 self._spawn()
@@ -234,31 +242,40 @@ class ChildProcess:
                 died = ChildProcessError(f"the process running task {call.task_id} ({call.func}) died ({how})")
                 yield False, protocol.error_info(died, tb="")
                 return
-            got_id, ok, result = json.loads(line)
+            got_id, ok, result = rawjson.unpack(message)
             if got_id != call.task_id:
                 raise RuntimeError(f"child answered for task {got_id} while running {call.task_id}")
             started = time.monotonic()
             yield bool(ok), result
 
-    def _read_line(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | None:
-        """The next line from the child; b'' when it died, None when the deadline passed."""
+    def _read_message(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | None:
+        """The next message from the child; b'' when it died, None when the deadline passed."""
         assert proc.stdout is not None and self._poll is not None
         fd = proc.stdout.fileno()
-        while b"\n" not in self._buffer:
+        while (wanted := self._wanted()) > 0:
             if deadline is not None:  # without one, a blocking read waits just as well, and costs less
                 wait_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
                 if not self._poll.poll(wait_ms):
                     return None
-            chunk = os.read(fd, 1 << 16)
+            chunk = os.read(fd, max(wanted, 1 << 16))
             if not chunk:
                 return b""
             self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line
+        end = len(self._buffer) + wanted
+        message = bytes(self._buffer[_LENGTH.size : end])
+        del self._buffer[:end]
+        return message
 
-    def has_line(self) -> bool:
+    def _wanted(self) -> int:
+        """Bytes still to read before the buffer holds the next whole message (0 or less: it does)."""
+        if len(self._buffer) < _LENGTH.size:
+            return _LENGTH.size - len(self._buffer)
+        length: int = _LENGTH.unpack_from(self._buffer)[0]
+        return _LENGTH.size + length - len(self._buffer)
+
+    def has_result(self) -> bool:
         """Whether the next result is already read (taking it will not wait)."""
-        return b"\n" in self._buffer
+        return self._wanted() <= 0
 
     def restart(self) -> None:
         """Kill the child and start a fresh one."""

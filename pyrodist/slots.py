@@ -72,7 +72,7 @@ class Slots:
                 now = time.perf_counter()
                 self._finished(batch[done], ok, result, now - last, ready)
                 done, last = done + 1, now
-                if ready and not child.has_line():
+                if ready and not child.has_result():
                     self._state.results.put(ready)
                     ready = []
         except Exception as exc:  # the child could not be run (fds, memory): fail that task, go on

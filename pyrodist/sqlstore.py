@@ -26,6 +26,7 @@ from .errors import ConfigError, StoreUnavailable
 from .protocol import TaskState
 from .store import RESULT_STATES, Snapshot, TaskStore
 from .task import Task, damaged, tombstone
+from .values import Payload
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,11 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def _sum(text: str | None) -> int | None:
+def _sum(payload: Payload | None) -> int | None:
     """The CRC-32 a stored value carries, so that a flipped byte reads as damage, never as another value."""
-    return None if text is None else zlib.crc32(text.encode("utf-8", "surrogatepass"))
+    if payload is None:
+        return None
+    return zlib.crc32(payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass"))
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:

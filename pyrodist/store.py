@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from .protocol import ACTIVE_STATES, ErrorRecord, TaskState
 from .storefaults import Undoable, atomic
 from .task import Task, lease_tokens, lost_error, retry_delay, wants_retry
+from .values import Payload
 from .wire import Lease, Outcome
 
 RESULT_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
@@ -302,7 +303,7 @@ class TaskStore(Undoable[Snapshot]):
 
     # -- the rules' internals
 
-    def _end(self, task: Task, now: float, result: str | None, error: ErrorRecord | None, state: TaskState) -> None:
+    def _end(self, task: Task, now: float, result: Payload | None, error: ErrorRecord | None, state: TaskState) -> None:
         self._running.pop(task.id, None)
         self._move(task, state)
         task.result = result

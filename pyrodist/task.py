@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .protocol import FINISHED_STATES, ErrorRecord, TaskState, check_options, normalized_ref
+from .values import Payload
 from .wire import TaskRecord
 
 RETRY_BACKOFF_MAX = 600.0
@@ -22,7 +23,7 @@ class Task:
         "target", "token", "unseen_losses", "worker",
     )  # fmt: skip
 
-    def __init__(self, task_id: str, func: str, payload: str | None, options: dict[str, Any], owner: str | None):
+    def __init__(self, task_id: str, func: str, payload: Payload | None, options: dict[str, Any], owner: str | None):
         self.id = task_id
         self.func = func
         self.payload = payload
@@ -41,7 +42,7 @@ class Task:
         self.deadline = 0.0
         self.seen_running = False  # a heartbeat listed it as running (not only prefetched)
         self.due: float | None = None  # when a retrying task becomes pending again
-        self.result: str | None = None
+        self.result: Payload | None = None
         self.error: ErrorRecord | None = None
         self.errors: tuple[dict[str, Any], ...] = ()  # a tuple: most tasks never fail, and () costs nothing
         self.submitted = 0.0
@@ -115,7 +116,7 @@ NO_OPTIONS: dict[str, Any] = {}
 """Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
 
 
-def new_task(task_id: str, func: str, payload: str, options: Any, owner: str | None = None) -> Task:
+def new_task(task_id: str, func: str, payload: Payload, options: Any, owner: str | None = None) -> Task:
     """A submitted task: its function reference normalized, its options checked."""
     return Task(task_id, normalized_ref(func), payload, check_options(options) if options else NO_OPTIONS, owner)
 

@@ -1,41 +1,35 @@
-"""Values (arguments and results) as text: what crosses the wire inside records, never pickle.
+"""Values (arguments and results) encoded for the wire, never pickle: JSON text or a binary frame.
 
-Values travel as text serpent reads (`encode_value`: JSON after a space where that is a Python literal
-of the same value, see JSON_MARK, else serpent's own), which the master stores and forwards without
-decoding. Only types that come back equal and of the same type are accepted: None, bool, int, float,
-complex, str, bytes, list, tuple, dict, set and frozenset, nested freely. Subclasses of those (a
-namedtuple, an OrderedDict, an IntEnum) arrive as their builtin base type.
+A value made only of ints, finite floats, strings, lists and dicts with string keys travels as JSON text
+after one space (JSON_MARK: also a Python literal of the same value, which serpent reads); None, True and
+False as their names; anything else as a binary frame (`frames.py`: bytes stay raw, datetimes, Decimals,
+UUIDs, sets and registered classes come back as what they were). The master stores and forwards either
+form without decoding it. Text written by serpent (older stores, plain callers) is still read.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 import serpent
 
 from .errors import ValueEncodingError
+from .frames import decode_frame, encode_frame
 from .textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, MEASURED_ABOVE, json_values, serpent_tokens
 
+Payload = str | bytes
+"""An encoded value: text (JSON or serpent, see JSON_MARK) or a binary frame (`frames.py`)."""
 MAX_PAYLOAD = 8 * 1024 * 1024
 """Largest encoded arguments or result of one task, in bytes."""
 
-# serpent has no literal for an empty set or a frozenset, refuses unhashable set members and dict
-# keys, and reads dicts with a "__class__" key as its own markers. Such values travel as a tagged
-# dict {_TAG: kind, "items": [...]}; a user dict that holds the tag key or "__class__" is tagged too,
-# so decoding can never mistake user data for a marker.
+# Older pyrodist wrote values serpent cannot express (empty sets, frozensets, dicts with unhashable keys
+# or a "__class__" key) as a tagged dict {_TAG: kind, "items": [...]}; such text is still read.
 _TAG = "__pyrodist__"
-_HEADER = b"# serpent utf-8 python3.2\n"
-_SCALARS = (type(None), bool, int, float, complex, str, bytes)
-# Subclasses (namedtuple, OrderedDict, IntEnum, str enums) are sent as their builtin base type.
-_BASES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (int, int), (float, float), (complex, complex), (str, str.__str__), (bytes, bytes),
-    (tuple, tuple), (list, list), (dict, dict), (set, set), (frozenset, frozenset),
-)  # fmt: skip
 
 
 # serpent reads text with ast.literal_eval: 8 µs for "6", 20 µs for "((5,), {})", more than the rest of
@@ -96,25 +90,13 @@ def _as_json(value: Any, what: str, limit: int) -> str:
     return _limited(text, what, limit)
 
 
-def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> str:
-    """Encode a value as text serpent reads (JSON where that means the same), refusing what would not come back."""
+def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> Payload:
+    """Encode a value as JSON text where that means the same, else as a frame, refusing what would not come back."""
     if _json_exact(value):
         return _as_json(value, what, limit)
     if value is None or type(value) is bool:
         return repr(value)
-    try:
-        checked = _check(value, what)
-        data = serpent.dumps(checked, bytes_repr=True)
-    except RecursionError:
-        raise ValueEncodingError(f"{what} cannot be sent: it is nested too deeply") from None
-    except ValueEncodingError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ValueEncodingError(f"{what} cannot be sent: {exc}") from None
-    text: bytes = data[len(_HEADER) :] if data.startswith(_HEADER) else data
-    if len(text) > limit:
-        raise ValueEncodingError(f"{what} is {len(text)} bytes encoded; the limit is {limit}")
-    return text.decode("utf-8")
+    return encode_frame(value, what, limit)
 
 
 def _limited(text: str, what: str, limit: int) -> str:
@@ -125,8 +107,11 @@ def _limited(text: str, what: str, limit: int) -> str:
     return text
 
 
-def decode_value(text: str, bounded: bool = False) -> Any:
-    """Decode serpent text made by `encode_value`; bounded: refuse (ValueError) more values than a call may hold."""
+def decode_value(text: Payload, bounded: bool = False) -> Any:
+    """Decode what `encode_value` made (or serpent text); bounded: refuse (ValueError) more values than a call holds."""
+    if type(text) is bytes:  # a frame's items are counted as they are read
+        return decode_frame(text, max_items=MAX_SERPENT_TOKENS if bounded else None)
+    assert isinstance(text, str)
     if text in _LITERAL_WORDS:
         return _LITERAL_WORDS[text]
     measured = bounded and len(text) > MEASURED_ABOVE  # the master decodes for plain callers: not a gigabyte
@@ -144,12 +129,29 @@ def decode_value(text: str, bounded: bool = False) -> Any:
     return value
 
 
-def payload_fits(text: str, limit: int = MAX_PAYLOAD) -> bool:
-    """Whether encoded text is at most limit bytes in UTF-8 (counting only when it could be over)."""
-    return len(text) <= limit // 4 or len(text.encode("utf-8", "surrogatepass")) <= limit
+def is_payload(value: Any) -> TypeGuard[Payload]:
+    """Whether value is an encoded value's type (text or a frame)."""
+    return type(value) is str or type(value) is bytes
 
 
-def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit: int = MAX_PAYLOAD) -> str:
+def arrived_payload(value: Any) -> Any:
+    """A payload as a plain caller sent it: Pyro4's serpent sends bytes as {"data": base64, "encoding": "base64"}."""
+    if type(value) is dict and value.get("encoding") == "base64" and type(value.get("data")) is str and len(value) == 2:
+        try:
+            return base64.b64decode(value["data"], validate=True)
+        except ValueError:
+            return value  # refused as not a payload
+    return value
+
+
+def payload_fits(payload: Payload, limit: int = MAX_PAYLOAD) -> bool:
+    """Whether an encoded value is at most limit bytes (text in UTF-8, counted only when it could be over)."""
+    if isinstance(payload, bytes):
+        return len(payload) <= limit
+    return len(payload) <= limit // 4 or len(payload.encode("utf-8", "surrogatepass")) <= limit
+
+
+def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit: int = MAX_PAYLOAD) -> Payload:
     """Encode a call's arguments as one payload."""
     for key in kwargs:
         if not isinstance(key, str):
@@ -159,45 +161,10 @@ def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit
     return encode_value((tuple(args), dict(kwargs)), "the task's arguments", limit)
 
 
-def decode_call(payload: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def decode_call(payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Decode a payload made by `encode_call`."""
     args, kwargs = decode_value(payload)
     return tuple(args), kwargs
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _check(value: Any, what: str) -> Any:
-    """Return value, or a copy where subclasses became their base type and awkward containers got tagged."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return value
-    if kind is list or kind is tuple:
-        items = [_check(v, what) for v in value]
-        return items if kind is list else tuple(items)
-    if kind is dict:
-        pairs = [(_check(k, what), _check(v, what)) for k, v in value.items()]
-        if _TAG in value or "__class__" in value or not all(_hashable(k) for k, _ in pairs):
-            return {_TAG: "dict", "items": [list(pair) for pair in pairs]}
-        return dict(pairs)
-    if kind is set or kind is frozenset:
-        items = [_check(v, what) for v in value]
-        if kind is set and items and all(_hashable(v) for v in items):
-            return set(items)
-        return {_TAG: kind.__name__, "items": items}
-    for base, convert in _BASES:
-        if isinstance(value, base):
-            return _check(convert(value), what)
-    raise ValueEncodingError(
-        f"{what} cannot be sent: {kind.__module__}.{kind.__qualname__} is not a type serpent carries "
-        "faithfully (use None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset)"
-    )
 
 
 def _restore(value: Any) -> Any:

@@ -3,7 +3,8 @@
 Nothing else in pyrodist builds or reads a wire dict by hand. `to_wire` gives plain lists, dicts,
 strings and numbers (what json and serpent carry, as `docs/api.md` documents them); `from_wire` checks
 what arrived and raises a builtin `TypeError` or `ValueError` naming the bad field. Values inside
-(arguments, results) stay serpent text (`payload`), encoded and decoded only at the ends (`values.py`).
+(arguments, results) stay encoded (`payload`: text or a binary frame), encoded and decoded only at the ends
+(`values.py`).
 
 ::
 
@@ -36,7 +37,7 @@ from .protocol import (
     check_task_id,
 )
 from .records import Plain, as_dict, checked, field_names, known
-from .values import MAX_PAYLOAD, decode_value, encode_value, payload_fits
+from .values import MAX_PAYLOAD, Payload, arrived_payload, decode_value, encode_value, is_payload, payload_fits
 
 Lease = tuple[str, int]
 """A lease a worker holds: its task's id and the token `fetch` gave (`[id, token]` on the wire)."""
@@ -48,7 +49,7 @@ class SubmittedTask:
 
     task_id: str
     func: str
-    payload: str
+    payload: Payload
     options: dict[str, Any]
 
     def to_wire(self) -> list[Any]:
@@ -62,8 +63,9 @@ class SubmittedTask:
             raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
         task_id, func, payload, options = item
         check_task_id(task_id)
-        if not isinstance(payload, str) or not payload_fits(payload, limit):
-            raise ValueError(f"tasks[{i}]: payload must be serpent text of at most {limit} bytes")
+        payload = arrived_payload(payload)
+        if not is_payload(payload) or not payload_fits(payload, limit):
+            raise ValueError(f"tasks[{i}]: payload must be serpent text or a frame of at most {limit} bytes")
         return cls(task_id, check_func(func), payload, options if options else {})
 
 
@@ -103,7 +105,7 @@ class FetchedTask:
 
     id: str
     func: str
-    payload: str
+    payload: Payload
     token: int
     options: dict[str, Any]
 
@@ -119,7 +121,7 @@ class FetchedTask:
         except (KeyError, TypeError, AttributeError):
             check_fields(item, "a fetched task", ("id", "func", "payload", "token"))
             raise
-        texts = type(task.id) is type(task.func) is type(task.payload) is str
+        texts = type(task.id) is type(task.func) is str and is_payload(task.payload)
         if texts and type(task.token) is int and type(task.options) is dict:
             return task
         raise TypeError(f"a fetched task has fields of the wrong types: {item!r:.200}")
@@ -132,7 +134,7 @@ class Outcome:
     task_id: str
     token: int
     ok: bool
-    result: str | None = None
+    result: Payload | None = None
     error: ErrorRecord | None = None
 
     def to_wire(self) -> dict[str, Any]:
@@ -150,11 +152,11 @@ class Outcome:
         if not isinstance(task_id, str) or isinstance(token, bool) or not isinstance(token, int):
             raise TypeError(f"results[{i}] needs 'id' (a string) and 'token' (an int from fetch)")
         if result.get("state") == TaskState.DONE:
-            payload = result.get("payload")
+            payload = arrived_payload(result.get("payload"))
             if payload is None and "value" in result:
                 payload = encode_value(result["value"], "the result", limit)
-            if not isinstance(payload, str) or not payload_fits(payload, limit):
-                raise ValueError(f"results[{i}]: 'payload' must be serpent text of at most {limit} bytes")
+            if not is_payload(payload) or not payload_fits(payload, limit):
+                raise ValueError(f"results[{i}]: 'payload' must be serpent text or a frame of at most {limit} bytes")
             return cls(task_id, token, True, result=payload)
         if result.get("state") == TaskState.FAILED:
             return cls(
@@ -248,7 +250,7 @@ class Finished:
 
     id: str
     state: TaskState
-    payload: str | None
+    payload: Payload | None
     error: ErrorRecord | None
 
     def to_wire(self) -> dict[str, Any]:
@@ -260,7 +262,7 @@ class Finished:
         """A record as collect returned it."""
         try:  # the common case without a call per field: one of these per finished task
             done = cls(record["id"], STATES[record["state"]], record["payload"], check_error(record["error"], "error"))
-            if type(done.id) is str and (done.payload is None or type(done.payload) is str):
+            if type(done.id) is str and (done.payload is None or is_payload(done.payload)):
                 return done
             return checked(done, "a finished record")
         except (KeyError, TypeError):
@@ -276,7 +278,7 @@ class TaskRecord:
     id: str
     state: TaskState
     func: str
-    payload: str | None = None
+    payload: Payload | None = None
     error: ErrorRecord | None = None
     errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     worker: str | None = None
@@ -294,7 +296,7 @@ class TaskRecord:
         return Finished(self.id, self.state, self.payload, self.error)
 
     def to_wire(self) -> dict[str, Any]:
-        """The wire form: the documented public record, `payload` holding the result as serpent text."""
+        """The wire form: the documented public record, `payload` holding the result encoded (text or a frame)."""
         return {**as_dict(self), "state": STATE_TEXT[self.state]}
 
     def to_plain(self, as_json: bool = False, bounded: bool = False) -> dict[str, Any]:
@@ -302,8 +304,8 @@ class TaskRecord:
 
         bounded: a value with more items than a call may hold is not decoded (an error says so), as on the master."""
         wire = self.to_wire()
-        if as_json:
-            return {**wire, "value": None}  # json cannot carry bytes, tuples or sets: decode the payload yourself
+        if as_json:  # json cannot carry bytes, tuples or sets: text to decode yourself (a frame is not shown)
+            return {**wire, "payload": None if isinstance(self.payload, bytes) else self.payload, "value": None}
         payload = wire.pop("payload")
         try:
             wire["value"] = decode_value(payload, bounded) if payload is not None else None

@@ -125,7 +125,7 @@ class WorkerState:
             while self.buffer and len(batch) < share:
                 payload = self.buffer[0].payload
                 # Bytes as written: json escapes each non-ASCII character to up to 12 bytes; 200 for the rest.
-                size += 200 + (len(payload) if payload.isascii() else 12 * len(payload))
+                size += 200 + (len(payload) if isinstance(payload, bytes) or payload.isascii() else 12 * len(payload))
                 if batch and size > PIPELINE_BYTES:
                     break
                 task = self.buffer.popleft()

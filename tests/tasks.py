@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
+
+import pyrodist
+
+
+@pyrodist.register_value_class
+@dataclasses.dataclass
+class Point:
+    """A value class the tests' clients and workers both register."""
+
+    x: float
+    y: float
+    label: str = ""
+
+
+@pyrodist.register_value_class
+class Span(NamedTuple):
+    """A registered named tuple."""
+
+    start: int
+    end: int
+
+
+def moved(point: Point, dx: float) -> Point:
+    """A registered class in, another out."""
+    return dataclasses.replace(point, x=point.x + dx)
 
 
 def echo(value: Any) -> Any:

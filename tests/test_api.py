@@ -14,6 +14,7 @@ def test_exported_names() -> None:
             "RemoteTraceback", "ResultExpired", "Settings",
             "Spinner", "progress",
             "TaskError", "TaskLost", "TaskOptions", "TaskState", "ValueEncodingError", "__version__", "as_completed",
+            "register_value_class",
         ]
     )  # fmt: skip
     for name in pyrodist.__all__:

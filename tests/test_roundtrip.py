@@ -7,11 +7,15 @@ real wire, a plain `Pyro4.Proxy` shell session and its errors, and the `pyrodist
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
+import decimal
 import math
 import operator
 import subprocess
 import sys
 import time
+import uuid
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,13 @@ VALUES = [
     None, True, False, 0, -1, 10**40, -(10**40), 1.5, -0.0, float("inf"), 1 + 2j, "", "héllo \u2028 wörld",
     b"", b"\x00\xff bytes", [], [1, [2, [3]]], (), (1,), ((),), {}, {"a": {"b": b"c"}}, {(1, 2): b"k", b"x": None},
     set(), {1, 2, 3}, frozenset(), frozenset({"a"}), [set(), frozenset(), (b"",)],
+    bytearray(b"\x00\xff"), {None: 1, 2.5: b"", frozenset({1}): ()},
+    datetime.datetime(2024, 3, 31, 2, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+    datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone(datetime.timedelta(hours=-5), "EST")),
+    datetime.datetime(2024, 11, 3, 1, 30, fold=1), datetime.date(2024, 2, 29), datetime.time(23, 59, 59, 999_999),
+    datetime.timedelta(days=-1, microseconds=1), decimal.Decimal("-0.00"), decimal.Decimal("NaN"),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"), tasks.Point(1.5, -2.0, "p"), tasks.Span(1, 2),
+    [tasks.Point(0.0, 0.0)] * 3,
 ]  # fmt: skip
 
 
@@ -40,6 +51,11 @@ def same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    if isinstance(a, decimal.Decimal | datetime.datetime | datetime.time):  # NaN, and what == ignores (fold, zone)
+        return str(a) == str(b) and (getattr(a, "tzinfo", None), getattr(a, "fold", 0)) == (
+            getattr(b, "tzinfo", None),
+            getattr(b, "fold", 0),
+        )
     return bool(a == b)
 
 
@@ -58,6 +74,17 @@ def test_submit_returns_the_result(client: Client) -> None:
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
 def test_values_come_back_equal_and_of_the_same_type(client: Client, value: Any) -> None:
     assert same(client.submit(tasks.echo, value).result(timeout=20), value)
+
+
+def test_a_registered_class_goes_in_and_comes_back(client: Client) -> None:
+    assert client.submit(tasks.moved, tasks.Point(1.0, 2.0, "a"), 0.5).result(timeout=20) == tasks.Point(1.5, 2.0, "a")
+
+
+def test_bytes_travel_raw_at_the_frame_boundaries(client: Client) -> None:
+    sizes = [0, 1, 127, 128, 16_383, 16_384, 65_535, 65_536, 65_537, 3 * 1024 * 1024]
+    values = [bytes(range(256)) * (n // 256) + bytes(n % 256) for n in sizes]
+    assert [len(v) for v in client.gather(client.map(tasks.echo, values), timeout=60)] == sizes
+    assert client.gather(client.map(tasks.echo, values), timeout=60) == values
 
 
 def test_nan_comes_back_as_nan(client: Client) -> None:

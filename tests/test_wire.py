@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -231,7 +232,8 @@ FAILED = {"id": "c.1", "token": 1, "state": "failed", "error": ERROR}
         (submitted_task, ["c-1.a b", "m:f", "x", {}], ValueError, "task id"),
         (submitted_task, [5, "m:f", "x", {}], ValueError, "task id"),
         (submitted_task, ["c-1.1", "m:f", "x" * 1025, {}], ValueError, "payload"),
-        (submitted_task, ["c-1.1", "m:f", b"x", {}], ValueError, "payload"),
+        (submitted_task, ["c-1.1", "m:f", 5, {}], ValueError, "payload"),
+        (submitted_task, ["c-1.1", "m:f", {"data": "!", "encoding": "base64"}, {}], ValueError, "payload"),
         (submitted_task, ["c-1.1", None, "x", {}], TypeError, "func"),
         (lambda wire: TaskSpec.from_wire(3, wire), ["m:f"], TypeError, "tasks[3]"),
         (lambda wire: TaskSpec.from_wire(3, wire), {"func": "m:f", "argz": []}, ValueError, "argz"),
@@ -356,12 +358,25 @@ def test_plain_record_of_an_unfinished_task_has_value_none() -> None:
     assert plain["value"] is None and plain["error"] is None
 
 
-def test_json_caller_keeps_the_payload_and_gets_value_none() -> None:
-    payload = encode_value((1, b"x"))
+def test_json_caller_keeps_a_text_payload_and_gets_value_none() -> None:
+    payload = encode_value([1, "x"])
     plain = done_record(payload).to_plain(as_json=True)
     assert set(plain) == LOOKUP_KEYS | {"value"}
     assert plain["payload"] == payload and plain["value"] is None
     assert through_json(plain) == plain
+
+
+def test_json_caller_is_not_shown_a_frame_which_json_cannot_carry() -> None:
+    plain = done_record(encode_value((1, b"x"))).to_plain(as_json=True)
+    assert plain["payload"] is None and plain["value"] is None
+    assert through_json(plain) == plain
+
+
+def test_a_serpent_caller_s_bytes_arrive_as_a_frame_payload() -> None:
+    frame = encode_value(b"\x00\x01")
+    assert isinstance(frame, bytes)
+    serpent_form = {"data": base64.b64encode(frame).decode(), "encoding": "base64"}  # Pyro4's serpent sends bytes so
+    assert SubmittedTask.from_wire(0, ["c-1.1", "m:f", serpent_form, {}]).payload == frame
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,117 @@
+"""JSON with raw bytes: how pyrodist's own processes frame messages, so binary never travels as text.
+
+json cannot hold `bytes`; base64 or escapes would inflate them (serpent's `b'...'` text is about 2.9x
+random bytes). A packed message is JSON whose bytes-like values are replaced by markers, followed by
+those values' raw bytes::
+
+    b"J" json                                   no bytes inside (the common case: no walk, no copy)
+    b"B" u32 header_length header raw...        header = [value, [length, ...]]; each bytes-like value in
+                                                value is {"__bytes__": index}, its bytes follow in order
+
+Unpacking gives `bytes` back for every marker. A marker-shaped dict can only be made by a peer, and it
+only ever becomes bytes: the receiver checks types as for any other value. Used on the Pyro4 wire
+(`remote_serializer`) and on the pipes between a worker and its children (`runner`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+MARKER = "__bytes__"
+"""The key of the dict that stands for the index-th bytes value."""
+PLAIN, WITH_BYTES = b"J", b"B"
+_LENGTH = struct.Struct("!I")
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_PLAIN_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: most messages need no more
+
+
+def pack_parts(value: Any, default: Callable[[Any], Any] | None = None) -> list[bytes | memoryview]:
+    """value packed, as parts to write one after the other (big bytes values are not copied)."""
+    try:
+        return [PLAIN + _PLAIN_JSON.encode(value).encode("utf-8", "surrogatepass")]
+    except TypeError:  # bytes inside, or an object only default knows
+        pass
+    buffers: list[bytes | memoryview] = []
+
+    def replace(obj: Any) -> Any:
+        if isinstance(obj, _BYTES_LIKE):
+            buffers.append(obj if isinstance(obj, bytes) else memoryview(obj).cast("B"))
+            return {MARKER: len(buffers) - 1}
+        if default is None:
+            raise TypeError(f"{type(obj).__name__} cannot be packed")
+        return default(obj)
+
+    text = json.dumps(value, ensure_ascii=False, default=replace, separators=(",", ":"))
+    if not buffers:
+        return [PLAIN + text.encode("utf-8", "surrogatepass")]
+    lengths = [len(b) if isinstance(b, bytes) else b.nbytes for b in buffers]
+    encoded = f"[{text},{json.dumps(lengths)}]".encode("utf-8", "surrogatepass")
+    return [WITH_BYTES + _LENGTH.pack(len(encoded)) + encoded, *buffers]
+
+
+def pack(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """value packed as one message."""
+    return b"".join(pack_parts(value, default))
+
+
+def header_of(data: bytes | memoryview) -> bytes | memoryview:
+    """The JSON text of a packed message (what to measure before unpacking it); ValueError if malformed."""
+    kind = bytes(data[:1])
+    if kind == PLAIN:
+        return data[1:]
+    if kind == WITH_BYTES and len(data) >= 5:
+        (length,) = _LENGTH.unpack_from(data, 1)
+        if 5 + length <= len(data):
+            return data[5 : 5 + length]
+    raise ValueError("not a packed message: it must start with J, or B and a header length within it")
+
+
+def unpack(data: bytes | bytearray | memoryview) -> Any:
+    """The value of a packed message, its bytes values as bytes; ValueError if malformed."""
+    if data[:1] == PLAIN:  # no bytes inside: json reads it as it is (UTF-8, surrogates kept)
+        try:
+            return json.loads(bytes(data[1:]).decode("utf-8", "surrogatepass"))
+        except RecursionError:
+            raise ValueError("a packed message is nested too deeply to unpack") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a packed message's JSON cannot be read: {exc}") from None
+    view = memoryview(data)
+    header = header_of(view)
+    try:
+        text = bytes(header).decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"a packed message's JSON is not UTF-8: {exc}") from None
+    try:
+        value, lengths = json.loads(text)
+    except RecursionError:
+        raise ValueError("a packed message is nested too deeply to unpack") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a packed message's header must be JSON [value, [length, ...]]: {exc}") from None
+    if not isinstance(lengths, list) or not all(type(n) is int and n >= 0 for n in lengths):
+        raise ValueError("a packed message's lengths must be a list of sizes")
+    start, buffers = 5 + len(header), []
+    for length in lengths:
+        if start + length > len(view):
+            raise ValueError(f"a packed message is {len(view)} bytes; its header says more follow")
+        buffers.append(bytes(view[start : start + length]))
+        start += length
+    if start != len(view):
+        raise ValueError(f"a packed message has {len(view) - start} bytes after its last value")
+    return _restore(value, buffers)
+
+
+def _restore(value: Any, buffers: list[bytes]) -> Any:
+    kind = type(value)
+    if kind is list:
+        return [_restore(v, buffers) for v in value]
+    if kind is not dict:
+        return value
+    if len(value) == 1 and MARKER in value:
+        index = value[MARKER]
+        if type(index) is not int or not 0 <= index < len(buffers):
+            raise ValueError(f"a packed message refers to bytes value {index!r}, which it does not hold")
+        return buffers[index]
+    return {k: _restore(v, buffers) for k, v in value.items()}
