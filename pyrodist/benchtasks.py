@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def inc(x: int) -> int:
     """x + 1: a task that costs next to nothing, so a benchmark measures the framework."""
@@ -11,3 +13,13 @@ def inc(x: int) -> int:
 def payload(data: bytes) -> int:
     """The length of data: a task whose cost is moving its argument."""
     return len(data)
+
+
+def random_bytes(size: int) -> bytes:
+    """size random bytes: a task whose cost is moving its result."""
+    return os.urandom(size)
+
+
+def text(size: int) -> str:
+    """A str of size characters (ASCII): a task whose cost is moving its result."""
+    return "x" * size

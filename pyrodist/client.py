@@ -56,7 +56,8 @@ class Client:
         secret: str | None = None,
     ) -> None:
         """secret: an earlier client's `secret`, to reach its tasks again (after a restart, from another
-        process); by default a new one. Whoever holds it can read, cancel and collect those tasks."""
+        process); by default a new one. Whoever holds it can read, cancel and collect those tasks (a result
+        that client already collected is kept only with `options(keep=True)`)."""
         self.settings = settings or Settings.from_env(ns_host=ns_host, ns_port=ns_port, master_name=master, key=key)
         # The secret proves to the master which tasks are ours; with the operator's admin key in it, this
         # client sees every client's tasks too (the CLI and monitoring).

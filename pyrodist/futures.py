@@ -78,11 +78,14 @@ class Future(concurrent.futures.Future[Any]):
 def settle(future: Future, record: Finished) -> None:
     """Complete future from its finished record."""
     error = record.error or {"type": "?", "message": ""}
-    if record.state is TaskState.DONE:
+    payload = record.payload
+    if record.state is TaskState.DONE and payload is not None:
         try:
-            future.set_result(decode_value(record.payload or ""))
+            future.set_result(decode_value(payload))
         except Exception as exc:  # noqa: BLE001 - an undecodable result fails this future, not the collector
             future.set_exception(exc)
+    elif record.state is TaskState.DONE:  # its value was released on the master: read again by id, too late
+        future.set_exception(ResultExpired(record.id, "ResultExpired", error.get("message", "released"), ""))
     elif record.state is TaskState.CANCELLED:
         future.cancel_here()
     elif record.state is TaskState.EXPIRED:

@@ -30,6 +30,7 @@ from typing import Any
 from .access import ADMIN, Access
 from .api import MasterAPI, Sink
 from .config import Settings
+from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
@@ -200,7 +201,14 @@ class Master(MasterAPI):
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
         owner = client_id_of(client_secret)
         with self._lock:
-            return self._outboxes.take(owner, timeout, max_items, self._clock())
+            received = self._outboxes.acknowledged(owner)
+            if received and not self._store.durable:  # the client has them: free memory (a store keeps them on disk)
+                try:
+                    self._store.release_results(received)
+                except StoreUnavailable as exc:  # they stay until --result-ttl
+                    log.warning("could not release %d collected results: %s", len(received), exc)
+            most_bytes = self._settings.max_payload
+            return self._outboxes.take(owner, timeout, max_items, most_bytes, self._clock())
 
     def disconnect(self, client_secret: str) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""

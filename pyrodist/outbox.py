@@ -1,7 +1,9 @@
 """Each client's finished records, kept until it collects them (long-poll).
 
 Called under the master's lock: an outbox's condition shares it, so `report` hands records over and
-wakes the one collector waiting for them without another lock round.
+wakes the one collector waiting for them without another lock round. A client's next collect says it
+has the records of its last one: their values are then released on the master (`acknowledged`), unless
+their tasks were submitted with the option `keep`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .protocol import TaskState
 from .task import Task
 from .wire import Finished
 
@@ -23,7 +26,10 @@ class Outbox:
     """Finished records waiting for the client that submitted them."""
 
     ready: threading.Condition
-    records: collections.deque[Finished] = field(default_factory=collections.deque)
+    records: collections.deque[tuple[Finished, bool]] = field(default_factory=collections.deque)
+    """Each record, and whether its value is to be released once the client has it."""
+    delivered: list[str] = field(default_factory=list)
+    """Ids of the values the last collect took, released when the client's next collect says it has them."""
     last_seen: float = 0.0
     gone: bool = False
     """The client said it left: its collect ends."""
@@ -55,16 +61,36 @@ class Outboxes:
                 continue
             box = woken.get(task.owner) or self.open(task.owner, now)
             woken[task.owner] = box
-            box.records.append(Finished(task.id, task.state, task.result, task.error))
+            release = task.state is TaskState.DONE and not task.options.get("keep")
+            box.records.append((Finished(task.id, task.state, task.result, task.error), release))
         for box in woken.values():
             box.ready.notify()
 
-    def take(self, client_id: str, timeout: float, most: int, now: float) -> list[Finished]:
-        """Up to most records of this client, waiting up to timeout seconds for the first (lock held)."""
+    def take(self, client_id: str, timeout: float, most: int, most_bytes: int, now: float) -> list[Finished]:
+        """Up to most records of this client holding at most most_bytes of values (at least one record), waiting
+        up to timeout seconds for the first (lock held)."""
         box = self.open(client_id, now)
         box.ready.wait_for(lambda: box.records or self.closed or box.gone, timeout)
         box.last_seen = now
-        return [box.records.popleft() for _ in range(min(most, len(box.records)))]
+        taken: list[Finished] = []
+        size = 0
+        while box.records and len(taken) < most:
+            size += len(box.records[0][0].payload or "")
+            if taken and size > most_bytes:
+                break
+            record, release = box.records.popleft()
+            taken.append(record)
+            if release:
+                box.delivered.append(record.id)
+        return taken
+
+    def acknowledged(self, client_id: str) -> list[str]:
+        """The ids of values the client's last collect took: it asks again, so it has them (lock held)."""
+        box = self._boxes.get(client_id)
+        if box is None or not box.delivered:
+            return []
+        ids, box.delivered = box.delivered, []
+        return ids
 
     def drop(self, client_id: str) -> None:
         """Forget a client's outbox now, waking its collect (lock held)."""

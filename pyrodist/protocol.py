@@ -166,7 +166,7 @@ def _printable(text: str) -> str:
 
 TASK_OPTIONS: dict[str, type] = {
     "priority": int, "timeout": float, "max_attempts": int, "worker": str,
-    "retries": int, "retry_backoff": float, "retry_backoff_max": float, "retry_on": list,
+    "retries": int, "retry_backoff": float, "retry_backoff_max": float, "retry_on": list, "keep": bool,
 }  # fmt: skip
 """The per-task options the master understands, with their types."""
 
@@ -191,6 +191,11 @@ def check_options(options: Any) -> dict[str, Any]:
             continue
         if kind is list:
             checked[key] = _exception_names(key, value)
+            continue
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TypeError(f"task option {key!r} must be True or False, not {value!r}")
+            checked[key] = value
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"task option {key!r} must be a number, not {value!r}")

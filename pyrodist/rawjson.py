@@ -57,23 +57,29 @@ def pack(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     return b"".join(pack_parts(value, default))
 
 
-def header_of(data: bytes | memoryview) -> bytes | memoryview:
-    """The JSON text of a packed message (what to measure before unpacking it); ValueError if malformed."""
+def header_span(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """Where the JSON text of a packed message starts and ends; ValueError if malformed."""
     kind = bytes(data[:1])
     if kind == PLAIN:
-        return data[1:]
+        return 1, len(data)
     if kind == WITH_BYTES and len(data) >= 5:
         (length,) = _LENGTH.unpack_from(data, 1)
         if 5 + length <= len(data):
-            return data[5 : 5 + length]
+            return 5, 5 + length
     raise ValueError("not a packed message: it must start with J, or B and a header length within it")
+
+
+def header_of(data: bytes | bytearray | memoryview) -> memoryview:
+    """The JSON text of a packed message (what to measure before unpacking it), not copied."""
+    start, end = header_span(data)
+    return memoryview(data)[start:end]
 
 
 def unpack(data: bytes | bytearray | memoryview) -> Any:
     """The value of a packed message, its bytes values as bytes; ValueError if malformed."""
     if data[:1] == PLAIN:  # no bytes inside: json reads it as it is (UTF-8, surrogates kept)
         try:
-            return json.loads(bytes(data[1:]).decode("utf-8", "surrogatepass"))
+            return json.loads(str(memoryview(data)[1:], "utf-8", "surrogatepass"))
         except RecursionError:
             raise ValueError("a packed message is nested too deeply to unpack") from None
         except (TypeError, ValueError) as exc:

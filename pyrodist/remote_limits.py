@@ -37,7 +37,6 @@ INFLATED_AT_MOST = 64 * 1024 * 1024
 """How far a compressed call may inflate in a process whose daemons set no bound."""
 _unpack_sizes = struct.Struct("!12xiHH").unpack_from
 """Data size, serializer id and annotations size: bytes 12 to 19 of a Pyro4 4.82 message header."""
-_receive = Pyro4.socketutil.receiveData
 SERPENT_ID: int = Pyro4.util.SerpentSerializer.serializer_id
 JSON_ID: int = Pyro4.util.JsonSerializer.serializer_id
 """Pyro4's ids of the two serializers pyrodist accepts."""
@@ -73,7 +72,7 @@ class _MeasuredConnection(Pyro4.socketutil.SocketConnection):  # type: ignore[mi
 
     def recv(self, size: int) -> bytes:
         """Read size bytes; a header says how long its message is, and a message too long is refused."""
-        data: bytes = _receive(self.sock, size)
+        data: bytes = Pyro4.socketutil.receiveData(self.sock, size)
         left = self._pyrodist_left
         if left:
             self._pyrodist_left = left - size
@@ -84,7 +83,7 @@ class _MeasuredConnection(Pyro4.socketutil.SocketConnection):  # type: ignore[mi
                 self._pyrodist_left = length + annotations
                 break
             self._refuse(data, length + annotations)
-            data = _receive(self.sock, size)  # the next message's header
+            data = Pyro4.socketutil.receiveData(self.sock, size)  # the next message's header
         return data
 
     def _refuse(self, header: bytes, length: int) -> None:

@@ -22,10 +22,10 @@ PACKED_ID = 80
 """Its id in Pyro4's message header (Pyro4 4.82 uses 1 to 7)."""
 
 
-def _may_hold_classes(header: bytes | memoryview) -> bool:
+def _may_hold_classes(data: bytes | bytearray) -> bool:
     """Whether a message's json may hold a serialized class (Pyro4's '__class__' dicts, or an escape spelling one)."""
-    text = header if isinstance(header, bytes) else bytes(header)
-    return b'"__class__"' in text or b"\\u" in text
+    start, end = rawjson.header_span(data)
+    return data.find(b'"__class__"', start, end) >= 0 or data.find(b"\\u", start, end) >= 0
 
 
 class PackedSerializer(Pyro4.util.JsonSerializer):  # type: ignore[misc]
@@ -49,11 +49,14 @@ class PackedSerializer(Pyro4.util.JsonSerializer):  # type: ignore[misc]
         except (KeyError, TypeError):
             raise ValueError("the call's arguments cannot be decoded: not a packed call") from None
 
+    def _convertToBytes(self, data: Any) -> Any:  # noqa: N802 - Pyro4's name
+        """rawjson reads any buffer: a long message read into a bytearray is not copied again."""
+        return data
+
     def loads(self, data: Any) -> Any:
         """A value from a packed message (Pyro4's serialized classes, such as exceptions, rebuilt)."""
-        data = self._convertToBytes(data)
         value = rawjson.unpack(data)
-        if _may_hold_classes(data if data[:1] == rawjson.PLAIN else rawjson.header_of(data)):
+        if _may_hold_classes(data):
             try:
                 value = self.recreate_classes(value)
             except RecursionError:

@@ -37,10 +37,13 @@ _LENGTH = struct.Struct("!I")
 """The length before each message on a child's pipes."""
 
 
-def _message(value: Any) -> bytes:
-    """value as one message for a child's pipe."""
-    data = rawjson.pack(value)
-    return _LENGTH.pack(len(data)) + data
+def _write_message(stream: Any, value: Any) -> None:
+    """Write value as one message to a child's pipe (a big bytes value is written as it is, not copied first)."""
+    parts = rawjson.pack_parts(value)
+    stream.write(_LENGTH.pack(sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)))
+    for part in parts:
+        stream.write(part)
+    stream.flush()
 
 
 class TaskCall(NamedTuple):
@@ -151,8 +154,7 @@ def child_main(limit: int, modules: Sequence[str]) -> None:
     while len(head := proto_in.read(_LENGTH.size)) == _LENGTH.size:
         for task_id, func_ref, payload in rawjson.unpack(proto_in.read(_LENGTH.unpack(head)[0])):
             ok, result = run_task(allow, func_ref, payload, limit)
-            proto_out.write(_message([task_id, ok, result]))
-            proto_out.flush()
+            _write_message(proto_out, [task_id, ok, result])
 
 
 # ---- the parent's handle ----------------------------------------------------------------------
@@ -213,11 +215,8 @@ class ChildProcess:
         """
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(_message([[c.task_id, c.func, c.payload] for c in calls]))
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # the child is gone: reading says so
+        with contextlib.suppress(BrokenPipeError):  # the child is gone: reading says so
+            _write_message(proc.stdin, [[c.task_id, c.func, c.payload] for c in calls])
         started = time.monotonic()
         for call in calls:
             try:
@@ -248,7 +247,7 @@ class ChildProcess:
             started = time.monotonic()
             yield bool(ok), result
 
-    def _read_message(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | None:
+    def _read_message(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | memoryview | None:
         """The next message from the child; b'' when it died, None when the deadline passed."""
         assert proc.stdout is not None and self._poll is not None
         fd = proc.stdout.fileno()
@@ -262,7 +261,11 @@ class ChildProcess:
                 return b""
             self._buffer += chunk
         end = len(self._buffer) + wanted
-        message = bytes(self._buffer[_LENGTH.size : end])
+        if end == len(self._buffer):  # the buffer holds this message only (the usual case): hand it over whole
+            whole, self._buffer = self._buffer, bytearray()
+            return memoryview(whole)[_LENGTH.size :]
+        with memoryview(self._buffer) as view:
+            message = bytes(view[_LENGTH.size : end])
         del self._buffer[:end]
         return message
 

@@ -12,14 +12,14 @@ Life of a task::
              └──release / expire────┘ a lease lost while the task ran counts against max_attempts
     pending | retrying | running ──cancel──▶ cancelled
     done | failed | cancelled ──result_ttl / forget──▶ expired (a small tombstone, itself kept one more ttl)
+    done ──release_results (its owner collected it)──▶ done without its value
 
 `TaskStore` holds the rules and the leases of running tasks, which always live in memory (a few per
 worker); `MemoryStore` keeps everything else in memory, `sqlstore.SqliteStore` in SQLite. Every
 operation is O(1) or O(log n) in the queue length, except `expire`, which is O(running).
 
-Every operation is all or nothing (`storefaults.atomic`): when the storage fails (a full disk, a
-read-only file, an I/O error), the store undoes what the operation changed in memory, so that memory
-and disk agree again, and raises `StoreUnavailable`; the next operation tries the storage again.
+Every operation is all or nothing when the storage fails (`storefaults.atomic`): memory is brought back to
+what the storage holds and `StoreUnavailable` raised; the next operation tries the storage again.
 """
 
 from __future__ import annotations
@@ -35,12 +35,10 @@ from .wire import Lease, Outcome
 
 RESULT_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 """Finished states whose record is still kept (not yet expired)."""
-
 DEFAULT_MAX_ATTEMPTS = 3
 """Times a task may be lost with its worker while running before it fails."""
 UNSEEN_LOSSES_PER_ATTEMPT = 5
-"""Leases lost before the worker ever said the task was running, allowed per attempt (a task that kills
-its worker before the next heartbeat must not cycle forever either)."""
+"""Leases lost before the worker said the task ran, allowed per attempt (a task that kills its worker at once)."""
 ERRORS_KEPT = 20
 """Most attempt errors kept on a record (the latest)."""
 
@@ -63,14 +61,9 @@ class TaskStore(Undoable[Snapshot]):
         self._targeted_pending: dict[str, int] = {}
         self._seq = itertools.count()
 
-    # -- submitting and reading
-
     @atomic
     def add(self, tasks: Iterable[Task], now: float) -> int:
-        """Queue new tasks; a task whose id is already known is left as it is (resubmits are idempotent).
-
-        Returns how many were new.
-        """
+        """Queue new tasks; one whose id is known is left as it is (resubmits are idempotent). How many were new."""
         fresh = []
         for task in tasks:
             task.submitted = now
@@ -113,8 +106,6 @@ class TaskStore(Undoable[Snapshot]):
         """How many tasks wait to be leased (or to be retried)."""
         return self._counts[TaskState.PENDING] + self._counts[TaskState.RETRYING]
 
-    # -- leases
-
     @atomic
     def lease(self, worker: str, max_tasks: int, now: float, lease_timeout: float) -> list[Task]:
         """Lease up to max_tasks pending tasks to worker: its own first, then by priority, FIFO within one."""
@@ -128,12 +119,9 @@ class TaskStore(Undoable[Snapshot]):
         for task, token in zip(leased, tokens, strict=True):
             self._count_targeted(task, -1)
             self._move(task, TaskState.RUNNING)
-            task.worker = worker
-            task.token = token
-            task.deadline = now + lease_timeout
+            task.worker, task.token, task.deadline, task.started = worker, token, now + lease_timeout, now
             task.seen_running = False
             task.attempts += 1
-            task.started = now
             self._running[task.id] = task
         if taken:
             self._save(taken)
@@ -181,9 +169,7 @@ class TaskStore(Undoable[Snapshot]):
                 self._log_error(task, lost_error(f"worker {task.worker} was lost while running the task"), now)
             else:  # leased but never seen running: probably never started, so it is no attempt
                 task.unseen_losses += 1
-                self._log_error(
-                    task, lost_error(f"worker {task.worker} was lost holding the task (not seen running)"), now
-                )
+                self._log_error(task, lost_error(f"worker {task.worker} was lost holding it (not seen running)"), now)
                 task.attempts -= 1
             if task.target is not None:  # no other worker may run it
                 message = f"task {task.id} was sent to worker {task.target}, which was lost while holding it"
@@ -205,10 +191,8 @@ class TaskStore(Undoable[Snapshot]):
 
     @atomic
     def finish(self, worker: str, outcomes: Iterable[Outcome], now: float) -> tuple[list[Task], list[str]]:
-        """Record results; only the current lease holder's first report counts: (accepted, ignored ids).
-
-        An accepted failure with retries left goes to retrying (or straight back to pending).
-        """
+        """Record results; only the lease holder's first report counts: (accepted, ignored ids). An accepted
+        failure with retries left goes to retrying (or straight back to pending)."""
         accepted: list[Task] = []
         ignored: list[str] = []
         for outcome in outcomes:
@@ -283,6 +267,18 @@ class TaskStore(Undoable[Snapshot]):
         self._retire(ids, "forgotten", now)
         self._commit()
         return ids
+
+    @atomic
+    def release_results(self, task_ids: Iterable[str]) -> int:
+        """Drop the values of these done tasks (their owner has them); their records stay. How many were dropped."""
+        done = [
+            t for t in map(self._find, task_ids) if t is not None and t.state is TaskState.DONE and t.result is not None
+        ]
+        for task in done:
+            task.result = None
+        self._save_results(done)
+        self._commit()
+        return len(done)
 
     @atomic
     def expire_results(self, now: float, ttl: float) -> int:
@@ -394,6 +390,9 @@ class TaskStore(Undoable[Snapshot]):
     def _forget_tombstones(self, before: float) -> None:
         """Forget tombstones laid before this time."""
         raise NotImplementedError
+
+    def _save_results(self, tasks: list[Task]) -> None:
+        """Keep the changed results of these finished tasks (memory: they are changed in place)."""
 
     def _commit(self) -> None:
         """Make the changes so far durable (a no-op in memory)."""

@@ -50,9 +50,14 @@ class Task:
         self.finished: float | None = None
 
     def record(self) -> TaskRecord:
-        """The task's public record, with the result still encoded under `payload`."""
+        """The task's public record, with the result still encoded under `payload` (or why it is gone)."""
+        error = self.error
+        if self.state is TaskState.DONE and self.result is None:  # released once its client had it
+            message = (f"the result of task {self.id} was collected by its client and released on the master "
+                       "(submit with options(keep=True) to read it again by id)")  # fmt: skip
+            error = {"type": "ResultExpired", "message": message, "traceback": ""}
         return TaskRecord(
-            self.id, self.state, self.func, self.result, self.error, list(self.errors), self.worker, self.attempts,
+            self.id, self.state, self.func, self.result, error, list(self.errors), self.worker, self.attempts,
             self.retried, self.lost, dict(self.options), self.submitted, self.started, self.finished, self.due,
         )  # fmt: skip
 

@@ -36,6 +36,9 @@ _TAG = "__pyrodist__"
 # a no-op task costs. So values made only of ints, finite floats, strings, lists and dicts with string
 # keys are written as JSON after one space. That text is also a Python literal with the very same value
 # (serpent reads it), and `decode_value` reads it with the json module, three to five times faster.
+TEXT_AS_FRAME_ABOVE = 64 * 1024
+"""Characters of a str value (or argument) above which it travels as a frame: every hop escapes and scans JSON text
+inside its JSON message, where a frame's bytes are carried as they are."""
 JSON_MARK = " "
 """First character of a payload written as JSON (serpent never writes one)."""
 _LITERAL_WORDS = {"None": None, "True": True, "False": False}
@@ -90,9 +93,14 @@ def _as_json(value: Any, what: str, limit: int) -> str:
     return _limited(text, what, limit)
 
 
+def _long_text(value: Any) -> bool:
+    """Whether value is a str long enough to travel better as a frame (raw UTF-8) than as JSON text in JSON."""
+    return type(value) is str and len(value) > TEXT_AS_FRAME_ABOVE
+
+
 def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> Payload:
     """Encode a value as JSON text where that means the same, else as a frame, refusing what would not come back."""
-    if _json_exact(value):
+    if _json_exact(value) and not _long_text(value):
         return _as_json(value, what, limit)
     if value is None or type(value) is bool:
         return repr(value)
@@ -156,7 +164,8 @@ def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit
     for key in kwargs:
         if not isinstance(key, str):
             raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
-    if all(_json_exact(a) for a in args) and _json_exact(kwargs):  # a list, which decode_call makes a tuple
+    json_exact = all(_json_exact(a) and not _long_text(a) for a in args) and _json_exact(kwargs)
+    if json_exact:  # a list, which decode_call makes a tuple
         return _as_json([list(args), kwargs], "the task's arguments", limit)
     return encode_value((tuple(args), dict(kwargs)), "the task's arguments", limit)
 

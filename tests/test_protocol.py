@@ -25,7 +25,7 @@ from pyrodist.protocol import (
     function_ref,
     split_ref,
 )
-from pyrodist.values import JSON_MARK, decode_call, decode_value, encode_call, encode_value
+from pyrodist.values import JSON_MARK, TEXT_AS_FRAME_ABOVE, decode_call, decode_value, encode_call, encode_value
 
 
 def roundtrip(value: Any) -> Any:
@@ -685,3 +685,13 @@ def test_an_int_too_long_for_text_is_a_value_encoding_error() -> None:
             encode_value(value)
     with pytest.raises(ValueEncodingError, match="cannot be sent"):
         encode_call((10**5000,), {})
+
+
+def test_a_long_str_travels_as_a_frame_a_short_one_as_json() -> None:
+    long_text = "é" * (TEXT_AS_FRAME_ABOVE + 1)
+    assert isinstance(encode_value(long_text), bytes) and decode_value(encode_value(long_text)) == long_text
+    assert isinstance(encode_call((long_text,), {}), bytes) and decode_call(encode_call((long_text,), {})) == (
+        (long_text,),
+        {},
+    )
+    assert encode_value("é" * TEXT_AS_FRAME_ABOVE).startswith(JSON_MARK)  # type: ignore[union-attr]

@@ -19,7 +19,11 @@ from typing import Any
 import pytest
 
 from pyrodist import Client, ResultExpired, TaskError, TaskLost
+from pyrodist.protocol import client_id_of
+from pyrodist.sqlstore import SqliteStore
 from pyrodist.statustext import format_task
+from pyrodist.values import encode_call, encode_value
+from pyrodist.wire import SubmittedTask
 from tests import tasks
 from tests.conftest import ADMIN_ENV, Cluster, InProcess, Link, Processes, start_cluster, started_pids, wait_until
 from tests.test_cli import pyrodist
@@ -146,6 +150,73 @@ def test_forgotten_result_reads_as_expired(inproc: InProcess) -> None:
     shown = format_task(future.task_id, record)
     assert "expired" in shown and "forgotten" in shown
     assert future.result(timeout=0) == 42  # the future keeps its own copy
+
+
+def test_a_result_its_client_collected_is_released_on_the_master_unless_kept(inproc: InProcess) -> None:
+    inproc.start_worker()
+    client = inproc.client()
+    futures = client.map(tasks.echo, [b"x" * 1000] * 5)
+    kept = client.options(keep=True).submit(tasks.echo, b"kept")
+    assert client.gather([*futures, kept], timeout=20) == [b"x" * 1000] * 5 + [b"kept"]
+    store = inproc.master._store
+    released = lambda: all(store.get(f.task_id).result is None for f in futures)  # type: ignore[union-attr]  # noqa: E731
+    wait_until(released, what="the client's next collect to release what it has")
+    assert store.get(kept.task_id).result is not None  # type: ignore[union-attr]
+    record = client.lookup([futures[0].task_id])[0]
+    assert record is not None and record["state"] == "done" and record["payload"] is None
+    assert "collected by its client" in record["error"]["message"] and "keep=True" in record["error"]["message"]
+    plain = inproc.service.result(futures[0].task_id, 0, client.secret)
+    assert plain["value"] is None and plain["error"]["type"] == "ResultExpired"
+    assert inproc.master.result(kept.task_id, 0, client.secret).payload is not None
+    assert futures[0].result(timeout=0) == b"x" * 1000  # the future keeps its own copy
+    assert client.forget(futures) == 5  # a released record can still be forgotten (and then expires)
+
+
+def test_a_result_is_not_released_before_its_client_says_it_has_it(inproc: InProcess) -> None:
+    inproc.start_worker()
+    secret = "a-client-that-collects-by-hand"
+    conn = inproc.connect()
+    task = SubmittedTask(f"{client_id_of(secret)}.1", "tests.tasks:echo", encode_call((b"v",), {}), {})
+    conn.submit_encoded(secret, [task])
+    got = conn.collect(secret, timeout=20)
+    assert [r.id for r in got] == [task.task_id]
+    store = inproc.master._store
+    assert store.get(task.task_id).result is not None  # type: ignore[union-attr]  # the answer may be lost on the way
+    assert conn.collect(secret, timeout=0) == []  # asking again says the last batch arrived
+    assert store.get(task.task_id).result is None  # type: ignore[union-attr]
+
+
+def test_a_collect_takes_at_most_max_payload_bytes_of_values_but_always_one_record() -> None:
+    cluster = InProcess(max_payload=64 * 1024)
+    try:
+        cluster.start_worker()
+        secret, conn = "a-client-that-collects-by-hand", cluster.connect()
+        values = [b"x" * 30_000] * 6 + [b"y" * 60_000]
+        calls = [SubmittedTask(f"{client_id_of(secret)}.{i}", "tests.tasks:echo", encode_call((v,), {}), {})
+                 for i, v in enumerate(values)]  # fmt: skip
+        conn.submit_encoded(secret, calls)
+        ids = [c.task_id for c in calls]
+        wait_until(lambda: all(r and r.state.value == "done" for r in conn.lookup(ids, secret)), what="every task")
+        batches = []
+        while batch := conn.collect(secret, timeout=0):
+            batches.append([len(r.payload or b"") for r in batch])
+        assert sorted(n for b in batches for n in b) == sorted(len(encode_value(v)) for v in values)
+        assert len(batches) >= 4 and all(sum(b) <= 64 * 1024 or len(b) == 1 for b in batches), batches
+    finally:
+        cluster.close()
+
+
+def test_a_durable_master_keeps_collected_results_on_disk(tmp_path: Path) -> None:
+    cluster = InProcess(store=SqliteStore(tmp_path / "s.db", 0.0, 30.0))
+    try:
+        cluster.start_worker()
+        client = cluster.client()
+        futures = client.map(tasks.inc, range(3))
+        assert client.gather(futures, timeout=20) == [1, 2, 3]
+        assert client.submit(tasks.inc, 9).result(timeout=20) == 10  # another collect: the first ones said received
+        assert [r["payload"] for r in client.lookup(f.task_id for f in futures)] == [" 1", " 2", " 3"]  # type: ignore[index]
+    finally:
+        cluster.close()
 
 
 def test_expired_result_fails_its_future_with_result_expired(inproc: InProcess) -> None:

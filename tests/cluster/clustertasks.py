@@ -152,7 +152,7 @@ def _callbacks(args: argparse.Namespace) -> dict[str, Any]:
         with arrived:
             arrived.wait_for(lambda: ids <= set(received) or callback_error is not None, timeout=args.timeout)
             pushed = len(ids & set(received))
-        future = client.submit(SQUARE, 12)
+        future = client.options(keep=True).submit(SQUARE, 12)  # read by id below, after the client collected it
         shell = Pyro4.Proxy(remote.lookup_master(client.settings))  # a plain Pyro4 caller, serpent on the wire
         shell._pyroHmacKey = client.settings.key_bytes
         with shell:

@@ -1,0 +1,57 @@
+"""Big results: `python benchmarks/bigvalues.py [--tasks N] [--size BYTES] [--kind bytes|str]`.
+
+N tasks each returning SIZE bytes (random `bytes`, or an ASCII `str`) on a 2-worker `LocalCluster`, next to
+`concurrent.futures.ProcessPoolExecutor(2).map` of the same function in the same run: wall seconds of each,
+their ratio, the master's peak resident memory and how far the client's grew while it held every result.
+Run from the repository's root, in any version that has `pyrodist.benchtasks.random_bytes` and `text`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import time
+
+from pyrodist import benchtasks
+from pyrodist.bench import cpu_seconds, memory_mb
+from pyrodist.cluster import LocalCluster
+
+
+def main() -> None:
+    """Measure, print one line per system and the memory figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--size", type=int, default=1024 * 1024)
+    parser.add_argument("--kind", choices=("bytes", "str"), default="bytes")
+    args = parser.parse_args()
+    func = benchtasks.random_bytes if args.kind == "bytes" else benchtasks.text
+    sizes = [args.size] * args.tasks
+
+    started = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        kept = list(pool.map(func, sizes))
+    pool_seconds = time.perf_counter() - started
+    del kept
+
+    client_before = memory_mb(os.getpid())[0] or 0.0
+    with LocalCluster(workers=2, imports=["pyrodist.benchtasks"]) as cluster, cluster.client() as client:
+        client.gather(client.map(func, [1] * 10), timeout=60)  # warm: children, connections
+        master_pid = cluster.master.pid if cluster.master else None
+        cpu_before = [cpu_seconds(master_pid) or 0.0, time.process_time()]
+        started = time.perf_counter()
+        results = client.gather(client.map(func, sizes), timeout=3600)
+        seconds = time.perf_counter() - started
+        cpu = [(cpu_seconds(master_pid) or 0.0) - cpu_before[0], time.process_time() - cpu_before[1]]
+        assert all(len(r) == args.size for r in results)
+        master_peak = memory_mb(master_pid)[1]
+        client_now = memory_mb(os.getpid())[0] or 0.0
+    print(f"{args.tasks} tasks each returning {args.size:,} bytes of {args.kind}, 2 workers:")
+    print(f"  pyrodist {seconds:.2f} s (CPU: master {cpu[0]:.2f} s, client {cpu[1]:.2f} s); "
+          f"ProcessPoolExecutor(2) {pool_seconds:.2f} s; ratio {seconds / pool_seconds:.2f}")  # fmt: skip
+    print(f"  master peak RSS {master_peak:.0f} MB; client RSS +{client_now - client_before:.0f} MB "
+          f"(holding {args.tasks * args.size / 1e6:.0f} MB of results)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
