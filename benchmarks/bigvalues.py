@@ -1,9 +1,11 @@
-"""Big results: `python benchmarks/bigvalues.py [--tasks N] [--size BYTES] [--kind bytes|str]`.
+"""Big values: `python benchmarks/bigvalues.py [--tasks N] [--size BYTES] [--kind bytes|str] [--gib]`.
 
 N tasks each returning SIZE bytes (random `bytes`, or an ASCII `str`) on a 2-worker `LocalCluster`, next to
 `concurrent.futures.ProcessPoolExecutor(2).map` of the same function in the same run: wall seconds of each,
 their ratio, the master's peak resident memory and how far the client's grew while it held every result.
 Run from the repository's root, in any version that has `pyrodist.benchtasks.random_bytes` and `text`.
+With --gib: one 1 GiB `bytes` argument, then one 1 GiB result, on one worker: seconds of each and every
+process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import subprocess
 import time
 
 from pyrodist import benchtasks
@@ -24,7 +27,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--size", type=int, default=1024 * 1024)
     parser.add_argument("--kind", choices=("bytes", "str"), default="bytes")
+    parser.add_argument("--gib", action="store_true", help="a 1 GiB argument, then a 1 GiB result")
     args = parser.parse_args()
+    if args.gib:
+        one_gib()
+        return
     func = benchtasks.random_bytes if args.kind == "bytes" else benchtasks.text
     sizes = [args.size] * args.tasks
 
@@ -51,6 +58,26 @@ def main() -> None:
           f"ProcessPoolExecutor(2) {pool_seconds:.2f} s; ratio {seconds / pool_seconds:.2f}")  # fmt: skip
     print(f"  master peak RSS {master_peak:.0f} MB; client RSS +{client_now - client_before:.0f} MB "
           f"(holding {args.tasks * args.size / 1e6:.0f} MB of results)")  # fmt: skip
+
+
+def one_gib() -> None:
+    """A 1 GiB argument, then a 1 GiB result, on one worker; seconds and peak memory of every process."""
+    size = 1 << 30
+    with LocalCluster(workers=1, imports=["pyrodist.benchtasks"]) as cluster, cluster.client() as client:
+        worker = cluster.workers[0].pid
+        value = os.urandom(size)
+        started = time.perf_counter()
+        assert client.submit(benchtasks.payload, value).result(timeout=3600) == size
+        print(f"a 1 GiB argument: {time.perf_counter() - started:.1f} s")
+        del value
+        started = time.perf_counter()
+        assert len(client.submit(benchtasks.random_bytes, size).result(timeout=3600)) == size
+        print(f"a 1 GiB result: {time.perf_counter() - started:.1f} s")
+        listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(worker)], capture_output=True, text=True)
+        children = [memory_mb(int(pid))[1] or 0.0 for pid in listed.stdout.split()]
+        master = cluster.master.pid if cluster.master else None
+        print(f"peak RSS: client {memory_mb(os.getpid())[1]:.0f} MB, master {memory_mb(master)[1]:.0f} MB, "
+              f"worker {memory_mb(worker)[1]:.0f} MB, its children {[round(c) for c in children]} MB")  # fmt: skip
 
 
 if __name__ == "__main__":

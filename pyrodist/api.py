@@ -64,6 +64,13 @@ class MasterAPI(Protocol):
     def heartbeat(self, worker: str, status: WorkerStatus) -> HeartbeatReply:
         """A worker is alive: renew its leases, learn what to cancel."""
 
+    def blob_put(self, task_id: str, kind: str, blob_id: str | None, offset: int, data: bytes, size: int) -> str:
+        """Write a chunk of a task's arguments (kind 'a') or result ('r') too big for one message: the first
+        chunk (blob_id None, offset 0, size the whole value's) names the blob; the blob's id."""
+
+    def blob_get(self, blob_id: str, offset: int, size: int) -> bytes:
+        """Read a chunk of a whole blob (at most `blobs.CHUNK` bytes)."""
+
     def release(self, worker: str, leases: Sequence[Lease]) -> int:
         """Give back fetched tasks (id and lease token) the worker will not run; how many were given back."""
 

@@ -103,7 +103,10 @@ def nameserver(host: str, port: int, broadcast: bool, nathost: str | None, natpo
 @click.option("--max-connections", type=click.IntRange(min=4), envvar=env_name("max_connections"),
               help="Size of the Pyro4 thread pool.")  # fmt: skip
 @click.option("--max-payload", type=click.IntRange(min=1024), envvar=env_name("max_payload"),
-              help="Largest encoded arguments or result of a task, in bytes (default 8 MiB).")  # fmt: skip
+              help="Largest encoded arguments or result sent in one message, in bytes (default 8 MiB); "
+                   "bigger ones travel in chunks.")  # fmt: skip
+@click.option("--max-value", type=click.IntRange(min=1024), envvar=env_name("max_value"),
+              help="Largest encoded arguments or result of a task, in bytes (default 2 GiB).")  # fmt: skip
 @click.option("--dashboard", type=click.IntRange(0, 65535), envvar="PYRODIST_DASHBOARD",
               help="Serve a live web dashboard on this port (0: a free one).")  # fmt: skip
 @click.option("--dashboard-host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_DASHBOARD_HOST",
@@ -176,7 +179,9 @@ def check_store(store: str | None, accept_loss: bool) -> None:
 @click.option("--heartbeat", type=click.FloatRange(min=0.05), envvar=env_name("heartbeat"),
               help="Seconds between heartbeats.")  # fmt: skip
 @click.option("--max-payload", type=click.IntRange(min=1024), envvar=env_name("max_payload"),
-              help="Largest encoded result of a task, in bytes (default 8 MiB).")  # fmt: skip
+              help="Largest encoded result sent in one message, in bytes (default 8 MiB).")  # fmt: skip
+@click.option("--max-value", type=click.IntRange(min=1024), envvar=env_name("max_value"),
+              help="Largest encoded result of a task, in bytes (default 2 GiB).")  # fmt: skip
 @click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE, show_default=True,
               envvar="PYRODIST_GRACE",
               help="On SIGTERM, seconds running tasks may finish before they are killed and given back.")  # fmt: skip

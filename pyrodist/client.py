@@ -27,7 +27,8 @@ from .futures import Future, FutureTable
 from .protocol import MAX_BATCH, admin_secret, client_id_of, in_messages, wire_estimate
 from .remote_connection import PyroConnection
 from .retry import retrying
-from .values import encode_call
+from .transfer import upload
+from .values import BigValue, encode_big_call
 from .wire import SubmittedTask
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Client:
             raise
         self._conn.reconnect_for = RECONNECT_WAIT
         self._max_payload = limits.max_payload
+        self._max_value = max(limits.max_value, limits.max_payload)  # an older master takes no big values
         self._settled = threading.Condition()  # shared by this client's futures (see futures.py)
         self._futures = FutureTable()
         self._callbacks = CallbackChannel(self.id, self._secret, self._conn)
@@ -166,8 +168,12 @@ class Client:
     def _submit(self, ref: str, calls: Calls, options: dict[str, Any], wait_when_full: bool = False) -> list[Future]:
         """Send calls as tasks; with wait_when_full, wait (capped backoff) while the master's queue is full."""
         # Encode everything first: a bad value is an error here, before anything is sent.
-        payloads = [encode_call(args, kwargs, self._max_payload) for args, kwargs in calls]
-        futures = [Future(self._settled, f"{self.id}.{next(self._ids)}", self._cancel) for _ in payloads]
+        encoded = [encode_big_call(args, kwargs, self._max_value, self._max_payload) for args, kwargs in calls]
+        futures = [Future(self._settled, f"{self.id}.{next(self._ids)}", self._cancel) for _ in encoded]
+        payloads = [
+            upload(self._conn, f.task_id, "a", value) if isinstance(value, BigValue) else value
+            for f, value in zip(futures, encoded, strict=True)
+        ]  # arguments too big for a message go first, in chunks; the task refers to them
         tasks = [SubmittedTask(f.task_id, ref, payload, options) for f, payload in zip(futures, payloads, strict=True)]
         self._futures.add(futures)
         self._collector.use()

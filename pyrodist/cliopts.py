@@ -186,7 +186,7 @@ def warn_if_exposed(what: str, host: str, settings: Settings, insecure: bool) ->
 
 SHARED_KEYS = frozenset({
     "ns_host", "ns_port", "master", "key", "key_file", "tls_cert", "tls_key", "tls_ca",
-    "loglevel", "logfile", "log_format", "max_payload",
+    "loglevel", "logfile", "log_format", "max_payload", "max_value",
 })  # fmt: skip
 """Options that mean the same for every command, so they may stand at the top of a configuration file."""
 

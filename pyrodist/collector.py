@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable
 
 from .connection import Connection
-from .errors import ConnectionFailed, MasterNotFound, TaskLost
+from .errors import ConnectionFailed, MasterNotFound, MasterRejected, TaskLost
 from .futures import FutureTable
-from .protocol import FINISHED_STATES, MAX_BATCH
-from .wire import Limits, TaskRecord
+from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, error_info
+from .transfer import download
+from .values import BlobRef
+from .wire import Finished, Limits, TaskRecord
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ class Collector:
                     reconnects = self._conn.reconnects
                     self.recover()  # results may have finished, or been lost, while we were away
                     lost = False
-                self._futures.settle(self._conn.collect(self._secret, COLLECT_WAIT, COLLECT_MOST))
+                self._futures.settle(self._resolved(self._conn.collect(self._secret, COLLECT_WAIT, COLLECT_MOST)))
                 gone_since = None
             except ConnectionFailed as exc:
                 if self.closed:
@@ -139,6 +141,18 @@ class Collector:
         if failed:
             log.warning("client %s: %d futures failed: %s", self._client_id, failed, why)
 
+    def _resolved(self, records: list[Finished]) -> list[Finished]:
+        """The records, big results downloaded in place of their references (ConnectionFailed: collected again)."""
+        for i, record in enumerate(records):
+            try:
+                ref = BlobRef.parse(record.payload)
+                if ref is not None:
+                    records[i] = Finished(record.id, record.state, download(self._conn, ref), record.error)
+            except (ValueError, MasterRejected) as exc:  # gone or damaged on the master: the result is lost, say so
+                error = error_info(ValueError(f"the result of task {record.id} could not be read: {exc}"), tb="")
+                records[i] = Finished(record.id, TaskState.FAILED, None, error)
+        return records
+
     def recover(self) -> None:
         """Settle futures whose results we may have missed, fail those the master lost."""
         epoch = self._conn.limits().epoch
@@ -149,7 +163,7 @@ class Collector:
         for chunk in batches(self._futures.sent()):
             records = self._conn.lookup(chunk, self._secret)
             finished = [r for r in records if r is not None and r.state in FINISHED_STATES]
-            self._futures.settle([r.finished_record() for r in finished])
+            self._futures.settle(self._resolved([r.finished_record() for r in finished]))
             self._on_recovered(finished)  # on_result too: their pushes may have died with the old subscription
             for task_id in [i for i, r in zip(chunk, records, strict=True) if r is None]:
                 future = self._futures.pop(task_id)

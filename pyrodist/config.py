@@ -55,6 +55,9 @@ class Settings:
     tls_ca: str | None = None
     """CA certificate(s) to verify peers with; turns TLS on, and makes servers require client certificates."""
     max_payload: int = 8 * 1024 * 1024
+    """Largest encoded arguments or result of one task sent inside a message, in bytes (bigger ones, up to
+    max_value, travel in chunks and are kept on the master's disk)."""
+    max_value: int = 2 << 30
     """Largest encoded arguments or result of one task, in bytes."""
     result_ttl: float = 3600.0
     """Seconds the master keeps a finished task's record and result."""
@@ -78,6 +81,8 @@ class Settings:
             raise ConfigError(f"max_connections must be at least 4, not {self.max_connections}")
         if not 1024 <= self.max_payload <= 1 << 30:
             raise ConfigError(f"max_payload must be from 1024 to {1 << 30} bytes, not {self.max_payload}")
+        if not 1024 <= self.max_value <= 1 << 40:
+            raise ConfigError(f"max_value must be from 1024 to {1 << 40} bytes, not {self.max_value}")
         if self.max_pending < 1:
             raise ConfigError(f"max_pending must be at least 1, not {self.max_pending}")
         if self.key is not None and not self.key:

@@ -90,6 +90,17 @@ class WireConnection(MasterAPI):
         """Say this worker lives; renew its leases."""
         return HeartbeatReply.from_wire(self._invoke(MasterAPI.heartbeat, worker, status.to_wire()))
 
+    def blob_put(self, task_id: str, kind: str, blob_id: str | None, offset: int, data: bytes, size: int) -> str:
+        """Write a chunk of a big value; the blob's id."""
+        return str(self._invoke(MasterAPI.blob_put, task_id, kind, blob_id, offset, data, size))
+
+    def blob_get(self, blob_id: str, offset: int, size: int) -> bytes:
+        """Read a chunk of a whole blob."""
+        data = self._invoke(MasterAPI.blob_get, blob_id, offset, size)
+        if not isinstance(data, bytes):
+            raise MasterRejected(f"blob_get: the master sent {type(data).__name__}, not bytes")
+        return data
+
     def release(self, worker: str, leases: Sequence[Lease]) -> int:
         """Give back fetched tasks (id and lease token)."""
         return int(self._invoke(MasterAPI.release, worker, [[task_id, token] for task_id, token in leases]))

@@ -29,19 +29,21 @@ from typing import Any
 
 from .access import ADMIN, Access
 from .api import MasterAPI, Sink
+from .blobs import BlobStore
+from .blobs import task_of as blob_task
 from .config import Settings
 from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
-from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of
+from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of, error_info
 from .reaper import REAP_EVERY, Reaper
 from .registry import WorkerRegistry
 from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
 from .task import Task, new_task, plain_task_ids
-from .values import encode_call
+from .values import BlobRef, encode_call
 from .wire import (
     FetchedTask,
     Finished,
@@ -72,9 +74,16 @@ def unknown_task(task_id: str, epoch: str, durable: bool) -> ValueError:
 class Master(MasterAPI):
     """The master's state and rules behind its remote API (see the module docstring for the flow)."""
 
-    def __init__(self, settings: Settings, store: TaskStore | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        settings: Settings,
+        store: TaskStore | None = None,
+        clock: Callable[[], float] = time.time,
+        blobs: BlobStore | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store if store is not None else MemoryStore()
+        self.blobs = blobs if blobs is not None else BlobStore(None, settings.max_value, clock)
         self._clock = clock
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
@@ -108,6 +117,9 @@ class Master(MasterAPI):
     def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
         """Queue a client's tasks with pre-encoded payloads (the client's path); their ids must be the client's."""
         owner = self._access.owner_of(client_secret, tasks)
+        for task in tasks:
+            if (ref := BlobRef.parse(task.payload)) is not None:
+                self.blobs.check(ref, task.task_id, "a")
         self._queue([new_task(t.task_id, t.func, t.payload, t.options, owner) for t in tasks], owner)
         return len(tasks)
 
@@ -149,6 +161,7 @@ class Master(MasterAPI):
 
     def report(self, worker: str, outcomes: Sequence[Outcome]) -> ReportReply:
         """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
+        outcomes = [self._kept(outcome) for outcome in outcomes]
         with self._lock:
             row = self._workers.seen(worker, self._clock())
             accepted, ignored = self._store.finish(worker, outcomes, self._clock())
@@ -165,6 +178,26 @@ class Master(MasterAPI):
         if ignored:
             log.info("worker %s: ignored %d stale or unknown results: %s", worker, len(ignored), ignored[:5])
         return ReportReply(len(accepted), ignored, cancel)
+
+    def _kept(self, outcome: Outcome) -> Outcome:
+        """The outcome, or a failure saying why the big result it refers to cannot be kept."""
+        try:
+            ref = BlobRef.parse(outcome.result) if outcome.ok else None
+            if ref is None:
+                return outcome
+            self.blobs.check(ref, outcome.task_id, "r")
+        except ValueError as exc:
+            refused = ValueError(f"the result cannot be kept: {exc}")
+            return Outcome(outcome.task_id, outcome.token, False, error=error_info(refused, tb=""))
+        return outcome
+
+    def blob_put(self, task_id: str, kind: str, blob_id: str | None, offset: int, data: bytes, size: int) -> str:
+        """Write a chunk of a value too big for one message (`blobs.BlobStore.put`); the blob's id."""
+        return self.blobs.put(task_id, kind, blob_id, offset, data, size)
+
+    def blob_get(self, blob_id: str, offset: int, size: int) -> bytes:
+        """Read a chunk of a whole blob."""
+        return self.blobs.get(blob_id, offset, size)
 
     def heartbeat(self, worker: str, status: WorkerStatus) -> HeartbeatReply:
         """A worker is alive: update its details and renew the leases of the tasks it holds."""
@@ -286,8 +319,9 @@ class Master(MasterAPI):
 
     def limits(self) -> Limits:
         """The limits this master enforces, so clients can check before sending."""
-        return Limits(self._settings.max_payload, MAX_BATCH, self._settings.max_pending,
-                      MAX_SUBSCRIPTIONS_PER_CLIENT, self.epoch, self._store.durable)  # fmt: skip
+        settings = self._settings
+        return Limits(settings.max_payload, MAX_BATCH, settings.max_pending, MAX_SUBSCRIPTIONS_PER_CLIENT, self.epoch,
+                      self._store.durable, settings.max_value)  # fmt: skip
 
     def ping(self) -> str:
         """Answer 'pong' (used to tell a live master from a stale name server entry)."""
@@ -319,6 +353,16 @@ class Master(MasterAPI):
         now = self._clock()
         with self._lock:
             self._housekeeping.round(now)
+        try:
+            self.blobs.sweep(self._referenced)
+        except StoreUnavailable as exc:  # the store logged it; the next round tries again
+            log.debug("blob sweep: %s", exc)
+
+    def _referenced(self, blob_ids: list[str]) -> set[str]:
+        """Which of these blobs a task still refers to (its arguments or its result)."""
+        with self._lock:
+            tasks = [(blob_id, self._store.get(blob_task(blob_id)[0])) for blob_id in blob_ids]
+        return {blob_id for blob_id, task in tasks if task is not None and blob_id in task.blobs()}
 
     def start(self) -> None:
         """Start the reaper thread."""
@@ -333,6 +377,7 @@ class Master(MasterAPI):
             self._outboxes.close()
         self._reaper.stop()
         self._notifier.close()
+        self.blobs.close()
 
     def close_store(self) -> None:
         """Close the store once nothing uses it (after close and after the server stopped)."""

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from . import remote
+from .blobs import BlobStore
 from .config import Settings
 from .dashboard import Dashboard
 from .errors import ConfigError
@@ -93,7 +94,9 @@ def start_master(settings: Settings, options: MasterOptions | None = None) -> Ru
             f"a master is already registered as {settings.master_name!r} and answers ({existing}); "
             "stop it first or start this one with another --name"
         )
-    master = Master(settings, open_store(options, settings))
+    store = open_store(options, settings)
+    blobs = BlobStore(f"{options.store}.blobs" if options.store else None, settings.max_value, time.time)
+    master = Master(settings, store, blobs=blobs)
     try:
         server = Server(settings, options.host, options.port, options.nathost, options.natport,
                         max_message=max_message(settings.max_payload))  # fmt: skip

@@ -47,9 +47,14 @@ MESSAGE_SLACK = 1024 * 1024
 """Bytes of a call beyond its payloads: ids, names, options, error records."""
 
 
+BLOB_CHUNK = 4 * 1024 * 1024
+"""Most bytes of a big value moved by one call (`blobs.py`)."""
+
+
 def max_message(max_payload: int) -> int:
-    """Longest call a master reads, in bytes: a batch cut at max_payload (`in_messages`), escapes and all."""
-    return 4 * max_payload + MESSAGE_SLACK
+    """Longest call a master reads, in bytes: a batch cut at max_payload (`in_messages`), escapes and all, or a
+    chunk of a big value."""
+    return 4 * max(max_payload, BLOB_CHUNK) + MESSAGE_SLACK
 
 
 def wire_estimate(text: str | bytes | None) -> int:

@@ -5,8 +5,12 @@ task that crashes or runs past its time limit kills a child, never the worker. P
 speak length-prefixed `rawjson` messages over private pipes (no pickle; a frame payload stays bytes):
 the child moves its own stdout to stderr at start, so a task's print() cannot corrupt the protocol.
 
-    parent ──[[task_id, func, payload], ...]──▶ child: resolve, decode, call, encode, for each in turn
+    parent ──[[task_id, func, payload, args_file], ...]──▶ child: resolve, decode, call, encode, each in turn
     parent ◀──[task_id, true, result] or [task_id, false, {type, message, traceback}]── one message per task
+
+Values too big for a message stay out of the pipes: the worker downloads big arguments into a file the
+child maps (`args_file`), and a child writes a big result into a file of the worker's spool folder
+(`result` is then `{"file": path}`), which the worker uploads.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
+import mmap
 import os
 import select
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from . import protocol, rawjson, values
+from . import frames, protocol, rawjson, values
 from .errors import ConfigError, FunctionNotAllowed, FunctionRefError
 
 Result = tuple[bool, Any]
@@ -53,6 +59,15 @@ class TaskCall(NamedTuple):
     func: str
     payload: values.Payload
     timeout: float | None = None
+    args_file: str | None = None
+    """Where its arguments are, when too big for a message (payload is then empty)."""
+
+
+class Spool(NamedTuple):
+    """Where a child writes results too big for a message (more than inline bytes encoded)."""
+
+    folder: str
+    inline: int
 
 
 class AllowList:
@@ -117,11 +132,18 @@ def _same(module_name: str, name: str, func: object) -> bool:
 # ---- the child process ------------------------------------------------------------------------
 
 
-def run_task(allow: AllowList, func_ref: str, payload: values.Payload, limit: int = values.MAX_PAYLOAD) -> Result:
+def run_task(
+    allow: AllowList,
+    func_ref: str,
+    payload: values.Payload,
+    limit: int = values.MAX_PAYLOAD,
+    args_file: str | None = None,
+    spool: Spool | None = None,
+) -> Result:
     """Resolve, decode, call and encode one task, turning every failure into an error record."""
     try:
         func = allow.resolve(func_ref)
-        args, kwargs = values.decode_call(payload)
+        args, kwargs = _read_call(args_file) if args_file else values.decode_call(payload)
     except Exception as exc:  # noqa: BLE001 - refusals and undecodable arguments fail the task, not the child
         return False, protocol.error_info(exc, tb="")
     try:
@@ -129,9 +151,40 @@ def run_task(allow: AllowList, func_ref: str, payload: values.Payload, limit: in
     except Exception as exc:  # noqa: BLE001 - the task's own error: keep its traceback for the client
         return False, protocol.error_info(exc, _task_traceback(exc))
     try:
-        return True, values.encode_value(value, f"the result of {func_ref}", limit)
+        what = f"the result of {func_ref}"
+        if spool is None:
+            return True, values.encode_value(value, what, limit)
+        encoded = values.encode_big(value, what, limit, spool.inline)
+        return True, _spooled(encoded, spool.folder) if isinstance(encoded, values.BigValue) else encoded
     except Exception as exc:  # noqa: BLE001 - a value that cannot be sent (or too large): a failed task
         return False, protocol.error_info(exc, tb="")
+
+
+def _read_call(path: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call's arguments from a file the worker downloaded them into (a frame mapped, not read into memory)."""
+    with open(path, "rb") as source:
+        if os.fstat(source.fileno()).st_size == 0:
+            raise ValueError(f"the arguments file {path} is empty")
+        mapped = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    try:
+        if view[:1] != bytes([frames.VERSION]):
+            return values.decode_call(str(view, "utf-8", "surrogatepass"))
+        args, kwargs = frames.decode_frame(view)
+        return tuple(args), kwargs
+    finally:
+        with contextlib.suppress(BufferError):  # a view of it still held by an error's traceback: GC closes it
+            view.release()
+            mapped.close()
+
+
+def _spooled(big: values.BigValue, folder: str) -> dict[str, str]:
+    """Write a big result's payload into a new file of the spool folder; what the child answers instead of it."""
+    handle, path = tempfile.mkstemp(dir=folder, suffix=".result")
+    with os.fdopen(handle, "wb") as out:
+        for part in big.parts:
+            out.write(part)
+    return {"file": path}
 
 
 def _task_traceback(exc: BaseException) -> str:
@@ -141,7 +194,7 @@ def _task_traceback(exc: BaseException) -> str:
     return "".join(lines + traceback.format_exception_only(type(exc), exc))
 
 
-def child_main(limit: int, modules: Sequence[str]) -> None:
+def child_main(limit: int, spool: Spool | None, modules: Sequence[str]) -> None:
     """The child's loop: read task messages, write result messages, until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop, not the terminal
     proto_in = os.fdopen(os.dup(0), "rb")
@@ -152,8 +205,8 @@ def child_main(limit: int, modules: Sequence[str]) -> None:
     sys.stdout = sys.stderr
     allow = AllowList(modules)
     while len(head := proto_in.read(_LENGTH.size)) == _LENGTH.size:
-        for task_id, func_ref, payload in rawjson.unpack(proto_in.read(_LENGTH.unpack(head)[0])):
-            ok, result = run_task(allow, func_ref, payload, limit)
+        for task_id, func_ref, payload, args_file in rawjson.unpack(proto_in.read(_LENGTH.unpack(head)[0])):
+            ok, result = run_task(allow, func_ref, payload, limit, args_file, spool)
             _write_message(proto_out, [task_id, ok, result])
 
 
@@ -163,9 +216,13 @@ def child_main(limit: int, modules: Sequence[str]) -> None:
 class ChildProcess:
     """One child process that runs tasks one at a time for a worker slot."""
 
-    def __init__(self, modules: Sequence[str], max_payload: int = values.MAX_PAYLOAD) -> None:
+    def __init__(
+        self, modules: Sequence[str], max_payload: int = values.MAX_PAYLOAD, spool: Spool | None = None
+    ) -> None:
+        """max_payload: the largest result it encodes; with a spool, results over spool.inline go to files there."""
         self._modules = list(modules)
         self._max_payload = max_payload
+        self._spool = spool
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = bytearray()
         self._interrupted = False
@@ -180,7 +237,8 @@ class ChildProcess:
 
     def _spawn(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        args = [sys.executable, "-m", "pyrodist.runner", str(self._max_payload), *self._modules]
+        spool = [self._spool.folder, str(self._spool.inline)] if self._spool else ["", "0"]
+        args = [sys.executable, "-m", "pyrodist.runner", str(self._max_payload), *spool, *self._modules]
         # Own session: a signal to the worker's process group (Ctrl-C, systemd) must not kill running tasks;
         # the worker decides, and a child whose worker died exits when its input closes.
         self._proc = subprocess.Popen(
@@ -216,7 +274,7 @@ class ChildProcess:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         with contextlib.suppress(BrokenPipeError):  # the child is gone: reading says so
-            _write_message(proc.stdin, [[c.task_id, c.func, c.payload] for c in calls])
+            _write_message(proc.stdin, [[c.task_id, c.func, c.payload, c.args_file] for c in calls])
         started = time.monotonic()
         for call in calls:
             try:
@@ -309,4 +367,5 @@ class ChildProcess:
 
 
 if __name__ == "__main__":
-    child_main(int(sys.argv[1]), sys.argv[2:])
+    folder, inline = sys.argv[2], int(sys.argv[3])
+    child_main(int(sys.argv[1]), Spool(folder, inline) if folder else None, sys.argv[4:])

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .api import Sink
+from .blobs import CHUNK
+from .blobs import check_name as check_blob
 from .config import Settings
 from .errors import PyrodistError, StoreUnavailable
 from .master import Master
@@ -27,6 +29,7 @@ Wire = dict[str, Any]
 REMOTE_METHODS = (
     "submit", "submit_many", "submit_encoded", "fetch", "report", "heartbeat", "release", "result", "collect",
     "disconnect", "lookup", "cancel", "forget", "subscribe", "unsubscribe", "stats", "limits", "ping",
+    "blob_put", "blob_get",
 )  # fmt: skip
 """What remote callers may call."""
 
@@ -125,6 +128,24 @@ class MasterService:
     def heartbeat(self, worker: Any, info: Any = None) -> Wire:
         """A worker is alive: update its details and renew the leases of the tasks it runs."""
         return self._master.heartbeat(check_name(worker, "worker"), WorkerStatus.from_wire(info)).to_wire()
+
+    def blob_put(self, task_id: Any, kind: Any, blob_id: Any, offset: Any, data: Any, size: Any) -> str:
+        """Write a chunk of a task's arguments ('a') or result ('r') too big for one message; the blob's id."""
+        if not isinstance(data, bytes):
+            raise TypeError(f"data must be bytes (pyrodist's own serializer or serpent), not {type(data).__name__}")
+        if kind not in ("a", "r"):
+            raise ValueError(f"kind must be 'a' (arguments) or 'r' (result), not {kind!r}")
+        start = int(check_number(offset, "offset", 0, 1 << 50))
+        whole = int(check_number(size, "size", 0, 1 << 50))
+        name = None if blob_id is None else check_blob(blob_id)
+        with _plain:
+            return self._master.blob_put(check_task_id(task_id), kind, name, start, data, whole)
+
+    def blob_get(self, blob_id: Any, offset: Any, size: Any) -> bytes:
+        """Read up to size bytes (at most 4 MiB) of a whole blob from offset (a caller that speaks json cannot)."""
+        start, most = int(check_number(offset, "offset", 0, 1 << 50)), int(check_number(size, "size", 1, CHUNK))
+        with _plain:
+            return self._master.blob_get(check_blob(blob_id), start, most)
 
     def release(self, worker: Any, leases: Any) -> int:
         """Give back tasks worker fetched (`[task_id, token]` pairs) but will not run; they keep their place."""

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .protocol import FINISHED_STATES, ErrorRecord, TaskState, check_options, normalized_ref
-from .values import Payload
+from .values import BlobRef, Payload
 from .wire import TaskRecord
 
 RETRY_BACKOFF_MAX = 600.0
@@ -48,6 +48,10 @@ class Task:
         self.submitted = 0.0
         self.started: float | None = None
         self.finished: float | None = None
+
+    def blobs(self) -> set[str]:
+        """The blobs this task refers to (its arguments or its result, when too big for one message)."""
+        return {ref.blob_id for payload in (self.payload, self.result) if (ref := BlobRef.parse(payload)) is not None}
 
     def record(self) -> TaskRecord:
         """The task's public record, with the result still encoded under `payload` (or why it is gone)."""

@@ -14,12 +14,13 @@ import contextlib
 import json
 import math
 import re
-from typing import Any, TypeGuard
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeGuard
 
 import serpent
 
 from .errors import ValueEncodingError
-from .frames import decode_frame, encode_frame
+from .frames import decode_frame, frame_parts, frame_size
 from .textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, MEASURED_ABOVE, json_values, serpent_tokens
 
 Payload = str | bytes
@@ -98,13 +99,34 @@ def _long_text(value: Any) -> bool:
     return type(value) is str and len(value) > TEXT_AS_FRAME_ABOVE
 
 
+@dataclass
+class BigValue:
+    """A value too big for one message: its payload as parts (big buffers not copied), to send in chunks."""
+
+    parts: list[bytes | memoryview]
+    size: int
+
+
 def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> Payload:
     """Encode a value as JSON text where that means the same, else as a frame, refusing what would not come back."""
+    encoded = encode_big(value, what, limit, limit)
+    assert not isinstance(encoded, BigValue)
+    return encoded
+
+
+def encode_big(value: Any, what: str, limit: int, inline: int) -> Payload | BigValue:
+    """Like encode_value, up to limit bytes; a payload over inline bytes comes back as a BigValue."""
     if _json_exact(value) and not _long_text(value):
-        return _as_json(value, what, limit)
+        return _big_text(_as_json(value, what, limit), inline)
     if value is None or type(value) is bool:
         return repr(value)
-    return encode_frame(value, what, limit)
+    parts = frame_parts(value, what)
+    size = frame_size(parts)
+    if size > limit:
+        raise ValueEncodingError(f"{what} is {size} bytes encoded; the limit is {limit} (max_value, --max-value)")
+    if size > inline:
+        return BigValue(parts, size)
+    return parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
 
 
 def _limited(text: str, what: str, limit: int) -> str:
@@ -117,9 +139,11 @@ def _limited(text: str, what: str, limit: int) -> str:
 
 def decode_value(text: Payload, bounded: bool = False) -> Any:
     """Decode what `encode_value` made (or serpent text); bounded: refuse (ValueError) more values than a call holds."""
-    if type(text) is bytes:  # a frame's items are counted as they are read
+    if isinstance(text, bytes | bytearray):  # a frame's items are counted as they are read
         return decode_frame(text, max_items=MAX_SERPENT_TOKENS if bounded else None)
     assert isinstance(text, str)
+    if text.startswith(BLOB_MARK):
+        raise ValueError("the value is kept on the master as a blob: download it (blob_get) before decoding it")
     if text in _LITERAL_WORDS:
         return _LITERAL_WORDS[text]
     measured = bounded and len(text) > MEASURED_ABOVE  # the master decodes for plain callers: not a gigabyte
@@ -135,6 +159,32 @@ def decode_value(text: Payload, bounded: bool = False) -> Any:
     if _TAG in text or "__class__" in text:
         value = _restore(value)
     return value
+
+
+BLOB_MARK = "@blob "
+"""First characters of a payload that stands for a value kept on the master as a blob (`blobs.py`)."""
+
+
+class BlobRef(NamedTuple):
+    """A value too big for one message, uploaded to the master in chunks: its blob id, size and CRC-32."""
+
+    blob_id: str
+    size: int
+    crc: int
+
+    def payload(self) -> str:
+        """The reference as a payload: `@blob ID SIZE CRC`."""
+        return f"{BLOB_MARK}{self.blob_id} {self.size} {self.crc}"
+
+    @classmethod
+    def parse(cls, payload: Payload | None) -> BlobRef | None:
+        """The reference a payload is, or None for an ordinary payload; ValueError for a malformed one."""
+        if type(payload) is not str or not payload.startswith(BLOB_MARK):
+            return None
+        fields = payload[len(BLOB_MARK) :].split(" ")
+        if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit() or len(payload) > 200:
+            raise ValueError(f"a blob reference is '@blob ID SIZE CRC', not {payload[:100]!r}")
+        return cls(fields[0], int(fields[1]), int(fields[2]))
 
 
 def is_payload(value: Any) -> TypeGuard[Payload]:
@@ -161,13 +211,30 @@ def payload_fits(payload: Payload, limit: int = MAX_PAYLOAD) -> bool:
 
 def encode_call(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit: int = MAX_PAYLOAD) -> Payload:
     """Encode a call's arguments as one payload."""
+    encoded = encode_big_call(args, kwargs, limit, limit)
+    assert not isinstance(encoded, BigValue)
+    return encoded
+
+
+def encode_big_call(
+    args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], limit: int, inline: int
+) -> Payload | BigValue:
+    """Encode a call's arguments, up to limit bytes; over inline bytes, as a BigValue."""
     for key in kwargs:
         if not isinstance(key, str):
             raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
     json_exact = all(_json_exact(a) and not _long_text(a) for a in args) and _json_exact(kwargs)
     if json_exact:  # a list, which decode_call makes a tuple
-        return _as_json([list(args), kwargs], "the task's arguments", limit)
-    return encode_value((tuple(args), dict(kwargs)), "the task's arguments", limit)
+        return _big_text(_as_json([list(args), kwargs], "the task's arguments", limit), inline)
+    return encode_big((tuple(args), dict(kwargs)), "the task's arguments", limit, inline)
+
+
+def _big_text(text: str, inline: int) -> Payload | BigValue:
+    """Text, or a BigValue of its UTF-8 when longer than inline bytes."""
+    if len(text) <= inline // 4:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    return BigValue([data], len(data)) if len(data) > inline else text
 
 
 def decode_call(payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:

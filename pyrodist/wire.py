@@ -402,8 +402,11 @@ class Limits(Plain):
     epoch: str
     durable: bool
     """Whether its tasks survive it (--store): when an in-memory master is gone, so are its tasks."""
+    max_value: int = 0
+    """Largest encoded value it takes in chunks (0: a master that takes none, only max_payload in a message)."""
 
     @classmethod
     def from_wire(cls, limits: Any) -> Limits:
         """Limits as the master returned them."""
-        return checked(cls(**known(cls, check_fields(limits, "limits", field_names(cls)))), "limits")
+        fields = check_fields(limits, "limits", field_names(cls)[:-1])
+        return checked(cls(**known(cls, fields)), "limits")

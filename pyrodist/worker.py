@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -30,7 +32,7 @@ from .connection import Connect, Connection, wait_for_master
 from .fetcher import Fetcher
 from .remote_connection import PyroConnection
 from .reporter import Reporter
-from .runner import AllowList
+from .runner import AllowList, Spool
 from .slots import Slots
 from .workstate import WorkerState
 
@@ -108,9 +110,13 @@ class Worker:
 
     def _work(self, fetching: Connection, reporting: Connection) -> None:
         state = self.state
+        limits = fetching.limits()  # a result over the master's max_payload goes in chunks (within its max_value)
+        inline = min(self.settings.max_payload, limits.max_payload)
+        max_value = min(self.settings.max_value, max(limits.max_value, inline))
+        spool = tempfile.mkdtemp(prefix=f"pyrodist-{self.id}-")  # big values on their way: removed at the end
         fetcher = Fetcher(self.id, state, fetching, self.burst)
-        slots = Slots(self.id, state, self.imports, self.settings.max_payload)
-        reporter = Reporter(self.id, state, reporting, self.abort, self.settings.max_payload)
+        slots = Slots(self.id, state, self.imports, max_value, reporting, Spool(spool, inline))
+        reporter = Reporter(self.id, state, reporting, self.abort, inline)
         slots.start()
         reporter.start()
         reached = True
@@ -128,3 +134,4 @@ class Worker:
             if reached:
                 fetcher.give_back(stopped, "stopped")
             reporter.finish()
+            shutil.rmtree(spool, ignore_errors=True)

@@ -79,10 +79,22 @@ def test_unserializable_result_is_a_failed_task(client: Client) -> None:
     assert_workers_still_work(client)
 
 
-def test_too_large_result_is_a_failed_task(client: Client) -> None:
-    error = failure(client, tasks.big_result, MAX_PAYLOAD + 100)
-    assert "limit" in error.message
+def test_a_result_over_max_payload_travels_in_chunks(client: Client) -> None:
+    assert client.submit(tasks.big_result, MAX_PAYLOAD + 100).result(timeout=60) == b"x" * (MAX_PAYLOAD + 100)
     assert_workers_still_work(client)
+
+
+def test_too_large_result_is_a_failed_task_naming_the_limit_and_its_setting() -> None:
+    cluster = InProcess(max_payload=4096, max_value=64 * 1024)
+    try:
+        cluster.start_worker()
+        client = cluster.client()
+        error = failure(client, tasks.big_result, 70_000)
+        assert error.type_name == "ValueEncodingError"
+        assert "limit is 65536" in error.message and "--max-value" in error.message
+        assert client.submit(tasks.big_result, 60_000).result(timeout=30) == b"x" * 60_000  # in chunks
+    finally:
+        cluster.close()
 
 
 def test_crashing_task_kills_its_child_not_the_worker(client: Client) -> None:

@@ -24,7 +24,6 @@ import Pyro4
 import pytest
 
 from pyrodist import Client, FunctionRefError, ValueEncodingError, as_completed
-from pyrodist.values import MAX_PAYLOAD
 from pyrodist.wire import TaskSpec
 from tests import tasks
 from tests.conftest import ROOT, Cluster, InProcess, start_workers, wait_until
@@ -256,11 +255,15 @@ def test_priority_runs_higher_first_fifo_within_one(inproc: InProcess, tmp_path:
     assert ran == ["urgent-1", "urgent-2", "normal-1", "normal-2", "low-1"]
 
 
-def test_oversized_arguments_are_refused_at_the_client(inproc: InProcess) -> None:
-    client = inproc.client()
-    with pytest.raises(ValueEncodingError, match="limit"):
-        client.submit(tasks.echo, b"x" * (MAX_PAYLOAD + 1))
-    assert client.stats()["submitted"] == 0
+def test_oversized_arguments_are_refused_at_the_client_naming_the_limit_and_its_setting() -> None:
+    cluster = InProcess(max_payload=4096, max_value=64 * 1024)
+    try:
+        client = cluster.client()
+        with pytest.raises(ValueEncodingError, match=r"limit is 65536 \(max_value, --max-value\)"):
+            client.submit(tasks.echo, b"x" * 70_000)
+        assert client.stats()["submitted"] == 0
+    finally:
+        cluster.close()
 
 
 def test_broadcast_runs_once_on_every_live_worker(client: Client) -> None:

@@ -321,15 +321,16 @@ def test_queue_full_fails_submit_and_map_waits(procs: Processes) -> None:
 
 
 def test_payload_limit_is_learned_by_the_client_and_kept_by_the_worker(procs: Processes) -> None:
-    cluster = start_secured(procs, workers=0, master_args=("--max-payload", "4096"))
+    cluster = start_secured(procs, workers=0, master_args=("--max-payload", "4096", "--max-value", "8192"))
     wait_until(cluster.master_up, timeout=30, what="the master")
-    cluster.start_worker("--max-payload", "4096")
+    cluster.start_worker("--max-payload", "4096", "--max-value", "8192")
     with cluster.client() as client:
-        with pytest.raises(EncodingError, match="limit is 4096"):
-            client.submit(tasks.echo, b"x" * 5000)
-        with pytest.raises(TaskError, match="limit is 4096"):
-            client.submit(tasks.big_result, 5000).result(timeout=30)
+        with pytest.raises(EncodingError, match="limit is 8192"):
+            client.submit(tasks.echo, b"x" * 9000)
+        with pytest.raises(TaskError, match="limit is 8192"):
+            client.submit(tasks.big_result, 9000).result(timeout=30)
         assert client.submit(tasks.big_result, 100).result(timeout=30) == b"x" * 100
+        assert client.submit(tasks.echo, b"y" * 6000).result(timeout=30) == b"y" * 6000  # both ways in chunks
 
 
 def test_subscriptions_per_client_are_limited(cluster: Cluster) -> None:

@@ -202,6 +202,20 @@ REFUSED = [
     ("unsubscribe", (5,), ValueError, "unknown subscription"),
     ("unsubscribe", (None,), ValueError, "unknown subscription"),
     ("unsubscribe", ("sub-999",), ValueError, "unknown subscription"),
+    ("blob_put", (PENDING, "a", None, 0, "text", 4), TypeError, "data must be bytes"),
+    ("blob_put", (PENDING, "x", None, 0, b"ab", 2), ValueError, "kind"),
+    ("blob_put", ("bad id!", "a", None, 0, b"ab", 2), ValueError, "task id"),
+    ("blob_put", (PENDING, "a", "nope", 0, b"ab", 2), ValueError, "bad blob id"),
+    ("blob_put", (PENDING, "a", f"{PENDING}.a.{'0' * 32}", 0, b"ab", 2), ValueError, "not being uploaded"),
+    ("blob_put", (PENDING, "a", None, -1, b"ab", 2), ValueError, "offset"),
+    ("blob_put", (PENDING, "a", None, 0, b"ab", 1 << 51), ValueError, "size"),
+    ("blob_put", (PENDING, "a", None, 0, b"ab", 3 << 30), ValueError, "--max-value"),
+    ("blob_put", (PENDING, "a", None, 0, b"abc", 2), ValueError, "within the blob's 2 bytes"),
+    ("blob_put", (PENDING, "a", None, 5, b"ab", 9), ValueError, "offset 0"),
+    ("blob_get", ("nope", 0, 10), ValueError, "bad blob id"),
+    ("blob_get", (f"{PENDING}.a.{'0' * 32}", 0, 10), ValueError, "is not here"),
+    ("blob_get", (f"{PENDING}.a.{'0' * 32}", 0, 0), ValueError, "size"),
+    ("blob_get", (f"{PENDING}.a.{'0' * 32}", -1, 10), ValueError, "offset"),
 ]
 
 

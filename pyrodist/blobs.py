@@ -1,0 +1,190 @@
+"""Values too big for one message, kept on the master's disk while a task refers to them (`BlobStore`).
+
+A client with arguments, or a worker with a result, larger than `max_payload` encoded uploads it in chunks
+of at most CHUNK bytes (`blob_put`), then sends a small reference in its place (`values.BlobRef`, text
+"@blob ID SIZE CRC"). Readers download it in chunks (`blob_get`) and check its size and CRC-32 before
+decoding: a value cut short by a crash is never delivered. The master only writes and reads files: its
+memory holds one chunk per call in flight, whatever the size of the values.
+
+A blob is named after the task it belongs to and whether it holds the task's arguments or its result
+(`TASK_ID.a.HEX` / `TASK_ID.r.HEX`, 128 random bits): the master keeps it while that task refers to it
+(`sweep`, from the reaper), and drops it once the task no longer does (finished, released, forgotten,
+expired) or when an upload was never claimed. Files are written as `NAME.part` and renamed once whole,
+so a master restarted on its `--store` folder drops half-written ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StoreUnavailable
+from .protocol import BLOB_CHUNK
+from .values import BlobRef
+
+log = logging.getLogger(__name__)
+
+CHUNK = BLOB_CHUNK
+"""Most bytes of a blob moved by one call."""
+UNCLAIMED = 300.0
+"""Seconds a whole blob no task refers to (or an upload that stopped) is kept before it is dropped."""
+KINDS = {"a": "arguments", "r": "result"}
+"""What a blob holds, by the letter in its name."""
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\.[ar]\.[0-9a-f]{32}")
+
+
+@dataclass
+class _Blob:
+    size: int
+    written: int = 0
+    crc: int | None = 0
+    """CRC-32 of what was written; None for a whole blob found on disk at start (computed when first checked)."""
+    touched: float = 0.0
+    """When it was last written or created (time.monotonic or the master's clock)."""
+
+
+def check_name(blob_id: object) -> str:
+    """A blob id as a caller gave it; ValueError if it is not one."""
+    if not isinstance(blob_id, str) or not _NAME.fullmatch(blob_id):
+        raise ValueError(f"bad blob id {blob_id!r}: it is TASK_ID.a.HEX or TASK_ID.r.HEX, as blob_put returned it")
+    return blob_id
+
+
+def task_of(blob_id: str) -> tuple[str, str]:
+    """The task id and kind letter ('a' arguments, 'r' result) a blob id names."""
+    task_id, kind, _ = blob_id.rsplit(".", 2)
+    return task_id, kind
+
+
+class BlobStore:
+    """The master's big values: files in one folder (its own temporary one, or next to `--store`)."""
+
+    def __init__(self, folder: str | Path | None, max_value: int, clock: Callable[[], float]) -> None:
+        self._owned = folder is None
+        self.folder = Path(tempfile.mkdtemp(prefix="pyrodist-blobs-") if folder is None else folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.max_value = max_value
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._blobs: dict[str, _Blob] = {}
+        now = clock()
+        for path in self.folder.iterdir():
+            if path.suffix == ".part" or not _NAME.fullmatch(path.name):
+                path.unlink(missing_ok=True)  # half-written when the master stopped
+            else:
+                self._blobs[path.name] = _Blob(path.stat().st_size, path.stat().st_size, None, now)
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def put(self, task_id: str, kind: str, blob_id: str | None, offset: int, data: bytes, size: int) -> str:
+        """Write one chunk: the first (blob_id None, offset 0) makes the blob and names it; the id."""
+        if len(data) > CHUNK:
+            raise ValueError(f"a chunk of {len(data)} bytes; at most {CHUNK} per call")
+        with self._lock:
+            if blob_id is None:
+                if not 0 <= size <= self.max_value:
+                    raise ValueError(
+                        f"a value of {size} bytes encoded; the limit is {self.max_value} (master --max-value)"
+                    )
+                if kind not in KINDS or offset != 0:
+                    raise ValueError(f"a new blob starts at offset 0 and holds 'a' or 'r', not {kind!r} at {offset}")
+                blob = _Blob(size, touched=self._clock())
+            else:
+                found = self._blobs.get(check_name(blob_id))
+                if found is None or found.crc is None or found.written == found.size:
+                    raise ValueError(f"blob {blob_id} is not being uploaded (unknown, or whole already)")
+                blob = found
+            if offset != blob.written or offset + len(data) > blob.size:
+                raise ValueError(f"a chunk at {offset} of {len(data)} bytes; expected one at {blob.written}, "
+                                 f"within the blob's {blob.size} bytes")  # fmt: skip
+            if blob_id is None:
+                blob_id = f"{task_id}.{kind}.{secrets.token_hex(16)}"
+                self._blobs[blob_id] = blob
+            blob.written += len(data)
+            blob.crc = zlib.crc32(data, blob.crc or 0)
+            blob.touched = self._clock()
+            whole = blob.written == blob.size
+        part = self.folder / f"{blob_id}.part"
+        try:
+            with open(part, "r+b" if offset else "wb") as out:
+                out.seek(offset)
+                out.write(data)
+            if whole:
+                os.replace(part, self.folder / blob_id)
+        except OSError as exc:
+            with self._lock:
+                self._blobs.pop(blob_id, None)
+            part.unlink(missing_ok=True)
+            raise StoreUnavailable(f"the master cannot write values to {self.folder}: {exc}; send it again") from exc
+        return blob_id
+
+    def get(self, blob_id: str, offset: int, size: int) -> bytes:
+        """Up to size bytes of a whole blob from offset (fewer at its end)."""
+        if not 0 < size <= CHUNK or offset < 0:
+            raise ValueError(f"read 1 to {CHUNK} bytes from an offset of 0 or more, not {size} at {offset}")
+        with self._lock:
+            blob = self._blobs.get(check_name(blob_id))
+            if blob is None or blob.written != blob.size:
+                raise ValueError(f"blob {blob_id} is not here (dropped, or not whole yet)")
+        try:
+            with open(self.folder / blob_id, "rb") as source:
+                source.seek(offset)
+                return source.read(size)
+        except OSError as exc:
+            raise StoreUnavailable(f"the master cannot read value {blob_id} from {self.folder}: {exc}") from exc
+
+    def check(self, ref: BlobRef, task_id: str, kind: str) -> None:
+        """Refuse (ValueError) a reference to a blob that is not whole, not this task's, or not what it says."""
+        if task_of(check_name(ref.blob_id)) != (task_id, kind):
+            raise ValueError(f"blob {ref.blob_id} holds no {KINDS.get(kind, kind)} of task {task_id}")
+        with self._lock:
+            blob = self._blobs.get(ref.blob_id)
+        if blob is None or blob.written != blob.size:
+            raise ValueError(f"blob {ref.blob_id} is not whole here: upload it (blob_put) before sending its reference")
+        if blob.crc is None:  # found on disk at start
+            blob.crc = _file_crc(self.folder / ref.blob_id)
+        if (blob.size, blob.crc) != (ref.size, ref.crc):
+            raise ValueError(
+                f"blob {ref.blob_id} is {blob.size} bytes with CRC {blob.crc}, not what its reference says"
+            )
+
+    def sweep(self, referenced: Callable[[list[str]], set[str]]) -> int:
+        """Drop blobs no task refers to (referenced: which of these ids are) and uploads left unfinished, once
+        UNCLAIMED seconds passed since they were last written; how many were dropped."""
+        now = self._clock()
+        with self._lock:
+            old = [blob_id for blob_id, blob in self._blobs.items() if now - blob.touched > UNCLAIMED]
+        if not old:
+            return 0
+        dropped = [blob_id for blob_id in old if blob_id not in referenced(old)]
+        with self._lock:
+            for blob_id in dropped:
+                self._blobs.pop(blob_id, None)
+        for blob_id in dropped:
+            (self.folder / blob_id).unlink(missing_ok=True)
+            (self.folder / f"{blob_id}.part").unlink(missing_ok=True)
+        return len(dropped)
+
+    def close(self) -> None:
+        """Remove the folder if it was this store's own (an in-memory master's values go with it)."""
+        if self._owned:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _file_crc(path: Path) -> int:
+    """The CRC-32 of a file, read CHUNK bytes at a time."""
+    crc = 0
+    with open(path, "rb") as source:
+        while data := source.read(CHUNK):
+            crc = zlib.crc32(data, crc)
+    return crc
