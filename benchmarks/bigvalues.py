@@ -1,6 +1,7 @@
-"""Big values: `python benchmarks/bigvalues.py [--tasks N] [--size BYTES] [--kind bytes|str] [--gib]`.
+"""Big values: `python benchmarks/bigvalues.py [--tasks N] [--size BYTES] [--kind bytes|str|array] [--gib]`.
 
-N tasks each returning SIZE bytes (random `bytes`, or an ASCII `str`) on a 2-worker `LocalCluster`, next to
+N tasks each returning SIZE bytes (random `bytes`, an ASCII `str` or a NumPy float64 array) on a 2-worker
+`LocalCluster`, next to
 `concurrent.futures.ProcessPoolExecutor(2).map` of the same function in the same run: wall seconds of each,
 their ratio, the master's peak resident memory and how far the client's grew while it held every result.
 Run from the repository's root, in any version that has `pyrodist.benchtasks.random_bytes` and `text`.
@@ -26,13 +27,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--size", type=int, default=1024 * 1024)
-    parser.add_argument("--kind", choices=("bytes", "str"), default="bytes")
+    parser.add_argument("--kind", choices=("bytes", "str", "array"), default="bytes")
     parser.add_argument("--gib", action="store_true", help="a 1 GiB argument, then a 1 GiB result")
     args = parser.parse_args()
     if args.gib:
         one_gib()
         return
-    func = benchtasks.random_bytes if args.kind == "bytes" else benchtasks.text
+    func = {"bytes": benchtasks.random_bytes, "str": benchtasks.text, "array": benchtasks.array}[args.kind]
     sizes = [args.size] * args.tasks
 
     started = time.perf_counter()
@@ -50,7 +51,7 @@ def main() -> None:
         results = client.gather(client.map(func, sizes), timeout=3600)
         seconds = time.perf_counter() - started
         cpu = [(cpu_seconds(master_pid) or 0.0) - cpu_before[0], time.process_time() - cpu_before[1]]
-        assert all(len(r) == args.size for r in results)
+        assert all(len(r) == (args.size // 8 if args.kind == "array" else args.size) for r in results)
         master_peak = memory_mb(master_pid)[1]
         client_now = memory_mb(os.getpid())[0] or 0.0
     print(f"{args.tasks} tasks each returning {args.size:,} bytes of {args.kind}, 2 workers:")

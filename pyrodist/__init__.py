@@ -22,10 +22,10 @@ from .errors import (
     ValueEncodingError,
 )
 from .executor import ClusterExecutor
-from .frames import register_value_class
 from .futures import Future, as_completed
 from .progressbar import Spinner, progress
 from .protocol import TaskState
+from .valuetypes import register_value_class
 
 __version__ = "0.1.0"
 

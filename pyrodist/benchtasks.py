@@ -20,6 +20,13 @@ def random_bytes(size: int) -> bytes:
     return os.urandom(size)
 
 
+def array(size: int) -> object:
+    """A NumPy array of size bytes of random float64 (needs the numpy extra)."""
+    import numpy  # only the array benchmark needs it
+
+    return numpy.random.default_rng().random(size // 8)
+
+
 def text(size: int) -> str:
     """A str of size characters (ASCII): a task whose cost is moving its result."""
     return "x" * size

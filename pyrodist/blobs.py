@@ -28,13 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreUnavailable
-from .protocol import BLOB_CHUNK
+from .protocol import BLOB_CHUNK, error_info
 from .values import BlobRef
+from .wire import Outcome, SubmittedTask
 
 log = logging.getLogger(__name__)
 
 CHUNK = BLOB_CHUNK
 """Most bytes of a blob moved by one call."""
+SPILLED_ABOVE = 64 * 1024
+"""Bytes a result must have for the master to write it to disk when too many wait in memory for their clients."""
 UNCLAIMED = 300.0
 """Seconds a whole blob no task refers to (or an upload that stopped) is kept before it is dropped."""
 KINDS = {"a": "arguments", "r": "result"}
@@ -175,6 +178,14 @@ class BlobStore:
             (self.folder / f"{blob_id}.part").unlink(missing_ok=True)
         return len(dropped)
 
+    def keep(self, task_id: str, kind: str, data: bytes) -> BlobRef:
+        """Write a whole value (any size) as a new blob of the task; its reference."""
+        blob_id = None
+        for start in range(0, max(len(data), 1), CHUNK):
+            blob_id = self.put(task_id, kind, blob_id, start, data[start : start + CHUNK], len(data))
+        assert blob_id is not None
+        return BlobRef(blob_id, len(data), zlib.crc32(data))
+
     def close(self) -> None:
         """Remove the folder if it was this store's own (an in-memory master's values go with it)."""
         if self._owned:
@@ -188,3 +199,29 @@ def _file_crc(path: Path) -> int:
         while data := source.read(CHUNK):
             crc = zlib.crc32(data, crc)
     return crc
+
+
+def check_submitted(blobs: BlobStore, tasks: list[SubmittedTask]) -> None:
+    """Refuse (ValueError) tasks whose arguments refer to a blob that is not whole, or not theirs."""
+    for task in tasks:
+        if (ref := BlobRef.parse(task.payload)) is not None:
+            blobs.check(ref, task.task_id, "a")
+
+
+def recorded(blobs: BlobStore, outcome: Outcome, spill: bool) -> Outcome:
+    """A worker's outcome as the master records it: a reference to a blob checked (a failure saying why when
+    it does not hold), and, with spill, a big result written to disk and referred to instead."""
+    try:
+        ref = BlobRef.parse(outcome.result) if outcome.ok else None
+        if ref is not None:
+            blobs.check(ref, outcome.task_id, "r")
+        elif spill and outcome.result is not None and len(outcome.result) > SPILLED_ABOVE:
+            result = outcome.result
+            data = result if isinstance(result, bytes) else result.encode("utf-8", "surrogatepass")
+            return Outcome(
+                outcome.task_id, outcome.token, True, result=blobs.keep(outcome.task_id, "r", data).payload()
+            )
+    except ValueError as exc:
+        refused = ValueError(f"the result cannot be kept: {exc}")
+        return Outcome(outcome.task_id, outcome.token, False, error=error_info(refused, tb=""))
+    return outcome

@@ -107,6 +107,8 @@ def nameserver(host: str, port: int, broadcast: bool, nathost: str | None, natpo
                    "bigger ones travel in chunks.")  # fmt: skip
 @click.option("--max-value", type=click.IntRange(min=1024), envvar=env_name("max_value"),
               help="Largest encoded arguments or result of a task, in bytes (default 2 GiB).")  # fmt: skip
+@click.option("--max-held", type=click.IntRange(min=0), envvar=env_name("max_held"),
+              help="Bytes of results waiting for clients kept in memory; more wait on disk (64 MiB).")  # fmt: skip
 @click.option("--dashboard", type=click.IntRange(0, 65535), envvar="PYRODIST_DASHBOARD",
               help="Serve a live web dashboard on this port (0: a free one).")  # fmt: skip
 @click.option("--dashboard-host", default=remote.LOOPBACK, show_default=True, envvar="PYRODIST_DASHBOARD_HOST",

@@ -59,6 +59,9 @@ class Settings:
     max_value, travel in chunks and are kept on the master's disk)."""
     max_value: int = 2 << 30
     """Largest encoded arguments or result of one task, in bytes."""
+    max_held: int = 64 * 1024 * 1024
+    """Bytes of finished results waiting for their clients that the master keeps in memory; beyond it, results
+    over 64 KiB wait on its disk."""
     result_ttl: float = 3600.0
     """Seconds the master keeps a finished task's record and result."""
     max_pending: int = 10_000_000
@@ -83,6 +86,8 @@ class Settings:
             raise ConfigError(f"max_payload must be from 1024 to {1 << 30} bytes, not {self.max_payload}")
         if not 1024 <= self.max_value <= 1 << 40:
             raise ConfigError(f"max_value must be from 1024 to {1 << 40} bytes, not {self.max_value}")
+        if self.max_held < 0:
+            raise ConfigError(f"max_held must not be negative, not {self.max_held}")
         if self.max_pending < 1:
             raise ConfigError(f"max_pending must be at least 1, not {self.max_pending}")
         if self.key is not None and not self.key:

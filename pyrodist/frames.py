@@ -35,7 +35,6 @@ A tzinfo is "N", "Z" or "K". No value sits inside more than max_depth others (co
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import operator
 import struct
 import uuid
@@ -46,6 +45,7 @@ from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from .errors import ValueEncodingError
+from .valuetypes import BY_CLASS, decode_array, decode_registered, encode_registered, numpy_encoder, varint
 
 VERSION = 1
 """First byte of every frame."""
@@ -63,19 +63,9 @@ _SUPPORTED = (
     "datetime, date, time, timedelta, timezone, ZoneInfo, Decimal, UUID, or a dataclass or namedtuple "
     "registered with pyrodist.register_value_class"
 )
-# Registered classes: the bytes that start one's frame (tag and name) and its field names (None: a namedtuple).
-_BY_CLASS: dict[type, tuple[bytes, tuple[str, ...] | None]] = {}
-_BY_NAME: dict[str, tuple[type, bool]] = {}
 
 _Encoder = Callable[["_Writer", Any, int], None]
 _Decoder = Callable[["_Reader", int], Any]
-
-
-def _varint(out: bytearray, n: int) -> None:
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
 
 
 class _Writer:
@@ -92,8 +82,11 @@ class _Writer:
 
     def other(self, value: Any) -> _Encoder:
         """The encoder of a registered class or a builtin's subclass; else a refusal."""
-        if type(value) in _BY_CLASS:
-            return _enc_registered
+        if type(value) in BY_CLASS:
+            return encode_registered
+        if type(value).__module__ == "numpy":
+            encoder: _Encoder = numpy_encoder(self, value)
+            return encoder
         for base, convert in _BASES:  # converted: a subclass's own __len__ or __iter__ must not skew the frame
             if isinstance(value, base):
                 return lambda w, v, d: _ENCODERS[base](w, convert(v), d)
@@ -113,7 +106,7 @@ class _Writer:
     def data(self, tag: bytes, data: bytes | bytearray | memoryview) -> None:
         """Write tag, length and data (bytes, or a 1-D memoryview of bytes)."""
         self.out += tag
-        _varint(self.out, len(data))
+        varint(self.out, len(data))
         if len(data) < _BIG:
             self.out += data
         else:  # not copied: the frame refers to the caller's buffer
@@ -124,7 +117,7 @@ class _Writer:
 def _enc_int(w: _Writer, v: int, depth: int) -> None:
     size = (v.bit_length() + 8) >> 3  # one bit more for the sign
     w.out += b"i"
-    _varint(w.out, size)
+    varint(w.out, size)
     w.out += int.to_bytes(v, size, "little", signed=True)
 
 
@@ -137,16 +130,16 @@ def _enc_view(w: _Writer, v: memoryview, depth: int) -> None:
             f"carry C-contiguous memoryviews of one native format of {_VIEW_FORMATS!r}; send bytes(view) instead)"
         )
     w.out += b"m" + fmt.encode()
-    _varint(w.out, v.ndim)
+    varint(w.out, v.ndim)
     for n in v.shape or ():
-        _varint(w.out, n)
+        varint(w.out, n)
     w.data(b"", v if v.format == "B" and v.ndim == 1 else v.cast("B"))
 
 
 def _enc_items(tag: bytes) -> _Encoder:
     def encode(w: _Writer, v: Any, depth: int) -> None:
         w.out += tag
-        _varint(w.out, len(v))
+        varint(w.out, len(v))
         for item in v:
             w.value(item, depth + 1)
 
@@ -155,7 +148,7 @@ def _enc_items(tag: bytes) -> _Encoder:
 
 def _enc_dict(w: _Writer, v: dict[Any, Any], depth: int) -> None:
     w.out += b"d"
-    _varint(w.out, len(v))
+    varint(w.out, len(v))
     for key, item in dict.items(v):
         w.value(key, depth + 1)
         w.value(item, depth + 1)
@@ -181,12 +174,6 @@ def _enc_zoneinfo(w: _Writer, v: ZoneInfo, depth: int) -> None:
     if v.key is None:
         w.refuse("a zoneinfo.ZoneInfo without a key (made from a file) cannot be rebuilt; use ZoneInfo(key)")
     w.data(b"K", v.key.encode("utf-8", "surrogatepass"))
-
-
-def _enc_registered(w: _Writer, v: Any, depth: int) -> None:
-    head, names = _BY_CLASS[type(v)]
-    w.out += head
-    w.value({name: getattr(v, name) for name in names} if names is not None else tuple(v), depth + 1)
 
 
 _ENCODERS: dict[type, _Encoder] = {
@@ -327,20 +314,6 @@ def _dec_zoneinfo(r: _Reader, depth: int) -> ZoneInfo:
         raise ValueError(f"the frame's time zone {key!r} is not known here: {exc}") from None
 
 
-def _dec_registered(r: _Reader, depth: int) -> Any:
-    name = r.text()
-    if name not in _BY_NAME:
-        raise ValueError(f"the frame holds a {name!r}, a class not registered on this side (register_value_class)")
-    cls, is_dataclass = _BY_NAME[name]
-    fields = r.value(depth + 1)
-    if type(fields) is not (dict if is_dataclass else tuple):
-        raise ValueError(f"the frame's {name!r} has a {type(fields).__name__} for its fields")
-    try:
-        return cls(**fields) if type(fields) is dict else cls(*fields)
-    except Exception as exc:  # the class's own code runs here; whatever it raises, the frame was bad
-        raise ValueError(f"the frame's {name!r} cannot be rebuilt: {exc!r}") from exc
-
-
 def _unknown(r: _Reader, depth: int) -> NoReturn:
     raise ValueError(f"the frame has an unknown tag {r.view[r.pos - 1]:#04x} at offset {r.pos - 1}")
 
@@ -355,7 +328,7 @@ _KNOWN: dict[str, _Decoder] = {
     "d": _dec_dict, "D": _dec_clock(datetime, _DATETIME), "E": lambda r, d: date(*_DATE.unpack(r.take(_DATE.size))),
     "H": _dec_clock(time, _TIME), "R": lambda r, d: timedelta(*_DELTA.unpack(r.take(_DELTA.size))),
     "Z": _dec_timezone, "K": _dec_zoneinfo, "M": lambda r, d: Decimal(r.text("ascii")),  # linear, any exponent
-    "U": lambda r, d: uuid.UUID(bytes=bytes(r.take(16))), "C": _dec_registered,
+    "U": lambda r, d: uuid.UUID(bytes=bytes(r.take(16))), "C": decode_registered, "A": decode_array,
 }  # fmt: skip
 _DECODERS: tuple[_Decoder, ...] = tuple(_KNOWN.get(chr(tag), _unknown) for tag in range(256))  # indexed by tag
 
@@ -405,34 +378,3 @@ def decode_frame(data: bytes | bytearray | memoryview, max_depth: int = MAX_DEPT
     if reader.pos != reader.end:
         raise ValueError(f"the frame has {reader.end - reader.pos} bytes after its value")
     return value
-
-
-def register_value_class(cls: type, name: str | None = None) -> type:
-    """Allow a dataclass or namedtuple class in frames under a name (default module.qualname); a decorator too."""
-    if not isinstance(cls, type) or not (name is None or (name and isinstance(name, str))):
-        raise TypeError(f"register_value_class takes a class and a non-empty name, not {cls!r} and {name!r}")
-    name = f"{cls.__module__}.{cls.__qualname__}" if name is None else name
-    fields: tuple[str, ...] | None = None  # a namedtuple's are its tuple items
-    if dataclasses.is_dataclass(cls):
-        fields = tuple(f.name for f in dataclasses.fields(cls))
-        params = inspect.signature(cls).parameters.values()  # what cls(**fields) will meet: also a custom __init__
-        accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        required = {p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        unset, extra = sorted(set(fields) - accepted), sorted(required - set(fields))
-        if unset or extra:
-            why = f"cannot set its init=False fields {unset}" if unset else f"also requires {extra}"
-            raise ValueError(
-                f"{name} cannot be registered: frames rebuild it as {cls.__qualname__}(**fields), which {why}"
-            )
-    elif not (issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)):
-        raise TypeError(f"only dataclasses and namedtuple classes can be registered, not {cls.__qualname__}")
-    if _BY_NAME.get(name, (cls,))[0] is not cls:
-        raise ValueError(f"{name!r} is already registered for another class, {_BY_NAME[name][0]!r}")
-    raw, head = name.encode("utf-8", "surrogatepass"), bytearray(b"C")
-    _varint(head, len(raw))
-    head += raw
-    if _BY_CLASS.get(cls, (head,))[0] != head:
-        known = next(known for known, (other, _) in _BY_NAME.items() if other is cls)
-        raise ValueError(f"{cls.__qualname__} is already registered under another name, {known!r}")
-    _BY_NAME[name], _BY_CLASS[cls] = (cls, fields is not None), (bytes(head), fields)
-    return cls

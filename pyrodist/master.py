@@ -29,21 +29,21 @@ from typing import Any
 
 from .access import ADMIN, Access
 from .api import MasterAPI, Sink
-from .blobs import BlobStore
+from .blobs import BlobStore, check_submitted, recorded
 from .blobs import task_of as blob_task
 from .config import Settings
 from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
-from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of, error_info
+from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of
 from .reaper import REAP_EVERY, Reaper
 from .registry import WorkerRegistry
 from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
 from .task import Task, new_task, plain_task_ids
-from .values import BlobRef, encode_call
+from .values import encode_call
 from .wire import (
     FetchedTask,
     Finished,
@@ -117,9 +117,7 @@ class Master(MasterAPI):
     def submit_encoded(self, client_secret: str, tasks: Sequence[SubmittedTask]) -> int:
         """Queue a client's tasks with pre-encoded payloads (the client's path); their ids must be the client's."""
         owner = self._access.owner_of(client_secret, tasks)
-        for task in tasks:
-            if (ref := BlobRef.parse(task.payload)) is not None:
-                self.blobs.check(ref, task.task_id, "a")
+        check_submitted(self.blobs, list(tasks))
         self._queue([new_task(t.task_id, t.func, t.payload, t.options, owner) for t in tasks], owner)
         return len(tasks)
 
@@ -161,7 +159,13 @@ class Master(MasterAPI):
 
     def report(self, worker: str, outcomes: Sequence[Outcome]) -> ReportReply:
         """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
-        outcomes = [self._kept(outcome) for outcome in outcomes]
+        room = self._settings.max_held - self._outboxes.held_bytes  # beyond it, results wait on disk
+        kept = []
+        for outcome in outcomes:
+            size = len(outcome.result or "") if outcome.ok else 0
+            kept.append(recorded(self.blobs, outcome, spill=size > room))
+            room -= size
+        outcomes = kept
         with self._lock:
             row = self._workers.seen(worker, self._clock())
             accepted, ignored = self._store.finish(worker, outcomes, self._clock())
@@ -178,18 +182,6 @@ class Master(MasterAPI):
         if ignored:
             log.info("worker %s: ignored %d stale or unknown results: %s", worker, len(ignored), ignored[:5])
         return ReportReply(len(accepted), ignored, cancel)
-
-    def _kept(self, outcome: Outcome) -> Outcome:
-        """The outcome, or a failure saying why the big result it refers to cannot be kept."""
-        try:
-            ref = BlobRef.parse(outcome.result) if outcome.ok else None
-            if ref is None:
-                return outcome
-            self.blobs.check(ref, outcome.task_id, "r")
-        except ValueError as exc:
-            refused = ValueError(f"the result cannot be kept: {exc}")
-            return Outcome(outcome.task_id, outcome.token, False, error=error_info(refused, tb=""))
-        return outcome
 
     def blob_put(self, task_id: str, kind: str, blob_id: str | None, offset: int, data: bytes, size: int) -> str:
         """Write a chunk of a value too big for one message (`blobs.BlobStore.put`); the blob's id."""

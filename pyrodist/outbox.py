@@ -42,6 +42,8 @@ class Outboxes:
         self._lock = lock
         self._boxes: dict[str, Outbox] = {}
         self.closed = False
+        self.held_bytes = 0
+        """Bytes of values waiting in every outbox (a reference to a blob counts as its text)."""
 
     def __len__(self) -> int:
         return len(self._boxes)
@@ -63,6 +65,7 @@ class Outboxes:
             woken[task.owner] = box
             release = task.state is TaskState.DONE and not task.options.get("keep")
             box.records.append((Finished(task.id, task.state, task.result, task.error), release))
+            self.held_bytes += len(task.result or "")
         for box in woken.values():
             box.ready.notify()
 
@@ -79,6 +82,7 @@ class Outboxes:
             if taken and size > most_bytes:
                 break
             record, release = box.records.popleft()
+            self.held_bytes -= len(record.payload or "")
             taken.append(record)
             if release:
                 box.delivered.append(record.id)
@@ -96,6 +100,7 @@ class Outboxes:
         """Forget a client's outbox now, waking its collect (lock held)."""
         box = self._boxes.pop(client_id, None)
         if box is not None:
+            self._forget(box)
             box.gone = True
             box.ready.notify_all()
 
@@ -103,8 +108,12 @@ class Outboxes:
         """Drop the outboxes of clients that stopped collecting; their ids (lock held)."""
         gone = [client_id for client_id, box in self._boxes.items() if now - box.last_seen > OUTBOX_IDLE]
         for client_id in gone:
-            del self._boxes[client_id]
+            self._forget(self._boxes.pop(client_id))
         return gone
+
+    def _forget(self, box: Outbox) -> None:
+        """Stop counting the values of an outbox that is dropped."""
+        self.held_bytes -= sum(len(record.payload or "") for record, _ in box.records)
 
     def close(self) -> None:
         """Wake every collector: the master is stopping (lock held)."""

@@ -8,6 +8,8 @@ import enum
 import io
 import math
 import struct
+import subprocess
+import sys
 import tracemalloc
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -21,15 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrodist.errors import ValueEncodingError
-from pyrodist.frames import (
-    MAX_DEPTH,
-    VERSION,
-    decode_frame,
-    encode_frame,
-    frame_parts,
-    frame_size,
-    register_value_class,
-)
+from pyrodist.frames import MAX_DEPTH, VERSION, decode_frame, encode_frame, frame_parts, frame_size
+from pyrodist.valuetypes import register_value_class
 
 MiB = 1024 * 1024
 
@@ -574,3 +569,61 @@ def test_property_damaged_frames_raise_value_error_or_decode(value: Any, draw: s
             decode_frame(bytes(damaged))
         except ValueError as exc:
             assert type(exc) is ValueError
+
+
+# ---- NumPy arrays (the numpy extra) ---------------------------------------------------------------
+
+
+def test_nothing_imports_numpy_unless_an_array_is_sent() -> None:
+    code = (
+        "import sys, datetime, decimal; import pyrodist; from pyrodist.values import encode_value, decode_value; "
+        "v = [1, b'x', (2.5, {3}), datetime.date.today(), decimal.Decimal('1.5')]; "
+        "assert decode_value(encode_value(v)) == v; assert 'numpy' not in sys.modules, 'numpy was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+NUMPY_DTYPES = ["<f8", "<f4", "<i8", "<i4", "|u1", "|b1", "<c16", "<U5", "|S3", "<M8[s]"]
+
+
+@pytest.mark.parametrize("dtype", NUMPY_DTYPES)
+def test_numpy_arrays_come_back_exact_and_writable(dtype: str) -> None:
+    numpy = pytest.importorskip("numpy")
+    for shape in [(), (0,), (7,), (3, 4), (2, 0, 3)]:
+        array = numpy.arange(math.prod(shape) or 0).reshape(shape).astype(dtype)
+        back = decode_frame(encode_frame(array))
+        assert type(back) is numpy.ndarray and back.dtype == array.dtype and back.shape == array.shape
+        assert numpy.array_equal(back, array) and back.flags.writeable
+
+
+def test_a_numpy_array_travels_as_its_raw_bytes_and_views_come_back_as_copies() -> None:
+    numpy = pytest.importorskip("numpy")
+    big = numpy.random.default_rng(1).random(1 << 17)  # 1 MiB of float64
+    parts = frame_parts(big)
+    assert frame_size(parts) < big.nbytes + 64  # dtype, shape and the bytes: nothing else
+    assert numpy.array_equal(decode_frame(b"".join(parts)), big)
+    for view in (big[::3], big.reshape(512, 256).T, big[10:20]):  # strided, Fortran-ordered, sliced
+        assert numpy.array_equal(decode_frame(encode_frame(view)), view)
+
+
+def test_numpy_scalars_travel_as_the_python_values_they_hold() -> None:
+    numpy = pytest.importorskip("numpy")
+    assert decode_frame(encode_frame([numpy.int64(3), numpy.bool_(True), numpy.float32(0.5)])) == [3, True, 0.5]
+    assert type(decode_frame(encode_frame(numpy.int64(3)))) is int
+
+
+@pytest.mark.parametrize("dtype", ["O", [("a", "<i4"), ("b", "<f8")], "V0"])
+def test_numpy_arrays_frames_do_not_carry_are_refused(dtype: Any) -> None:
+    numpy = pytest.importorskip("numpy")
+    with pytest.raises(ValueEncodingError, match="dtype"):
+        encode_frame(numpy.zeros(3, dtype=dtype))
+
+
+def test_a_numpy_array_whose_parts_disagree_is_refused() -> None:
+    numpy = pytest.importorskip("numpy")
+    frame = bytearray(encode_frame(numpy.zeros((2, 3), dtype="<f8")))
+    dims = frame.index(b"<f8") + 3  # ndim, then the dimensions
+    frame[dims + 2] = 4  # shape (2, 4): more than the 48 bytes it holds
+    raises_value_error_only(bytes(frame))
+    for code in (b"|O8", b"<V8"):
+        raises_value_error_only(bytes(frame).replace(b"<f8", code))

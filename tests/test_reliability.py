@@ -373,3 +373,19 @@ def test_a_second_master_on_the_same_store_is_refused(procs: Processes, tmp_path
     second = pyrodist("master", *cluster.ns_args, "--name", "other.master", "--store", store, timeout=60)
     assert second.returncode != 0
     assert "in use by another master" in second.stderr
+
+
+def test_results_beyond_max_held_wait_on_the_masters_disk_and_arrive_exact() -> None:
+    cluster = InProcess(max_held=0)  # every result over 64 KiB waits on disk
+    try:
+        cluster.start_worker()
+        client = cluster.client()
+        values = [bytes([i]) * 100_000 for i in range(5)] + [b"small"]
+        futures = client.options(keep=True).map(tasks.echo, values)
+        assert client.gather(futures, timeout=30) == values
+        records = client.lookup(f.task_id for f in futures)
+        refs = [r["payload"] for r in records if r is not None]
+        assert all(p.startswith("@blob ") for p in refs[:5]) and refs[5] != "@blob", refs  # type: ignore[union-attr]
+        assert len(cluster.master.blobs) == 5
+    finally:
+        cluster.close()
