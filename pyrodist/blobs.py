@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .errors import StoreUnavailable
 from .protocol import BLOB_CHUNK, error_info
-from .values import BlobRef
+from .values import BlobRef, is_blob_ref
 from .wire import Outcome, SubmittedTask
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ class BlobStore:
             with open(self.folder / blob_id, "rb") as source:
                 source.seek(offset)
                 return source.read(size)
+        except FileNotFoundError:  # removed behind the master's back: the value is gone, say so
+            raise ValueError(f"blob {blob_id} is not here any more (its file was removed)") from None
         except OSError as exc:
             raise StoreUnavailable(f"the master cannot read value {blob_id} from {self.folder}: {exc}") from exc
 
@@ -169,7 +171,8 @@ class BlobStore:
             old = [blob_id for blob_id, blob in self._blobs.items() if now - blob.touched > UNCLAIMED]
         if not old:
             return 0
-        dropped = [blob_id for blob_id in old if blob_id not in referenced(old)]
+        held = referenced(old)
+        dropped = [blob_id for blob_id in old if blob_id not in held]
         with self._lock:
             for blob_id in dropped:
                 self._blobs.pop(blob_id, None)
@@ -204,7 +207,7 @@ def _file_crc(path: Path) -> int:
 def check_submitted(blobs: BlobStore, tasks: list[SubmittedTask]) -> None:
     """Refuse (ValueError) tasks whose arguments refer to a blob that is not whole, or not theirs."""
     for task in tasks:
-        if (ref := BlobRef.parse(task.payload)) is not None:
+        if is_blob_ref(task.payload) and (ref := BlobRef.parse(task.payload)) is not None:
             blobs.check(ref, task.task_id, "a")
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from .connection import Connection
-from .errors import ConnectionFailed, MasterNotFound, MasterRejected, TaskLost
+from .errors import ConnectionFailed, MasterNotFound, MasterRejected, StoreUnavailable, TaskLost
 from .futures import FutureTable
 from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, error_info
 from .transfer import download
@@ -116,8 +116,13 @@ class Collector:
                 else:
                     gone_since = None
                 self._pause(min(1.0, GONE_AFTER / 2))
-            except Exception:
+            except StoreUnavailable as exc:  # a big result could not be read now: read the unsettled ones again later
+                log.warning("client %s: %s; reading again", self._client_id, exc)
+                lost = True
+                self._pause(1.0)
+            except Exception:  # records it took may be unsettled: read them again rather than collect past them
                 log.exception("client %s collector failed; retrying", self._client_id)
+                lost = True
                 self._pause(1.0)
 
     @property

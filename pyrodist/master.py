@@ -29,7 +29,7 @@ from typing import Any
 
 from .access import ADMIN, Access
 from .api import MasterAPI, Sink
-from .blobs import BlobStore, check_submitted, recorded
+from .blobs import SPILLED_ABOVE, BlobStore, check_submitted, recorded
 from .blobs import task_of as blob_task
 from .config import Settings
 from .errors import StoreUnavailable
@@ -43,7 +43,7 @@ from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
 from .task import Task, new_task, plain_task_ids
-from .values import encode_call
+from .values import encode_call, is_blob_ref
 from .wire import (
     FetchedTask,
     Finished,
@@ -162,8 +162,10 @@ class Master(MasterAPI):
         room = self._settings.max_held - self._outboxes.held_bytes  # beyond it, results wait on disk
         kept = []
         for outcome in outcomes:
-            size = len(outcome.result or "") if outcome.ok else 0
-            kept.append(recorded(self.blobs, outcome, spill=size > room))
+            size = len(outcome.result or "")
+            if size > SPILLED_ABOVE or is_blob_ref(outcome.result):  # the common small result needs nothing
+                outcome = recorded(self.blobs, outcome, spill=size > room)
+            kept.append(outcome)
             room -= size
         outcomes = kept
         with self._lock:

@@ -76,16 +76,19 @@ class Outboxes:
         box.ready.wait_for(lambda: box.records or self.closed or box.gone, timeout)
         box.last_seen = now
         taken: list[Finished] = []
+        records, delivered = box.records, box.delivered
         size = 0
-        while box.records and len(taken) < most:
-            size += len(box.records[0][0].payload or "")
-            if taken and size > most_bytes:
+        while records and len(taken) < most:
+            record, release = records[0]
+            length = len(record.payload or "")
+            if taken and size + length > most_bytes:
                 break
-            record, release = box.records.popleft()
-            self.held_bytes -= len(record.payload or "")
+            records.popleft()
+            size += length
             taken.append(record)
             if release:
-                box.delivered.append(record.id)
+                delivered.append(record.id)
+        self.held_bytes -= size
         return taken
 
     def acknowledged(self, client_id: str) -> list[str]:

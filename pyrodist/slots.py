@@ -24,7 +24,7 @@ from .protocol import ErrorRecord, error_info
 from .retry import retrying
 from .runner import ChildProcess, Spool, TaskCall
 from .transfer import download_to_file, upload_file
-from .values import BlobRef
+from .values import BlobRef, is_blob_ref
 from .wire import FetchedTask, Outcome
 from .workstate import WorkerState
 
@@ -97,6 +97,9 @@ class Slots:
         the file of each task that can run (None: its arguments are in its payload)."""
         files: dict[str, str | None] = {}
         for task in batch:
+            if not is_blob_ref(task.payload):
+                files[task.id] = None
+                continue
             try:
                 ref = BlobRef.parse(task.payload)
                 if ref is None or self._conn is None or self._spool is None:

@@ -165,6 +165,11 @@ BLOB_MARK = "@blob "
 """First characters of a payload that stands for a value kept on the master as a blob (`blobs.py`)."""
 
 
+def is_blob_ref(payload: Payload | None) -> bool:
+    """Whether a payload stands for a blob (cheap: one check per task on the hot paths)."""
+    return type(payload) is str and payload.startswith(BLOB_MARK)
+
+
 class BlobRef(NamedTuple):
     """A value too big for one message, uploaded to the master in chunks: its blob id, size and CRC-32."""
 

@@ -63,8 +63,9 @@ class SubmittedTask:
             raise TypeError(f"tasks[{i}] must be [task_id, func, payload, options]")
         task_id, func, payload, options = item
         check_task_id(task_id)
-        payload = arrived_payload(payload)
-        if not is_payload(payload) or not payload_fits(payload, limit):
+        if type(payload) is dict:  # a serpent caller's bytes
+            payload = arrived_payload(payload)
+        if not (type(payload) is str or type(payload) is bytes) or not payload_fits(payload, limit):
             raise ValueError(f"tasks[{i}]: payload must be serpent text or a frame of at most {limit} bytes")
         return cls(task_id, check_func(func), payload, options if options else {})
 
@@ -121,7 +122,7 @@ class FetchedTask:
         except (KeyError, TypeError, AttributeError):
             check_fields(item, "a fetched task", ("id", "func", "payload", "token"))
             raise
-        texts = type(task.id) is type(task.func) is str and is_payload(task.payload)
+        texts = type(task.id) is type(task.func) is str and type(task.payload) in (str, bytes)
         if texts and type(task.token) is int and type(task.options) is dict:
             return task
         raise TypeError(f"a fetched task has fields of the wrong types: {item!r:.200}")
@@ -152,10 +153,12 @@ class Outcome:
         if not isinstance(task_id, str) or isinstance(token, bool) or not isinstance(token, int):
             raise TypeError(f"results[{i}] needs 'id' (a string) and 'token' (an int from fetch)")
         if result.get("state") == TaskState.DONE:
-            payload = arrived_payload(result.get("payload"))
+            payload = result.get("payload")
+            if type(payload) is dict:  # a serpent caller's bytes
+                payload = arrived_payload(payload)
             if payload is None and "value" in result:
                 payload = encode_value(result["value"], "the result", limit)
-            if not is_payload(payload) or not payload_fits(payload, limit):
+            if not (type(payload) is str or type(payload) is bytes) or not payload_fits(payload, limit):
                 raise ValueError(f"results[{i}]: 'payload' must be serpent text or a frame of at most {limit} bytes")
             return cls(task_id, token, True, result=payload)
         if result.get("state") == TaskState.FAILED:
