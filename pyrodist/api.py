@@ -77,8 +77,12 @@ class MasterAPI(Protocol):
     def result(self, task_id: str, timeout: float = 0.0, client_secret: str | None = None) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish (a client's task: its secret)."""
 
-    def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
-        """This client's finished tasks, each delivered once, waiting up to timeout for the first."""
+    def collect(
+        self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000, sequence: int | None = None
+    ) -> list[Finished]:
+        """This client's finished tasks, waiting up to timeout for the first. With a sequence number (1, 2, ...:
+        one more than the last call the client got an answer to), a call asked again (the same number) gets the
+        same answer, and the next number says the client has the records of the last: the master releases them."""
 
     def disconnect(self, client_secret: str) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""

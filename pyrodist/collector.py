@@ -64,6 +64,7 @@ class Collector:
         self._cond = threading.Condition()
         self._used = False
         self._closed = False
+        self._sequence = 1  # of the next collect: the same number again after a failure (see outbox.py)
         self._thread = threading.Thread(target=self._run, name=f"collector-{client_id}", daemon=True)
         self._thread.start()
 
@@ -101,7 +102,9 @@ class Collector:
                     reconnects = self._conn.reconnects
                     self.recover()  # results may have finished, or been lost, while we were away
                     lost = False
-                self._futures.settle(self._resolved(self._conn.collect(self._secret, COLLECT_WAIT, COLLECT_MOST)))
+                records = self._conn.collect(self._secret, COLLECT_WAIT, COLLECT_MOST, self._sequence)
+                self._futures.settle(self._resolved(records))
+                self._sequence += 1  # settled: the next collect says so, and the master releases their values
                 gone_since = None
             except ConnectionFailed as exc:
                 if self.closed:

@@ -109,9 +109,12 @@ class WireConnection(MasterAPI):
         """The task's record, waiting up to timeout seconds for it to finish (json callers get the payload)."""
         return TaskRecord.from_wire(self._invoke(MasterAPI.result, task_id, timeout, client_secret))
 
-    def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
+    def collect(
+        self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000, sequence: int | None = None
+    ) -> list[Finished]:
         """This client's finished tasks."""
-        return [Finished.from_wire(r) for r in self._invoke(MasterAPI.collect, client_secret, timeout, max_items)]
+        records = self._invoke(MasterAPI.collect, client_secret, timeout, max_items, sequence)
+        return [Finished.from_wire(r) for r in records]
 
     def disconnect(self, client_secret: str) -> None:
         """Tell the master this client is leaving."""

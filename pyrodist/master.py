@@ -224,18 +224,20 @@ class Master(MasterAPI):
             self._finished.wait_for(finished, timeout)
             return self._known(task_id, caller).record()
 
-    def collect(self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000) -> list[Finished]:
+    def collect(
+        self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000, sequence: int | None = None
+    ) -> list[Finished]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
         owner = client_id_of(client_secret)
         with self._lock:
-            received = self._outboxes.acknowledged(owner)
+            received = self._outboxes.acknowledged(owner, sequence)
             if received and not self._store.durable:  # the client has them: free memory (a store keeps them on disk)
                 try:
                     self._store.release_results(received)
                 except StoreUnavailable as exc:  # they stay until --result-ttl
                     log.warning("could not release %d collected results: %s", len(received), exc)
             most_bytes = self._settings.max_payload
-            return self._outboxes.take(owner, timeout, max_items, most_bytes, self._clock())
+            return self._outboxes.take(owner, timeout, max_items, most_bytes, self._clock(), sequence)
 
     def disconnect(self, client_secret: str) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""

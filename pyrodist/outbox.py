@@ -1,9 +1,10 @@
 """Each client's finished records, kept until it collects them (long-poll).
 
 Called under the master's lock: an outbox's condition shares it, so `report` hands records over and
-wakes the one collector waiting for them without another lock round. A client's next collect says it
-has the records of its last one: their values are then released on the master (`acknowledged`), unless
-their tasks were submitted with the option `keep`.
+wakes the one collector waiting for them without another lock round. A client numbers its collects: the
+same number again (a call retried after its answer was lost) gets the same records again, and the next
+number says it has the records of the last one, whose values are then released on the master
+(`acknowledged`), unless their tasks were submitted with the option `keep`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class Outbox:
     """Each record, and whether its value is to be released once the client has it."""
     delivered: list[str] = field(default_factory=list)
     """Ids of the values the last collect took, released when the client's next collect says it has them."""
+    last_sequence: int | None = None
+    """The number of the client's last collect, whose records are last_batch."""
+    last_batch: list[Finished] = field(default_factory=list)
     last_seen: float = 0.0
     gone: bool = False
     """The client said it left: its collect ends."""
@@ -69,10 +73,16 @@ class Outboxes:
         for box in woken.values():
             box.ready.notify()
 
-    def take(self, client_id: str, timeout: float, most: int, most_bytes: int, now: float) -> list[Finished]:
+    def take(
+        self, client_id: str, timeout: float, most: int, most_bytes: int, now: float, sequence: int | None = None
+    ) -> list[Finished]:
         """Up to most records of this client holding at most most_bytes of values (at least one record), waiting
-        up to timeout seconds for the first (lock held)."""
+        up to timeout seconds for the first; a collect numbered as the last one gets its records again (lock held)."""
         box = self.open(client_id, now)
+        if sequence is not None and sequence == box.last_sequence:  # asked again: its answer was lost on the way
+            box.last_seen = now
+            return box.last_batch
+        box.delivered = []  # not acknowledged (a client that started over): they stay until --result-ttl
         box.ready.wait_for(lambda: box.records or self.closed or box.gone, timeout)
         box.last_seen = now
         taken: list[Finished] = []
@@ -89,14 +99,18 @@ class Outboxes:
             if release:
                 delivered.append(record.id)
         self.held_bytes -= size
+        if sequence is not None:
+            box.last_sequence, box.last_batch = sequence, taken
+        else:
+            box.delivered = []  # a caller that does not number its collects never says it has them
         return taken
 
-    def acknowledged(self, client_id: str) -> list[str]:
-        """The ids of values the client's last collect took: it asks again, so it has them (lock held)."""
+    def acknowledged(self, client_id: str, sequence: int | None) -> list[str]:
+        """The ids of values the client's last collect took, when this collect's number says it has them (lock held)."""
         box = self._boxes.get(client_id)
-        if box is None or not box.delivered:
+        if box is None or box.last_sequence is None or sequence != box.last_sequence + 1:
             return []
-        ids, box.delivered = box.delivered, []
+        ids, box.delivered, box.last_batch = box.delivered, [], []
         return ids
 
     def drop(self, client_id: str) -> None:

@@ -157,12 +157,15 @@ class MasterService:
         record = self._master.result(check_task_id(task_id), timeout, _secret(client_secret))
         return record.to_plain(self._caller_uses_json(), bounded=True)
 
-    def collect(self, client_secret: Any, timeout: Any = 0.0, max_items: Any = 10_000) -> list[Wire]:
+    def collect(
+        self, client_secret: Any, timeout: Any = 0.0, max_items: Any = 10_000, sequence: Any = None
+    ) -> list[Wire]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
         client = check_name(client_secret, "client_secret")
         wait = check_number(timeout, "timeout", 0, MAX_WAIT)
         most = int(check_number(max_items, "max_items", 1, 1_000_000))
-        return [record.to_wire() for record in self._master.collect(client, wait, most)]
+        number = None if sequence is None else int(check_number(sequence, "sequence", 1, 1 << 62))
+        return [record.to_wire() for record in self._master.collect(client, wait, most, number)]
 
     def disconnect(self, client_secret: Any) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""

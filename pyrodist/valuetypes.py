@@ -16,9 +16,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import math
+import re
 from typing import Any
 
+MAX_DIMENSIONS = 64
+"""Most dimensions of a NumPy array in a frame (NumPy's own limit)."""
+_DTYPE_CODE = re.compile(r"[<>|=][biufcmMSUV][0-9]{1,6}(\[[A-Za-z0-9]{1,8}\])?")
+"""The dtype codes `dtype.str` writes for the dtypes frames carry."""
 BY_CLASS: dict[type, tuple[bytes, tuple[str, ...] | None]] = {}
 """Registered classes: the bytes that start one's frame (tag and name) and its fields (None: a namedtuple)."""
 BY_NAME: dict[str, tuple[type, bool]] = {}
@@ -120,11 +124,26 @@ def decode_array(r: Any, depth: int) -> Any:
         raise ValueError("the frame holds a NumPy array, and NumPy is not installed here (pip install "
                          "pyrodist[numpy])") from None  # fmt: skip
     code = r.text("ascii")
-    shape = [r.varint() for _ in range(r.count())]
+    if not _DTYPE_CODE.fullmatch(code):  # numpy.dtype parses much more than dtype.str writes, at any cost
+        raise ValueError(f"the frame's NumPy dtype {code[:40]!r} is not one frames carry")
+    ndim = r.count()
+    if ndim > MAX_DIMENSIONS:
+        raise ValueError(f"the frame's NumPy array has {ndim} dimensions; at most {MAX_DIMENSIONS}")
+    shape = [r.varint() for _ in range(ndim)]
     data = r.blob()
-    dtype = numpy.dtype(code)
+    try:
+        dtype = numpy.dtype(code)
+    except Exception as exc:  # noqa: BLE001 - whatever NumPy makes of it, the frame was bad
+        raise ValueError(f"the frame's NumPy dtype {code!r} is not one frames carry: {exc}") from None
     if dtype.hasobject or dtype.names is not None or dtype.itemsize == 0 or dtype.str != code:
         raise ValueError(f"the frame's NumPy dtype {code!r} is not one frames carry")
-    if math.prod(shape) * dtype.itemsize != len(data):
-        raise ValueError(f"the frame's NumPy array of shape {shape} and dtype {code} does not hold {len(data)} bytes")
+    count = 0 if 0 in shape else 1
+    for size in shape if count else ():  # step by step: a product of huge dimensions is never computed whole
+        count *= size
+        if count * dtype.itemsize > len(data):
+            break
+    if count * dtype.itemsize != len(data):
+        raise ValueError(
+            f"the frame's NumPy array of shape {shape[:8]} and dtype {code} does not hold {len(data)} bytes"
+        )
     return numpy.frombuffer(bytearray(data), dtype).reshape(shape)

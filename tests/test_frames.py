@@ -627,3 +627,19 @@ def test_a_numpy_array_whose_parts_disagree_is_refused() -> None:
     raises_value_error_only(bytes(frame))
     for code in (b"|O8", b"<V8"):
         raises_value_error_only(bytes(frame).replace(b"<f8", code))
+
+
+def test_a_numpy_array_with_absurd_dimensions_or_dtype_is_refused_at_once() -> None:
+    numpy = pytest.importorskip("numpy")
+    head = bytes([VERSION]) + b"A" + bytes([3]) + b"<f8"
+    many = head + bytes([0x80, 0x01]) + bytes([0xFF] * 9 + [0x01]) * 128 + bytes([8]) + bytes(8)  # 128 dimensions
+    with pytest.raises(ValueError, match="dimensions"):
+        decode_frame(many)
+    huge = head + bytes([2]) + bytes([0xFF] * 9 + [0x01]) * 2 + bytes([8]) + bytes(8)  # 2 dims of 2**70 each
+    with pytest.raises(ValueError, match="does not hold 8 bytes"):
+        decode_frame(huge)
+    for code in (b"(,)i4", b"i4,f8", b"<f8" * 3, b"O"):
+        frame = bytes([VERSION]) + b"A" + bytes([len(code)]) + code + bytes([1, 1, 8]) + bytes(8)
+        with pytest.raises(ValueError, match="dtype"):
+            decode_frame(frame)
+    assert numpy.array_equal(decode_frame(encode_frame(numpy.zeros((1,) * 64))), numpy.zeros((1,) * 64))

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pyrodist import Client, ResultExpired, TaskError, TaskLost
+from pyrodist.connection import LocalConnection
 from pyrodist.protocol import client_id_of
 from pyrodist.sqlstore import SqliteStore
 from pyrodist.statustext import format_task
@@ -178,12 +179,25 @@ def test_a_result_is_not_released_before_its_client_says_it_has_it(inproc: InPro
     conn = inproc.connect()
     task = SubmittedTask(f"{client_id_of(secret)}.1", "tests.tasks:echo", encode_call((b"v",), {}), {})
     conn.submit_encoded(secret, [task])
-    got = conn.collect(secret, timeout=20)
+    got = conn.collect(secret, timeout=20, sequence=1)
     assert [r.id for r in got] == [task.task_id]
     store = inproc.master._store
     assert store.get(task.task_id).result is not None  # type: ignore[union-attr]  # the answer may be lost on the way
-    assert conn.collect(secret, timeout=0) == []  # asking again says the last batch arrived
+    again = conn.collect(secret, timeout=20, sequence=1)  # the same call again: its answer was lost
+    assert again == got and store.get(task.task_id).result is not None  # type: ignore[union-attr]
+    assert conn.collect(secret, timeout=0, sequence=2) == []  # the next number says the last batch arrived
     assert store.get(task.task_id).result is None  # type: ignore[union-attr]
+
+
+def test_a_collect_without_a_sequence_number_never_releases_anything(inproc: InProcess) -> None:
+    inproc.start_worker()
+    secret = "a-plain-caller-that-collects"
+    conn = inproc.connect()
+    task = SubmittedTask(f"{client_id_of(secret)}.1", "tests.tasks:echo", encode_call((b"v",), {}), {})
+    conn.submit_encoded(secret, [task])
+    assert [r.id for r in conn.collect(secret, timeout=20)] == [task.task_id]
+    assert conn.collect(secret, timeout=0) == [] and conn.collect(secret, timeout=0) == []
+    assert inproc.master._store.get(task.task_id).result is not None  # type: ignore[union-attr]
 
 
 def test_a_collect_takes_at_most_max_payload_bytes_of_values_but_always_one_record() -> None:
@@ -387,5 +401,36 @@ def test_results_beyond_max_held_wait_on_the_masters_disk_and_arrive_exact() -> 
         refs = [r["payload"] for r in records if r is not None]
         assert all(p.startswith("@blob ") for p in refs[:5]) and refs[5] != "@blob", refs  # type: ignore[union-attr]
         assert len(cluster.master.blobs) == 5
+    finally:
+        cluster.close()
+
+
+class _LostCollectReply(LocalConnection):
+    """A connection whose first collect answer that holds records is lost: the call is sent again, as
+    `PyroConnection` does after a lost connection (and the client learns the connection was lost)."""
+
+    def __init__(self, service: object) -> None:
+        super().__init__(service)
+        self.dropped: list[str] = []
+
+    def _invoke(self, method: Any, *args: Any) -> Any:
+        answer = super()._invoke(method, *args)
+        if method.__name__ == "collect" and answer and not self.dropped:
+            self.dropped = [record["id"] for record in answer]
+            self.reconnects += 1
+            return super()._invoke(method, *args)
+        return answer
+
+
+def test_a_collect_answer_lost_on_the_way_loses_no_result() -> None:
+    cluster = InProcess()
+    try:
+        cluster.start_worker()
+        link = _LostCollectReply(cluster.service)
+        client = Client(settings=cluster.settings, connect=lambda _settings: link)
+        cluster.clients.append(client)
+        futures = client.map(tasks.echo, range(20))
+        assert client.gather(futures, timeout=30) == list(range(20))  # ResultExpired before sequence numbers
+        assert link.dropped
     finally:
         cluster.close()

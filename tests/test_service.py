@@ -181,6 +181,8 @@ REFUSED = [
     ("collect", (CLIENT, 0, 0), ValueError, "max_items"),
     ("collect", (CLIENT, 0, 1_000_001), ValueError, "max_items"),
     ("collect", (CLIENT, 0, True), ValueError, "max_items"),
+    ("collect", (CLIENT, 0, 10, 0), ValueError, "sequence"),
+    ("collect", (CLIENT, 0, 10, "1"), ValueError, "sequence"),
     ("disconnect", ("",), TypeError, "client_secret"),
     ("disconnect", (5,), TypeError, "client_secret"),
     ("lookup", (DONE,), TypeError, "task_ids"),
