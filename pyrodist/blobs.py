@@ -38,8 +38,14 @@ CHUNK = BLOB_CHUNK
 """Most bytes of a blob moved by one call."""
 SPILLED_ABOVE = 64 * 1024
 """Bytes a result must have for the master to write it to disk when too many wait in memory for their clients."""
-UNCLAIMED = 300.0
-"""Seconds a whole blob no task refers to (or an upload that stopped) is kept before it is dropped."""
+UNCLAIMED = 1800.0
+"""Seconds a whole blob no task refers to (or an upload that stopped) is kept before it is dropped; a blob a task
+refers to is looked at again that long after it was last found referenced."""
+MAX_UPLOADS = 1000
+"""Most blobs being uploaded at once (a peer that starts uploads and never ends them holds no more)."""
+DISK_KEPT_FREE = 256 * 1024 * 1024
+"""Bytes of the blob folder's disk a new blob must leave free (with the uploads under way): the task store
+may share that disk."""
 KINDS = {"a": "arguments", "r": "result"}
 """What a blob holds, by the letter in its name."""
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\.[ar]\.[0-9a-f]{32}")
@@ -101,6 +107,7 @@ class BlobStore:
                     )
                 if kind not in KINDS or offset != 0:
                     raise ValueError(f"a new blob starts at offset 0 and holds 'a' or 'r', not {kind!r} at {offset}")
+                self._room_for(size)
                 blob = _Blob(size, touched=self._clock())
             else:
                 found = self._blobs.get(check_name(blob_id))
@@ -123,6 +130,9 @@ class BlobStore:
                 out.seek(offset)
                 out.write(data)
             if whole:
+                if not self._owned:  # next to a durable store, whose records will refer to it: on the disk first
+                    with open(part, "rb") as written:
+                        os.fsync(written.fileno())
                 os.replace(part, self.folder / blob_id)
         except OSError as exc:
             with self._lock:
@@ -156,6 +166,7 @@ class BlobStore:
             blob = self._blobs.get(ref.blob_id)
         if blob is None or blob.written != blob.size:
             raise ValueError(f"blob {ref.blob_id} is not whole here: upload it (blob_put) before sending its reference")
+        blob.touched = self._clock()  # its task is about to refer to it: no sweep drops it meanwhile
         if blob.crc is None:  # found on disk at start
             blob.crc = _file_crc(self.folder / ref.blob_id)
         if (blob.size, blob.crc) != (ref.size, ref.crc):
@@ -176,10 +187,26 @@ class BlobStore:
         with self._lock:
             for blob_id in dropped:
                 self._blobs.pop(blob_id, None)
+            for blob_id in held:  # looked at again only UNCLAIMED seconds from now
+                if (blob := self._blobs.get(blob_id)) is not None:
+                    blob.touched = now
         for blob_id in dropped:
             (self.folder / blob_id).unlink(missing_ok=True)
             (self.folder / f"{blob_id}.part").unlink(missing_ok=True)
         return len(dropped)
+
+    def _room_for(self, size: int) -> None:
+        """Refuse a new blob of size bytes when too many uploads are under way or its disk would fill (lock held)."""
+        uploading = [blob for blob in self._blobs.values() if blob.written < blob.size]
+        if len(uploading) >= MAX_UPLOADS:
+            raise ValueError(f"{len(uploading)} values are being uploaded to the master; at most {MAX_UPLOADS} at once")
+        owed = sum(blob.size - blob.written for blob in uploading)
+        free = shutil.disk_usage(self.folder).free
+        if size + owed + DISK_KEPT_FREE > free:
+            raise StoreUnavailable(
+                f"the master's disk at {self.folder} has {free} bytes free, {owed} promised to uploads under way: "
+                f"a value of {size} bytes does not fit (keeping {DISK_KEPT_FREE} free); try again later"
+            )
 
     def keep(self, task_id: str, kind: str, data: bytes) -> BlobRef:
         """Write a whole value (any size) as a new blob of the task; its reference."""

@@ -10,6 +10,7 @@ master's subscriptions); a task already called back for is skipped, so each is c
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -18,6 +19,8 @@ from typing import Any
 
 from .connection import Connection
 from .errors import PyrodistError
+from .transfer import download
+from .values import BlobRef
 from .wire import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,18 @@ class CallbackChannel:
             self._inbox.put(None)
             thread.join(5.0)
 
+    def _downloaded(self, record: TaskRecord) -> TaskRecord:
+        """The record with a big result downloaded in place of its reference (or an error saying why not)."""
+        try:
+            ref = BlobRef.parse(record.payload)
+            if ref is not None:
+                return dataclasses.replace(record, payload=download(self._conn, ref))
+        except (ValueError, PyrodistError) as exc:
+            message = f"the result of task {record.id} could not be read: {exc}"
+            return dataclasses.replace(record, payload=None, error={"type": type(exc).__name__, "message": message,
+                                                                     "traceback": ""})  # fmt: skip
+        return record
+
     def _dispatch(self) -> None:
         seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         while (records := self._inbox.get()) is not None:
@@ -95,7 +110,9 @@ class CallbackChannel:
                 seen[record.id] = None
                 if len(seen) > REMEMBERED:
                     seen.popitem(last=False)
-                public = record.to_plain()  # an undecodable value reads None, with an error saying why
+                public = self._downloaded(
+                    record
+                ).to_plain()  # an undecodable value reads None, with an error saying why
                 for fn in functions:
                     try:
                         fn(public)

@@ -106,7 +106,10 @@ def unpack(data: bytes | bytearray | memoryview) -> Any:
         start += length
     if start != len(view):
         raise ValueError(f"a packed message has {len(view) - start} bytes after its last value")
-    return _restore(value, buffers)
+    try:
+        return _restore(value, buffers)
+    except RecursionError:
+        raise ValueError("a packed message is nested too deeply to unpack") from None
 
 
 def _restore(value: Any, buffers: list[bytes]) -> Any:

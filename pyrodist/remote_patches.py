@@ -127,6 +127,8 @@ def apply_patches() -> None:
 
 
 _pyro_receive = Pyro4.socketutil.receiveData
+GROW_FROM = 1024 * 1024
+"""Bytes first reserved for a long message; the buffer doubles as more arrives."""
 READ_INTO_ABOVE = 64 * 1024
 """Messages longer than this are read into one buffer (shorter ones as Pyro4 reads them: one system call)."""
 
@@ -135,14 +137,17 @@ def receive_data(sock: Any, size: int) -> bytes | bytearray:
     """size bytes from sock, as Pyro4's receiveData gives them (and raising its errors), a long one in one buffer."""
     if size <= READ_INTO_ABOVE:
         return _pyro_receive(sock, size)  # type: ignore[no-any-return]
-    buffer = bytearray(size)
-    view, got = memoryview(buffer), 0
+    buffer = bytearray(min(size, GROW_FROM))  # grown as the data comes: a header alone reserves little
+    got = 0
     try:
         while got < size:
-            count = sock.recv_into(view[got:])
+            if got == len(buffer):
+                buffer += bytes(min(len(buffer), size - len(buffer)))
+            with memoryview(buffer) as view, view[got:] as rest:
+                count = sock.recv_into(rest)
             if not count:
                 error = Pyro4.errors.ConnectionClosedError("receiving: not enough data")
-                error.partialData = bytes(view[:got])
+                error.partialData = bytes(buffer[:got])
                 raise error
             got += count
     except TimeoutError:  # socket.timeout

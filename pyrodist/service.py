@@ -22,6 +22,7 @@ from .errors import PyrodistError, StoreUnavailable
 from .master import Master
 from .notify import MAX_SUBSCRIBED_IDS
 from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_leases, check_name, check_number, check_task_id
+from .values import arrived_payload
 from .wire import Outcome, SubmittedTask, TaskSpec, WorkerStatus
 
 Wire = dict[str, Any]
@@ -131,6 +132,7 @@ class MasterService:
 
     def blob_put(self, task_id: Any, kind: Any, blob_id: Any, offset: Any, data: Any, size: Any) -> str:
         """Write a chunk of a task's arguments ('a') or result ('r') too big for one message; the blob's id."""
+        data = arrived_payload(data) if type(data) is dict else data  # a serpent caller's bytes
         if not isinstance(data, bytes):
             raise TypeError(f"data must be bytes (pyrodist's own serializer or serpent), not {type(data).__name__}")
         if kind not in ("a", "r"):

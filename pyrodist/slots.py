@@ -10,16 +10,17 @@ the child wrote into a file before reporting it (`transfer.py`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .api import MasterAPI
-from .errors import PyrodistError
+from .errors import ConnectionFailed, PyrodistError, StoreUnavailable
 from .protocol import ErrorRecord, error_info
 from .retry import retrying
 from .runner import ChildProcess, Spool, TaskCall
@@ -29,6 +30,10 @@ from .wire import FetchedTask, Outcome
 from .workstate import WorkerState
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TRANSFER_RETRIES = 60.0
+"""Seconds a big value's transfer is tried again while the master is away or its disk full, before the task fails."""
 
 
 class Slots:
@@ -100,15 +105,17 @@ class Slots:
             if not is_blob_ref(task.payload):
                 files[task.id] = None
                 continue
+            if self._conn is None or self._spool is None:  # no spool: the child says it cannot read them
+                files[task.id] = None
+                continue
+            path = Path(self._spool.folder) / f"{task.id}.args"
             try:
                 ref = BlobRef.parse(task.payload)
-                if ref is None or self._conn is None or self._spool is None:
-                    files[task.id] = None
-                    continue
-                path = Path(self._spool.folder) / f"{task.id}.args"
-                download_to_file(self._conn, ref, path)
+                assert ref is not None
+                self._transient(functools.partial(download_to_file, self._conn, ref, path))
                 files[task.id] = str(path)
             except (PyrodistError, ValueError, OSError) as exc:
+                path.unlink(missing_ok=True)
                 self._finished(
                     task, False, _failed(exc, f"the arguments of task {task.id} could not be read"), 0.0, ready
                 )
@@ -164,11 +171,21 @@ class Slots:
         """Upload a result file as the task's blob: (True, its reference), or (False, why it failed)."""
         assert self._conn is not None
         try:
-            return True, upload_file(self._conn, task.id, "r", path)
+            return True, self._transient(functools.partial(upload_file, self._conn, task.id, "r", path))
         except (PyrodistError, ValueError, OSError) as exc:
             return False, _failed(exc, f"the result of task {task.id} could not be sent to the master")
         finally:
             path.unlink(missing_ok=True)
+
+    def _transient(self, move: Callable[[], T]) -> T:
+        """Move a big value, again with capped backoff while the master cannot be reached or its disk cannot be
+        used, for up to TRANSFER_RETRIES seconds (a small result would wait in the reporter as long)."""
+
+        def waiting(exc: Exception, delay: float) -> None:
+            log.warning("worker %s: %s; moving the value again in %.1f s", self._worker_id, exc, delay)
+
+        return retrying(move, (ConnectionFailed, StoreUnavailable), stop=self._state.abort, within=TRANSFER_RETRIES,
+                        start=0.2, cap=5.0, on_retry=waiting)  # fmt: skip
 
     def _fresh_child(self, broken: ChildProcess) -> ChildProcess:
         """Replace a child that failed; wait a little between attempts so a lasting cause does not spin."""

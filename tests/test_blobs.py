@@ -286,6 +286,8 @@ def test_sweep_keeps_referenced_blobs_and_drops_the_others_only_once_unclaimed_p
     assert store.sweep(referenced) == 1  # fresh, never claimed
     assert names(tmp_path) == {needed} and store.get(needed, 0, 100) == b"needed"  # kept as long as it is needed
     still.clear()
+    assert store.sweep(referenced) == 0  # found referenced by the last sweep: looked at again UNCLAIMED later
+    clock.advance(UNCLAIMED + 1)
     assert store.sweep(referenced) == 1
     assert names(tmp_path) == set() and len(store) == 0
 
@@ -384,13 +386,11 @@ def test_a_tasks_blobs_are_kept_while_it_needs_them_and_dropped_once_its_result_
     small.start_worker()
     assert future.result(timeout=30) == value
     assert set(blob_sizes(small, future.task_id)) == {"a", "r"}
-    small.reap()  # the arguments are no longer needed; the result was written just now
-    assert set(blob_sizes(small, future.task_id)) == {"r"}
-
-    small.clock.advance(UNCLAIMED + 1)
+    small.reap(advance=UNCLAIMED + 1)  # the arguments, last found needed that long ago, are no longer needed
+    assert "a" not in blob_sizes(small, future.task_id)
 
     def swept() -> bool:  # once the client's next collect said it has the result
-        small.reap()
+        small.reap(advance=UNCLAIMED + 1)
         return not blob_sizes(small, future.task_id)
 
     wait_until(swept, what="the collected result's blob to be dropped")
@@ -406,7 +406,7 @@ def test_a_kept_result_keeps_its_blob_until_it_is_forgotten(small: InProcess) ->
     small.reap(advance=UNCLAIMED + 1)
     assert set(blob_sizes(small, future.task_id)) == {"r"}
     assert client.forget([future]) == 1
-    small.reap()
+    small.reap(advance=UNCLAIMED + 1)  # last found needed by the reap before
     assert blob_sizes(small, future.task_id) == {} and len(small.master.blobs) == 0
 
 
@@ -532,3 +532,14 @@ def test_the_masters_memory_stays_bounded_while_many_big_results_pass_through(
     assert now is not None and peak is not None
     record_property("figures", f"master RSS after {count} results of 1 MiB: {now:.0f} MB now, {peak:.0f} MB at peak")
     assert peak < 300, f"the master's peak RSS was {peak:.0f} MB for {count} MiB of results"
+
+
+def test_on_result_gets_a_big_result_downloaded_not_its_reference(small: InProcess) -> None:
+    small.start_worker()
+    client = small.client()
+    called: list[dict[str, Any]] = []
+    client.on_result(called.append)
+    value = pattern(300_000)
+    assert client.submit(tasks.echo, value).result(timeout=30) == value
+    wait_until(lambda: called, what="the callback")
+    assert called[0]["value"] == value and called[0]["error"] is None

@@ -11,12 +11,14 @@ import re
 import socket
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import Pyro4
+import Pyro4.errors
 import Pyro4.message
 import Pyro4.socketutil
 import pytest
@@ -26,6 +28,7 @@ from pyrodist import Client, ConnectionFailed, MasterRejected, Settings
 from pyrodist.bench import memory_mb
 from pyrodist.connection import LocalConnection
 from pyrodist.protocol import MAX_BATCH, OVER_LIMIT, error_info, in_messages, max_message, wire_estimate
+from pyrodist.remote_patches import receive_data
 from pyrodist.reporter import Reporter
 from pyrodist.service import MasterService
 from pyrodist.textshape import MAX_JSON_VALUES, MAX_SERPENT_TOKENS, json_values, serpent_tokens
@@ -331,3 +334,29 @@ def test_a_compressed_first_message_is_refused_before_it_is_inflated(bounded: tu
     assert b"compressed first message" in reply.data
     _, peak = master_memory(procs)
     assert peak - rss < 20, f"the refused handshake raised the master's peak memory by {peak - rss:.0f} MB"
+
+
+def test_a_long_message_reserves_memory_only_as_its_bytes_arrive() -> None:
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        sender.sendall(b"x" * 10)
+        sender.shutdown(socket.SHUT_WR)  # a peer that announced 32 MiB, sent 10 bytes and stopped
+        tracemalloc.start()
+        try:
+            with pytest.raises(Pyro4.errors.ConnectionClosedError) as caught:
+                receive_data(receiver, 32 * 1024 * 1024)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert caught.value.partialData == b"x" * 10  # type: ignore[attr-defined]
+    assert peak < 4 * 1024 * 1024, peak  # not the 32 MiB it announced
+
+
+def test_a_long_message_is_read_whole_across_many_receives() -> None:
+    data = bytes(range(256)) * (5 * 1024 * 1024 // 256 + 7)
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        writer = threading.Thread(target=sender.sendall, args=(data,))
+        writer.start()
+        assert receive_data(receiver, len(data)) == data
+        writer.join(timeout=30)
