@@ -43,7 +43,7 @@ from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
 from .task import Task, new_task, plain_task_ids
-from .values import encode_call, is_blob_ref
+from .values import BLOB_MARK, encode_call
 from .wire import (
     FetchedTask,
     Finished,
@@ -162,8 +162,9 @@ class Master(MasterAPI):
         room = self._settings.max_held - self._outboxes.held_bytes  # beyond it, results wait on disk
         kept = []
         for outcome in outcomes:
-            size = len(outcome.result or "")
-            if size > SPILLED_ABOVE or is_blob_ref(outcome.result):  # the common small result needs nothing
+            result = outcome.result
+            size = 0 if result is None else len(result)
+            if size > SPILLED_ABOVE or (type(result) is str and result.startswith(BLOB_MARK)):  # else: nothing to do
                 outcome = recorded(self.blobs, outcome, spill=size > room)
             kept.append(outcome)
             room -= size

@@ -46,9 +46,12 @@ _LENGTH = struct.Struct("!I")
 def _write_message(stream: Any, value: Any) -> None:
     """Write value as one message to a child's pipe (a big bytes value is written as it is, not copied first)."""
     parts = rawjson.pack_parts(value)
-    stream.write(_LENGTH.pack(sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)))
-    for part in parts:
-        stream.write(part)
+    if len(parts) == 1:  # no bytes inside: one write (most messages)
+        stream.write(_LENGTH.pack(len(parts[0])) + parts[0])
+    else:
+        stream.write(_LENGTH.pack(sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)))
+        for part in parts:
+            stream.write(part)
     stream.flush()
 
 

@@ -117,7 +117,8 @@ def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> P
 def encode_big(value: Any, what: str, limit: int, inline: int) -> Payload | BigValue:
     """Like encode_value, up to limit bytes; a payload over inline bytes comes back as a BigValue."""
     if _json_exact(value) and not _long_text(value):
-        return _big_text(_as_json(value, what, limit), inline)
+        text = _as_json(value, what, limit)
+        return text if len(text) <= inline // 4 else _big_text(text, inline)
     if value is None or type(value) is bool:
         return repr(value)
     parts = frame_parts(value, what)
@@ -230,7 +231,8 @@ def encode_big_call(
             raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
     json_exact = all(_json_exact(a) and not _long_text(a) for a in args) and _json_exact(kwargs)
     if json_exact:  # a list, which decode_call makes a tuple
-        return _big_text(_as_json([list(args), kwargs], "the task's arguments", limit), inline)
+        text = _as_json([list(args), kwargs], "the task's arguments", limit)
+        return text if len(text) <= inline // 4 else _big_text(text, inline)
     return encode_big((tuple(args), dict(kwargs)), "the task's arguments", limit, inline)
 
 
