@@ -150,12 +150,24 @@ class Master(MasterAPI):
             if self._ending() or stopping(worker):  # a stopping worker's long-poll ends at once, empty
                 return []
             leased = self._store.lease(worker, max_tasks, self._clock(), self._settings.lease_timeout)
+            leased = self._within_a_message(worker, leased)
             if self._store.broken:  # tasks whose stored arguments were damaged: failed by lease(), for their clients
                 broken, self._store.broken = self._store.broken, []
                 self._completed(broken)
             if self._store.has_pending():
                 self._work.notify()  # more work is left for the next waiting worker
         return [FetchedTask(t.id, t.func, t.payload or "", t.token, t.options) for t in leased]
+
+    def _within_a_message(self, worker: str, leased: list[Task]) -> list[Task]:
+        """The first leased tasks whose arguments fit in max_payload bytes (at least one); the others are given
+        back at once, keeping their place (lock held)."""
+        size, most = 0, self._settings.max_payload
+        for count, task in enumerate(leased):
+            size += len(task.payload or "")
+            if count and size > most:
+                self._store.release(worker, [(t.id, t.token) for t in leased[count:]])
+                return leased[:count]
+        return leased
 
     def report(self, worker: str, outcomes: Sequence[Outcome]) -> ReportReply:
         """Record a worker's results; the first report with a valid lease token wins, others are ignored."""

@@ -434,3 +434,22 @@ def test_a_collect_answer_lost_on_the_way_loses_no_result() -> None:
         assert link.dropped
     finally:
         cluster.close()
+
+
+def test_a_fetch_carries_at_most_max_payload_bytes_of_arguments_and_gives_the_rest_back_in_order() -> None:
+    cluster = InProcess(max_payload=64 * 1024)
+    try:
+        secret, conn = "a-client-that-submits-by-hand", cluster.connect()
+        owner = client_id_of(secret)
+        calls = [SubmittedTask(f"{owner}.{i}", "tests.tasks:echo", encode_call((bytes([i]) * 40_000,), {}), {})
+                 for i in range(5)]  # fmt: skip
+        conn.submit_encoded(secret, calls)
+        fetched = []
+        while batch := conn.fetch("w1", 5):
+            assert len(batch) == 1  # two of 40 KB would be over 64 KiB
+            fetched += batch
+        assert [t.id for t in fetched] == [c.task_id for c in calls]  # those given back kept their place
+        records = conn.lookup([c.task_id for c in calls], secret)
+        assert all(r is not None and r.attempts == 1 for r in records)  # a give-back is no attempt
+    finally:
+        cluster.close()
