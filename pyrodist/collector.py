@@ -22,7 +22,7 @@ from .errors import ConnectionFailed, MasterNotFound, MasterRejected, StoreUnava
 from .futures import FutureTable
 from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, error_info
 from .transfer import download
-from .values import BLOB_MARK, BlobRef
+from .values import BlobRef, is_blob_ref
 from .wire import Finished, Limits, TaskRecord
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class Collector:
     def _resolved(self, records: list[Finished]) -> list[Finished]:
         """The records, big results downloaded in place of their references (ConnectionFailed: collected again)."""
         for i, record in enumerate(records):
-            if type(record.payload) is not str or not record.payload.startswith(BLOB_MARK):
+            if not is_blob_ref(record.payload):
                 continue  # the common case: nothing to download
             try:
                 ref = BlobRef.parse(record.payload)

@@ -43,7 +43,7 @@ from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
 from .task import Task, new_task, plain_task_ids
-from .values import BLOB_MARK, encode_call
+from .values import encode_call, is_blob_ref
 from .wire import (
     FetchedTask,
     Finished,
@@ -176,7 +176,7 @@ class Master(MasterAPI):
         for outcome in outcomes:
             result = outcome.result
             size = 0 if result is None else len(result)
-            if size > SPILLED_ABOVE or (type(result) is str and result.startswith(BLOB_MARK)):  # else: nothing to do
+            if size > SPILLED_ABOVE or is_blob_ref(result):  # else (most results): nothing to do
                 outcome = recorded(self.blobs, outcome, spill=size > room)
             kept.append(outcome)
             room -= size

@@ -173,11 +173,17 @@ def test_a_result_its_client_collected_is_released_on_the_master_unless_kept(inp
     assert client.forget(futures) == 5  # a released record can still be forgotten (and then expires)
 
 
+def echo_calls(secret: str, values: list[Any]) -> list[SubmittedTask]:
+    """tasks.echo of each value, as the client with this secret sends them (for tests that collect by hand)."""
+    owner = client_id_of(secret)
+    return [SubmittedTask(f"{owner}.{i}", "tests.tasks:echo", encode_call((v,), {}), {}) for i, v in enumerate(values)]
+
+
 def test_a_result_is_not_released_before_its_client_says_it_has_it(inproc: InProcess) -> None:
     inproc.start_worker()
     secret = "a-client-that-collects-by-hand"
     conn = inproc.connect()
-    task = SubmittedTask(f"{client_id_of(secret)}.1", "tests.tasks:echo", encode_call((b"v",), {}), {})
+    [task] = echo_calls(secret, [b"v"])
     conn.submit_encoded(secret, [task])
     got = conn.collect(secret, timeout=20, sequence=1)
     assert [r.id for r in got] == [task.task_id]
@@ -193,7 +199,7 @@ def test_a_collect_without_a_sequence_number_never_releases_anything(inproc: InP
     inproc.start_worker()
     secret = "a-plain-caller-that-collects"
     conn = inproc.connect()
-    task = SubmittedTask(f"{client_id_of(secret)}.1", "tests.tasks:echo", encode_call((b"v",), {}), {})
+    [task] = echo_calls(secret, [b"v"])
     conn.submit_encoded(secret, [task])
     assert [r.id for r in conn.collect(secret, timeout=20)] == [task.task_id]
     assert conn.collect(secret, timeout=0) == [] and conn.collect(secret, timeout=0) == []
@@ -206,8 +212,7 @@ def test_a_collect_takes_at_most_max_payload_bytes_of_values_but_always_one_reco
         cluster.start_worker()
         secret, conn = "a-client-that-collects-by-hand", cluster.connect()
         values = [b"x" * 30_000] * 6 + [b"y" * 60_000]
-        calls = [SubmittedTask(f"{client_id_of(secret)}.{i}", "tests.tasks:echo", encode_call((v,), {}), {})
-                 for i, v in enumerate(values)]  # fmt: skip
+        calls = echo_calls(secret, values)
         conn.submit_encoded(secret, calls)
         ids = [c.task_id for c in calls]
         wait_until(lambda: all(r and r.state.value == "done" for r in conn.lookup(ids, secret)), what="every task")
@@ -440,9 +445,7 @@ def test_a_fetch_carries_at_most_max_payload_bytes_of_arguments_and_gives_the_re
     cluster = InProcess(max_payload=64 * 1024)
     try:
         secret, conn = "a-client-that-submits-by-hand", cluster.connect()
-        owner = client_id_of(secret)
-        calls = [SubmittedTask(f"{owner}.{i}", "tests.tasks:echo", encode_call((bytes([i]) * 40_000,), {}), {})
-                 for i in range(5)]  # fmt: skip
+        calls = echo_calls(secret, [bytes([i]) * 40_000 for i in range(5)])
         conn.submit_encoded(secret, calls)
         fetched = []
         while batch := conn.fetch("w1", 5):
