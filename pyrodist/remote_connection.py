@@ -24,6 +24,7 @@ from .api import MasterAPI, Sink
 from .config import Settings
 from .connection import WireConnection
 from .errors import ConnectionFailed, MasterRejected, StoreUnavailable
+from .remote_requests import invoke
 from .remote_servers import Server
 from .retry import retrying
 from .wire import TaskRecord
@@ -96,7 +97,7 @@ class PyroConnection(WireConnection):
     def _call_once(self, method: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         proxy = self._checkout()
         try:
-            result = getattr(proxy, method.__name__)(*args)
+            result = invoke(proxy, method.__name__, args)
         except BaseException as exc:
             try:
                 error = translated(method.__name__, exc)

@@ -41,6 +41,7 @@ import Pyro4.socketutil
 import Pyro4.util
 
 from .remote_limits import measure_messages, patch_daemons, peer_host
+from .remote_requests import handle_request
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def apply_patches() -> None:
             )  # fmt: skip
             return
         _fast_json_decoding()
+        Pyro4.core.Daemon.handleRequest = handle_request
         _cheap_request_ids()
         Pyro4.socketutil.receiveData = receive_data
         _harden_call_decoding()

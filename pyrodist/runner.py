@@ -227,7 +227,7 @@ class ChildProcess:
         self._max_payload = max_payload
         self._spool = spool
         self._proc: subprocess.Popen[bytes] | None = None
-        self._buffer = bytearray()
+        self._buffer, self._start = b"", 0  # what was read from the child and not taken yet: _buffer[_start:]
         self._interrupted = False
         self._poll: select.poll | None = None
         self._spawn()
@@ -247,7 +247,7 @@ class ChildProcess:
         self._proc = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True
         )
-        self._buffer = bytearray()
+        self._buffer, self._start = b"", 0
         self._interrupted = False
         assert self._proc.stdout is not None
         self._poll = select.poll()  # one per child: an epoll object per line read cost more than the task
@@ -310,36 +310,60 @@ class ChildProcess:
 
     def _read_message(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes | memoryview | None:
         """The next message from the child; b'' when it died, None when the deadline passed."""
-        assert proc.stdout is not None and self._poll is not None
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start >= _LENGTH.size:  # the usual case: the message was read with the ones before it
+            end = start + _LENGTH.size + _LENGTH.unpack_from(buffer, start)[0]
+            if end <= len(buffer):
+                self._start = end
+                return buffer[start + _LENGTH.size : end]
+        assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        while (wanted := self._wanted()) > 0:
-            if deadline is not None:  # without one, a blocking read waits just as well, and costs less
-                wait_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
-                if not self._poll.poll(wait_ms):
-                    return None
-            chunk = os.read(fd, max(wanted, 1 << 16))
+        while len(buffer) - start < _LENGTH.size:
+            chunk = self._read(fd, 1 << 16, deadline)
             if not chunk:
-                return b""
-            self._buffer += chunk
-        end = len(self._buffer) + wanted
-        if end == len(self._buffer):  # the buffer holds this message only (the usual case): hand it over whole
-            whole, self._buffer = self._buffer, bytearray()
-            return memoryview(whole)[_LENGTH.size :]
-        with memoryview(self._buffer) as view:
-            message = bytes(view[_LENGTH.size : end])
-        del self._buffer[:end]
-        return message
+                return chunk
+            buffer, start = buffer[start:] + chunk, 0
+        end = start + _LENGTH.size + _LENGTH.unpack_from(buffer, start)[0]
+        if end - len(buffer) <= 1 << 16:  # short: read on into the same buffer
+            while len(buffer) < end:
+                chunk = self._read(fd, 1 << 16, deadline)
+                if not chunk:
+                    return chunk
+                buffer, start, end = buffer[start:] + chunk, 0, end - start
+            self._buffer, self._start = buffer, end
+            return buffer[start + _LENGTH.size : end]
+        message = bytearray(end - start - _LENGTH.size)  # long: into a buffer of its own size, once
+        have = len(buffer) - start - _LENGTH.size
+        message[:have] = memoryview(buffer)[start + _LENGTH.size :]
+        self._buffer, self._start = b"", 0
+        with memoryview(message) as view:
+            while have < len(message):
+                if not self._ready(deadline):
+                    return None
+                got = os.readv(fd, [view[have:]])
+                if not got:
+                    return b""
+                have += got
+        return memoryview(message)
 
-    def _wanted(self) -> int:
-        """Bytes still to read before the buffer holds the next whole message (0 or less: it does)."""
-        if len(self._buffer) < _LENGTH.size:
-            return _LENGTH.size - len(self._buffer)
-        length: int = _LENGTH.unpack_from(self._buffer)[0]
-        return _LENGTH.size + length - len(self._buffer)
+    def _read(self, fd: int, most: int, deadline: float | None) -> bytes | None:
+        """Up to most bytes from the child's output; b'' when it died, None when the deadline passed."""
+        return os.read(fd, most) if self._ready(deadline) else None
+
+    def _ready(self, deadline: float | None) -> bool:
+        """Whether the child's output can be read before deadline (without one, a blocking read waits as well)."""
+        if deadline is None:
+            return True
+        assert self._poll is not None
+        return bool(self._poll.poll(max(0, math.ceil((deadline - time.monotonic()) * 1000))))
 
     def has_result(self) -> bool:
         """Whether the next result is already read (taking it will not wait)."""
-        return self._wanted() <= 0
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start < _LENGTH.size:
+            return False
+        length: int = _LENGTH.unpack_from(buffer, start)[0]
+        return start + _LENGTH.size + length <= len(buffer)
 
     def restart(self) -> None:
         """Kill the child and start a fresh one."""
