@@ -57,12 +57,17 @@ def _json_exact(value: Any, depth: int = 0) -> bool:
     if depth > 32:
         return False
     if kind is list:
-        return all(_json_exact(v, depth + 1) for v in value)
+        for item in value:  # noqa: SIM110 - a generator for all() cost as much as the checks (per task)
+            if type(item) is not int and not _json_exact(item, depth + 1):
+                return False
+        return True
     if kind is dict:  # keys the tag scheme reserves go the slow way
-        return all(
-            type(k) is str and k != _TAG and k != "__class__" and _json_exact(k) and _json_exact(v, depth + 1)
-            for k, v in value.items()
-        )
+        for key, item in value.items():
+            if type(key) is not str or key == _TAG or key == "__class__" or not _json_exact(key):
+                return False
+            if type(item) is not int and not _json_exact(item, depth + 1):
+                return False
+        return True
     return False
 
 
@@ -76,6 +81,18 @@ def _utf8_ok(text: str) -> bool:
 
 
 _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+# json.dumps builds its C encoder again on every call, a microsecond per small value; one built once serves
+# the values `_json_exact` passed (no cycles: its depth is bounded; finite floats only).
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_json: Any = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, _JSON_ENCODER.default, json.encoder.encode_basestring, None, ": ", ", ", False, False, False
+    )
+)
+_scan_json: Any = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""One JSON value from an index: json.loads without its Python-level checks around the C scanner."""
 _JSON_ONLY = re.compile(r"\\/|\\u[dD][89abAB]")
 """Escapes that mean something else to Python: an escaped slash, and surrogates (json pairs them up).
 With these absent, a JSON text whose value is `_json_exact` (no true, false, null, NaN) means the same
@@ -83,7 +100,11 @@ to serpent, however it is spaced."""
 
 
 def _json_text(value: Any) -> str:
-    return JSON_MARK + (repr(value) if type(value) is int else _JSON_ENCODER.encode(value))
+    if type(value) is int:
+        return JSON_MARK + repr(value)
+    if _encode_json is None:
+        return JSON_MARK + _JSON_ENCODER.encode(value)
+    return JSON_MARK + "".join(_encode_json(value, 0))
 
 
 def _as_json(value: Any, what: str, limit: int) -> str:
@@ -149,11 +170,11 @@ def decode_value(text: Payload, bounded: bool = False) -> Any:
         return _LITERAL_WORDS[text]
     measured = bounded and len(text) > MEASURED_ABOVE  # the master decodes for plain callers: not a gigabyte
     if text[:1] == JSON_MARK and not (measured and json_values(text.encode()) > MAX_JSON_VALUES):
-        with contextlib.suppress(ValueError):
-            value = json.loads(text)
-            if _json_exact(value) and not _JSON_ONLY.search(text):
+        with contextlib.suppress(ValueError, StopIteration):
+            value, end = _scan_json(text, len(JSON_MARK))
+            if end == len(text) and _json_exact(value) and not _JSON_ONLY.search(text):
                 return value  # what serpent would read too
-        # json's own words (" true", " NaN") and escapes: serpent decides, as for any other text
+        # json's own words (" true", " NaN"), escapes, other spacing: serpent decides, as for any other text
     if measured and serpent_tokens(text) > MAX_SERPENT_TOKENS:
         raise ValueError(f"the value holds more than {MAX_SERPENT_TOKENS} serpent tokens, too many to decode here")
     value = serpent.loads(text.encode("utf-8"))
@@ -229,7 +250,11 @@ def encode_big_call(
     for key in kwargs:
         if not isinstance(key, str):
             raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
-    json_exact = all(_json_exact(a) and not _long_text(a) for a in args) and _json_exact(kwargs)
+    json_exact = _json_exact(kwargs)
+    for arg in args:
+        if not json_exact:
+            break
+        json_exact = type(arg) is int or (_json_exact(arg) and not _long_text(arg))
     if json_exact:  # a list, which decode_call makes a tuple
         text = _as_json([list(args), kwargs], "the task's arguments", limit)
         return text if len(text) <= inline // 4 else _big_text(text, inline)
