@@ -25,13 +25,39 @@ MARKER = "__bytes__"
 PLAIN, WITH_BYTES = b"J", b"B"
 _LENGTH = struct.Struct("!I")
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-_PLAIN_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: most messages need no more
+_PLAIN_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# json.dumps and JSONEncoder.encode build a C encoder on every call and json.loads wraps the C scanner in
+# Python-level checks: at several messages per task, both built once here. Without a circular-reference
+# check (a shared one would not be thread-safe): messages are made by pyrodist's own code.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_plain: Any = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _PLAIN_JSON.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+)
+_scan: Any = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _dumps(value: Any) -> str:
+    """JSON text of value, compact (TypeError for what JSON cannot hold, bytes among them)."""
+    return _PLAIN_JSON.encode(value) if _encode_plain is None else "".join(_encode_plain(value, 0))
+
+
+def _loads(text: str) -> Any:
+    """The JSON value of text: the C scanner when the text is one value and nothing else, json.loads otherwise."""
+    try:
+        value, end = _scan(text, 0)
+        if end == len(text):
+            return value
+    except (StopIteration, ValueError):
+        pass  # json.loads says what is wrong
+    return json.loads(text)
 
 
 def pack_parts(value: Any, default: Callable[[Any], Any] | None = None) -> list[bytes | memoryview]:
     """value packed, as parts to write one after the other (big bytes values are not copied)."""
     try:
-        return [PLAIN + _PLAIN_JSON.encode(value).encode("utf-8", "surrogatepass")]
+        return [PLAIN + _dumps(value).encode("utf-8", "surrogatepass")]
     except TypeError:  # bytes inside, or an object only default knows
         pass
     buffers: list[bytes | memoryview] = []
@@ -79,7 +105,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Any:
     """The value of a packed message, its bytes values as bytes; ValueError if malformed."""
     if data[:1] == PLAIN:  # no bytes inside: json reads it as it is (UTF-8, surrogates kept)
         try:
-            return json.loads(str(memoryview(data)[1:], "utf-8", "surrogatepass"))
+            return _loads(str(memoryview(data)[1:], "utf-8", "surrogatepass"))
         except RecursionError:
             raise ValueError("a packed message is nested too deeply to unpack") from None
         except (TypeError, ValueError) as exc:
@@ -91,7 +117,7 @@ def unpack(data: bytes | bytearray | memoryview) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"a packed message's JSON is not UTF-8: {exc}") from None
     try:
-        value, lengths = json.loads(text)
+        value, lengths = _loads(text)
     except RecursionError:
         raise ValueError("a packed message is nested too deeply to unpack") from None
     except (TypeError, ValueError) as exc:
