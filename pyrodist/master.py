@@ -171,7 +171,9 @@ class Master(MasterAPI):
 
     def report(self, worker: str, outcomes: Sequence[Outcome]) -> ReportReply:
         """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
-        room = self._settings.max_held - self._outboxes.held_bytes  # beyond it, results wait on disk
+        # Values held: in a memory store (outboxes refer to the same ones), else in the outboxes. Beyond
+        # max_held, results wait on disk.
+        room = self._settings.max_held - max(self._store.results_held, self._outboxes.held_bytes)
         kept = []
         for outcome in outcomes:
             result = outcome.result

@@ -55,6 +55,8 @@ class MemoryStore(TaskStore):
         self._finished: collections.deque[tuple[float, Task]] = collections.deque()  # in finishing order
         self._tombs: dict[str, tuple[str, float]] = {}  # id -> (reason, when)
         self._tomb_order: collections.deque[tuple[float, str]] = collections.deque()
+        self.results_held = 0
+        """Bytes of the finished tasks' values held (the master keeps it within max_held by spilling to disk)."""
 
     def _insert(self, tasks: list[Task]) -> list[Task]:
         new = []
@@ -165,6 +167,7 @@ class MemoryStore(TaskStore):
                 self._unuse(entry[2])
             if task.state in FINISHED_STATES:
                 self._finished.append((task.finished or 0.0, task))
+                self.results_held += len(task.result or "")
 
     def _finished_before(self, before: float) -> list[str]:
         ids = []
@@ -181,7 +184,13 @@ class MemoryStore(TaskStore):
             if isinstance(task, Task) and task.state in RESULT_STATES:
                 del self._tasks[task_id]
                 dropped[task_id] = task.state
+                self.results_held -= len(task.result or "")
         return dropped
+
+    def _release_values(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            self.results_held -= len(task.result or "")
+            task.result = None
 
     def _bury(self, ids: list[str], reason: str, now: float) -> int:
         new = 0

@@ -10,6 +10,7 @@ caller speaks json (`caller_uses_json`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,7 +23,8 @@ from .errors import PyrodistError, StoreUnavailable
 from .master import Master
 from .notify import MAX_SUBSCRIBED_IDS
 from .protocol import MAX_BATCH, MAX_WAIT, check_batch, check_ids, check_leases, check_name, check_number, check_task_id
-from .values import arrived_payload
+from .transfer import download
+from .values import BlobRef, arrived_payload, is_blob_ref
 from .wire import Outcome, SubmittedTask, TaskSpec, WorkerStatus
 
 Wire = dict[str, Any]
@@ -157,6 +159,9 @@ class MasterService:
         """The task's record with its value decoded, waiting up to timeout seconds for it to finish."""
         timeout = check_number(timeout, "timeout", 0, 1e9)
         record = self._master.result(check_task_id(task_id), timeout, _secret(client_secret))
+        ref = BlobRef.parse(record.payload) if is_blob_ref(record.payload) else None
+        if ref is not None and ref.size <= self._limit:  # spilled past max_held: read back from disk
+            record = dataclasses.replace(record, payload=download(self._master, ref))
         return record.to_plain(self._caller_uses_json(), bounded=True)
 
     def collect(

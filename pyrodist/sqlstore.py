@@ -301,11 +301,11 @@ class SqliteStore(TaskStore):
     def _due(self, now: float) -> list[Task]:
         return self._select("state = 'retrying' AND due <= ?", (now,))
 
-    def _save_results(self, tasks: list[Task]) -> None:
-        self._db.executemany(
-            "UPDATE tasks SET result = ?, result_sum = ? WHERE seq = ?",
-            [(t.result, _sum(t.result), t.seq) for t in tasks],
-        )
+    def _release_values(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            task.result = None
+        seqs = [(t.seq,) for t in tasks]
+        self._db.executemany("UPDATE tasks SET result = NULL, result_sum = NULL WHERE seq = ?", seqs)
 
     def _save(self, tasks: list[Task]) -> None:
         # The two changes every task makes write only what they change (a third less work for SQLite per

@@ -51,6 +51,8 @@ class TaskStore(Undoable[Snapshot]):
     """The rules every store shares; subclasses keep pending and finished tasks (see the hooks at the end)."""
 
     durable = False
+    results_held = 0
+    """Bytes of finished tasks' values this store holds in memory (none: they are on disk)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -274,9 +276,7 @@ class TaskStore(Undoable[Snapshot]):
         done = [
             t for t in map(self._find, task_ids) if t is not None and t.state is TaskState.DONE and t.result is not None
         ]
-        for task in done:
-            task.result = None
-        self._save_results(done)
+        self._release_values(done)
         self._commit()
         return len(done)
 
@@ -391,8 +391,9 @@ class TaskStore(Undoable[Snapshot]):
         """Forget tombstones laid before this time."""
         raise NotImplementedError
 
-    def _save_results(self, tasks: list[Task]) -> None:
-        """Keep the changed results of these finished tasks (memory: they are changed in place)."""
+    def _release_values(self, tasks: list[Task]) -> None:
+        """Drop the values of these done tasks (`result` None), where they are kept too."""
+        raise NotImplementedError
 
     def _commit(self) -> None:
         """Make the changes so far durable (a no-op in memory)."""

@@ -21,6 +21,7 @@ import pytest
 from pyrodist import Client, ResultExpired, TaskError, TaskLost
 from pyrodist.connection import LocalConnection
 from pyrodist.protocol import client_id_of
+from pyrodist.service import MasterService
 from pyrodist.sqlstore import SqliteStore
 from pyrodist.statustext import format_task
 from pyrodist.values import encode_call, encode_value
@@ -454,5 +455,20 @@ def test_a_fetch_carries_at_most_max_payload_bytes_of_arguments_and_gives_the_re
         assert [t.id for t in fetched] == [c.task_id for c in calls]  # those given back kept their place
         records = conn.lookup([c.task_id for c in calls], secret)
         assert all(r is not None and r.attempts == 1 for r in records)  # a give-back is no attempt
+    finally:
+        cluster.close()
+
+
+def test_results_nobody_collects_count_in_max_held_and_plain_callers_still_read_them() -> None:
+    cluster = InProcess(max_held=250_000)  # two results of 100 KB are held; later ones wait on disk
+    plain = MasterService(cluster.master, cluster.settings)  # a serpent caller: values come back decoded
+    try:
+        cluster.start_worker()
+        sent = [chr(65 + i) * 100_000 for i in range(6)]
+        ids = plain.submit_many([{"func": "tests.tasks:echo", "args": [value]} for value in sent])
+        got = [plain.result(task_id, timeout=30) for task_id in ids]
+        assert [record["value"] for record in got] == sent
+        assert len(cluster.master.blobs) >= 3  # the results beyond max_held were spilled to the blob folder
+        assert 0 < cluster.master._store.results_held <= 250_000
     finally:
         cluster.close()
