@@ -37,21 +37,26 @@ _context = Pyro4.core.current_context
 _pyro_handle_request = Pyro4.core.Daemon.handleRequest
 
 
-class _Replayed:
-    """A connection whose next reads return bytes already read from it, then read on."""
+def _replay(daemon: Any, conn: Any, data: bytes) -> None:
+    """Pyro4's own handleRequest, its first reads served from data (bytes already read from conn).
 
-    def __init__(self, conn: Any, data: bytes) -> None:
-        self._conn, self._data = conn, data
+    The connection itself is handed over, its recv shadowed meanwhile: Pyro4 keys streams and instances
+    by the connection object, which must be the one it sees again when the client leaves.
+    """
+    read = type(conn).recv
 
-    def recv(self, size: int) -> Any:
-        """size bytes: from what was read already while it lasts."""
-        if not self._data:
-            return self._conn.recv(size)
-        data, self._data = self._data[:size], self._data[size:]
-        return data if len(data) == size else data + self._conn.recv(size - len(data))
+    def replaying(size: int) -> Any:
+        nonlocal data
+        if not data:
+            return read(conn, size)
+        part, data = data[:size], data[size:]
+        return part if len(part) == size else part + read(conn, size - len(part))
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
+    conn.recv = replaying
+    try:
+        _pyro_handle_request(daemon, conn)
+    finally:
+        del conn.recv
 
 
 def _mac(key: bytes, data: bytes, annotations: dict[str, bytes]) -> bytes:
@@ -80,13 +85,19 @@ def _annotations(data: bytes) -> dict[str, bytes] | None:
 def message_bytes(
     kind: int, data: bytes, serializer_id: int, flags: int, seq: int, annotations: dict[str, bytes], key: bytes | None
 ) -> bytes:
-    """A whole Pyro4 message, as `Message(...).to_bytes()` makes it."""
+    """A whole Pyro4 message, as `Message(...).to_bytes()` makes it (refusing what it refuses)."""
+    if any(len(name) != 4 for name in annotations):
+        raise Pyro4.errors.ProtocolError("annotation key must be of length 4")
     if key:
         annotations = {**annotations, "HMAC": b""}
         annotations["HMAC"] = _mac(key, data, annotations)
     chunks = b"".join(_ANNOTATION.pack(name.encode("ascii"), len(value)) + value for name, value in annotations.items())
     size = len(chunks)
     checksum = (kind + _VERSION + len(data) + size + serializer_id + flags + seq + _MAGIC) & 0xFFFF
+    if 0 < Pyro4.config.MAX_MESSAGE_SIZE < len(data) + size:
+        raise Pyro4.errors.MessageTooLargeError(
+            f"max message size exceeded ({len(data) + size} where max={Pyro4.config.MAX_MESSAGE_SIZE})"
+        )
     header = _HEADER.pack(b"PYRO", _VERSION, kind, flags, seq, len(data), serializer_id, size, 0, checksum)
     return header + chunks + data
 
@@ -106,7 +117,7 @@ def handle_request(daemon: Any, conn: Any) -> None:
         or serializer_id not in daemon._Daemon__serializer_ids
         or Pyro4.config.LOGWIRE
     ):
-        _pyro_handle_request(daemon, _Replayed(conn, header))
+        _replay(daemon, conn, header)
         return
     chunks = conn.recv(annotations_size) if annotations_size else b""
     data = conn.recv(size) if size else b""
@@ -117,12 +128,12 @@ def handle_request(daemon: Any, conn: Any) -> None:
         or ("HMAC" in annotations) != bool(key)
         or (key and not hmac.compare_digest(annotations["HMAC"], _mac(key, data, annotations)))
     ):
-        _pyro_handle_request(daemon, _Replayed(conn, header + chunks + data))
+        _replay(daemon, conn, header + chunks + data)
         return
     is_callback = False
     try:
-        correlation = annotations.get("CORR")
-        _context.correlation_id = uuid.UUID(bytes=correlation) if correlation else None
+        correlation = annotations.get("CORR")  # as Pyro4: one that is not 16 bytes is answered with a ValueError
+        _context.correlation_id = None if correlation is None else uuid.UUID(bytes=correlation)
         serializer = Pyro4.util.get_serializer_by_id(serializer_id)
         object_id, method_name, args, kwargs = serializer.deserializeCall(data, compressed=flags & _COMPRESSED)
         _context.client = conn
@@ -156,7 +167,7 @@ def handle_request(daemon: Any, conn: Any) -> None:
                     return
         payload, compressed = serializer.serializeData(result, compress=Pyro4.config.COMPRESSION)
         reply = dict(_context.response_annotations)
-        if correlation:
+        if correlation is not None:
             reply["CORR"] = correlation
         reply.update(daemon.annotations())
         _context.response_annotations = {}
@@ -198,6 +209,7 @@ def invoke(proxy: Any, method_name: str, args: tuple[Any, ...]) -> Any:
         or proxy._pyroRawWireResponse
         or proxy._Proxy__async
         or Pyro4.config.LOGWIRE
+        or (args and isinstance(args[0], Pyro4.core.SerializedBlob))
     ):
         return getattr(proxy, method_name)(*args)
     with proxy._Proxy__pyroConnLock:
@@ -213,8 +225,9 @@ def invoke(proxy: Any, method_name: str, args: tuple[Any, ...]) -> Any:
         proxy._pyroSeq = seq = (proxy._pyroSeq + 1) & 0xFFFF
         key = proxy._pyroHmacKey
         flags = _COMPRESSED if compressed else 0
+        message = message_bytes(_INVOKE, data, serializer.serializer_id, flags, seq, annotations, key)
         try:
-            conn.send(message_bytes(_INVOKE, data, serializer.serializer_id, flags, seq, annotations, key))
+            conn.send(message)
             reply = Pyro4.message.Message.recv(conn, [_RESULT], hmac_key=key)
             if reply.seq != seq:
                 raise Pyro4.errors.ProtocolError(f"invoke: reply sequence out of sync, got {reply.seq} expected {seq}")

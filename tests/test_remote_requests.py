@@ -18,8 +18,9 @@ import Pyro4.message
 import pytest
 
 from pyrodist.remote import configure
-from pyrodist.remote_requests import handle_request, invoke
+from pyrodist.remote_requests import handle_request, invoke, message_bytes
 from pyrodist.remote_serializer import PACKED
+from tests.conftest import wait_until
 
 
 @Pyro4.expose
@@ -54,8 +55,8 @@ class Echo:
 
 
 @pytest.fixture(params=[None, b"the cluster key"], ids=["no key", "key"])
-def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, Echo, bytes | None]]:
-    """A daemon serving an Echo on a free loopback port, with or without a key: (uri, the object, the key)."""
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, Echo, bytes | None, Any]]:
+    """A daemon serving an Echo on a free loopback port, with or without a key: (uri, the object, the key, it)."""
     configure()
     key = request.param
     daemon = Pyro4.Daemon(host="127.0.0.1", port=0)
@@ -65,7 +66,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, Echo, bytes | 
     thread = threading.Thread(target=daemon.requestLoop, daemon=True)
     thread.start()
     try:
-        yield uri, echo, key
+        yield uri, echo, key, daemon
     finally:
         daemon.shutdown()
         thread.join(timeout=10)
@@ -87,7 +88,7 @@ def test_the_daemon_is_patched() -> None:
 
 @pytest.mark.parametrize("serializer", [PACKED, "json", "serpent"])
 def test_ordinary_calls_through_the_lean_path_and_pyro4s_own_agree(served: Any, serializer: str) -> None:
-    uri, _, key = served
+    uri, _, key, _ = served
     with proxy_for(uri, key, serializer) as proxy:
         values = [None, 1, "text", [1, 2], {"a": [1.5, None]}]
         for value in values:
@@ -96,7 +97,7 @@ def test_ordinary_calls_through_the_lean_path_and_pyro4s_own_agree(served: Any, 
 
 
 def test_a_remote_error_keeps_its_type_message_and_remote_traceback(served: Any) -> None:
-    uri, _, key = served
+    uri, _, key, _ = served
     with proxy_for(uri, key) as proxy:
         with pytest.raises(ValueError, match="no good") as raised:
             invoke(proxy, "fail", ("no good",))
@@ -104,7 +105,7 @@ def test_a_remote_error_keeps_its_type_message_and_remote_traceback(served: Any)
 
 
 def test_private_and_unknown_methods_are_refused(served: Any) -> None:
-    uri, _, key = served
+    uri, _, key, _ = served
     with proxy_for(uri, key) as proxy:
         with pytest.raises(AttributeError):
             invoke(proxy, "_private", ())
@@ -115,7 +116,7 @@ def test_private_and_unknown_methods_are_refused(served: Any) -> None:
 
 
 def test_a_compressed_call_and_its_compressed_answer(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    uri, _, key = served
+    uri, _, key, _ = served
     monkeypatch.setattr(Pyro4.config, "COMPRESSION", True)
     with proxy_for(uri, key) as proxy:
         text = "compress me " * 10_000
@@ -123,7 +124,7 @@ def test_a_compressed_call_and_its_compressed_answer(served: Any, monkeypatch: p
 
 
 def test_pings_oneway_batches_attributes_and_streams_still_work(served: Any) -> None:
-    uri, echo, key = served
+    uri, echo, key, _ = served
     with proxy_for(uri, key) as proxy:
         ping = Pyro4.message.Message(Pyro4.message.MSG_PING, b"ping", 42, 0, 0, hmac_key=key)
         proxy._pyroConnection.send(ping.to_bytes())  # (Pyro4's Message.ping reads the answer without the key)
@@ -141,7 +142,7 @@ def test_pings_oneway_batches_attributes_and_streams_still_work(served: Any) -> 
 
 
 def test_a_call_with_another_key_is_refused(served: Any) -> None:
-    uri, _, _ = served
+    uri, _, _, _ = served
     proxy = Pyro4.Proxy(uri)
     proxy._pyroHmacKey = b"another key"  # the daemon has a key of its own, or none
     proxy._pyroSerializer = PACKED
@@ -150,7 +151,7 @@ def test_a_call_with_another_key_is_refused(served: Any) -> None:
 
 
 def test_a_message_whose_checksum_is_wrong_is_refused_and_the_daemon_goes_on(served: Any) -> None:
-    uri, _, key = served
+    uri, _, key, _ = served
     host, port = uri.split("@")[1].rsplit(":", 1)
     with proxy_for(uri, key) as proxy:
         sock = socket.create_connection((host, int(port)), timeout=10)
@@ -162,3 +163,41 @@ def test_a_message_whose_checksum_is_wrong_is_refused_and_the_daemon_goes_on(ser
             with contextlib.suppress(OSError):
                 sock.recv(1024)
         assert invoke(proxy, "echo", ("alive",)) == "alive"
+
+
+def test_a_stream_opened_by_a_replayed_call_is_let_go_when_its_client_leaves(served: Any) -> None:
+    """Pyro4 finds a client's streams by its connection object: a replayed call must hand over that very one."""
+    uri, _, key, daemon = served
+    proxy = proxy_for(uri, key)
+    serializer = Pyro4.util.get_serializer(PACKED)
+    data, _ = serializer.serializeCall("echo", "count", (3,), {})
+    flags = Pyro4.message.FLAGS_EXCEPTION  # not an ordinary call: replayed to Pyro4's own handleRequest
+    message = Pyro4.message.Message(Pyro4.message.MSG_INVOKE, data, serializer.serializer_id, flags, 1, hmac_key=key)
+    proxy._pyroConnection.send(message.to_bytes())
+    reply = Pyro4.message.Message.recv(proxy._pyroConnection, [Pyro4.message.MSG_RESULT], hmac_key=key)
+    assert reply.flags & Pyro4.message.FLAGS_ITEMSTREAMRESULT and len(daemon.streaming_responses) == 1
+    proxy._pyroRelease()
+    # Pyro4 keeps a stream ITER_STREAM_LINGER seconds for a client that left, its owner cleared: then it expires.
+    wait_until(lambda: all(info[0] is None for info in daemon.streaming_responses.values()), timeout=10,
+               what="the stream let go of its client")  # fmt: skip
+
+
+def test_a_message_is_refused_as_pyro4_refuses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert message_bytes(Pyro4.message.MSG_RESULT, b"{}", 80, 0, 7, {"CORR": b"x" * 16}, b"k") == (
+        Pyro4.message.Message(Pyro4.message.MSG_RESULT, b"{}", 80, 0, 7, {"CORR": b"x" * 16}, b"k").to_bytes()
+    )
+    with pytest.raises(Pyro4.errors.ProtocolError, match="length 4"):
+        message_bytes(Pyro4.message.MSG_RESULT, b"{}", 80, 0, 7, {"LONGER": b""}, None)
+    monkeypatch.setattr(Pyro4.config, "MAX_MESSAGE_SIZE", 100)
+    with pytest.raises(Pyro4.errors.MessageTooLargeError):
+        message_bytes(Pyro4.message.MSG_RESULT, b"x" * 101, 80, 0, 7, {}, None)
+
+
+def test_a_call_too_long_to_send_keeps_the_proxy(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri, _, key, _ = served
+    with proxy_for(uri, key) as proxy:
+        monkeypatch.setattr(Pyro4.config, "MAX_MESSAGE_SIZE", 1000)
+        with pytest.raises(Pyro4.errors.MessageTooLargeError):
+            invoke(proxy, "echo", ("x" * 2000,))
+        assert proxy._pyroConnection is not None  # refused before sending, as Pyro4 does: the connection is fine
+        assert invoke(proxy, "echo", ("short",)) == "short"
