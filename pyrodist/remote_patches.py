@@ -14,8 +14,8 @@
   place no longer take every thread. A connection refused for want of threads is closed at once, not
   answered from the accept loop.
 - Once the key is proven, what a call may cost before it is decoded is bounded too (`remote_limits`).
-- A long message is read into one buffer as it comes (`receive_data`): Pyro4 read it 60,000 bytes at a
-  time into a list and joined them, two copies and a system call per 60 KB.
+- A long message is read up to a megabyte at a time and joined once (`receive_data`): Pyro4 read it 60,000
+  bytes at a time, a system call per 60 KB.
 """
 
 from __future__ import annotations
@@ -129,34 +129,36 @@ def apply_patches() -> None:
 
 
 _pyro_receive = Pyro4.socketutil.receiveData
-GROW_FROM = 1024 * 1024
-"""Bytes first reserved for a long message; the buffer doubles as more arrives."""
-READ_INTO_ABOVE = 64 * 1024
-"""Messages longer than this are read into one buffer (shorter ones as Pyro4 reads them: one system call)."""
+READ_AT_MOST = 1024 * 1024
+"""Bytes asked of the socket at a time for a long message (what arrives is kept as it comes, then joined once)."""
+READ_WHOLE_BELOW = 64 * 1024
+"""Messages up to this long are read as Pyro4 reads them (one system call)."""
 
 
-def receive_data(sock: Any, size: int) -> bytes | bytearray:
-    """size bytes from sock, as Pyro4's receiveData gives them (and raising its errors), a long one in one buffer."""
-    if size <= READ_INTO_ABOVE:
+def receive_data(sock: Any, size: int) -> bytes:
+    """size bytes from sock, as Pyro4's receiveData gives them (and raising its errors), a long one joined once.
+
+    Memory follows the bytes that arrived, never what a header announced; each piece is copied once, where
+    growing one buffer copied and zeroed it again at every step.
+    """
+    if size <= READ_WHOLE_BELOW:
         return _pyro_receive(sock, size)  # type: ignore[no-any-return]
-    buffer = bytearray(min(size, GROW_FROM))  # grown as the data comes: a header alone reserves little
+    parts: list[bytes] = []
     got = 0
     try:
         while got < size:
-            if got == len(buffer):
-                buffer += bytes(min(len(buffer), size - len(buffer)))
-            with memoryview(buffer) as view, view[got:] as rest:
-                count = sock.recv_into(rest)
-            if not count:
+            part = sock.recv(min(size - got, READ_AT_MOST))
+            if not part:
                 error = Pyro4.errors.ConnectionClosedError("receiving: not enough data")
-                error.partialData = bytes(buffer[:got])
+                error.partialData = b"".join(parts)
                 raise error
-            got += count
+            parts.append(part)
+            got += len(part)
     except TimeoutError:  # socket.timeout
         raise Pyro4.errors.TimeoutError("receiving: timeout") from None
     except OSError as exc:
         raise Pyro4.errors.ConnectionClosedError(f"receiving: connection lost: {exc}") from None
-    return buffer
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def defer_tls_handshakes(daemon: Any) -> None:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import inspect
 import logging
+import ssl
 import struct
 import uuid
 from typing import Any
@@ -33,6 +34,11 @@ _INVOKE, _RESULT = Pyro4.message.MSG_INVOKE, Pyro4.message.MSG_RESULT
 _COMPRESSED, _EXCEPTION = Pyro4.message.FLAGS_COMPRESSED, Pyro4.message.FLAGS_EXCEPTION
 _PLAIN_RESULTS = frozenset({dict, list, tuple, str, bytes, int, float, bool, type(None)})
 """Result types that are never a stream (Pyro4 tests every result for being an iterator)."""
+_MOST_PARTS = 512
+"""Parts given to one sendmsg (below the kernel's IOV_MAX)."""
+JOIN_BELOW = 64 * 1024
+"""A message's data shorter than this is joined to its header: one buffer, one system call."""
+Part = bytes | memoryview
 _context = Pyro4.core.current_context
 _pyro_handle_request = Pyro4.core.Daemon.handleRequest
 
@@ -86,20 +92,81 @@ def message_bytes(
     kind: int, data: bytes, serializer_id: int, flags: int, seq: int, annotations: dict[str, bytes], key: bytes | None
 ) -> bytes:
     """A whole Pyro4 message, as `Message(...).to_bytes()` makes it (refusing what it refuses)."""
+    return b"".join(message_parts(kind, [data], serializer_id, flags, seq, annotations, key))
+
+
+def message_parts(
+    kind: int,
+    data: list[Part],
+    serializer_id: int,
+    flags: int,
+    seq: int,
+    annotations: dict[str, bytes],
+    key: bytes | None,
+) -> list[Part]:
+    """A Pyro4 message whose data is these parts one after the other: its header and annotations, then the parts."""
     if any(len(name) != 4 for name in annotations):
         raise Pyro4.errors.ProtocolError("annotation key must be of length 4")
+    length = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in data)
     if key:
-        annotations = {**annotations, "HMAC": b""}
-        annotations["HMAC"] = _mac(key, data, annotations)
+        mac = hmac.new(key, digestmod=hashlib.sha1)
+        for part in data:
+            mac.update(part)
+        for name, value in sorted(annotations.items()):
+            if name != "HMAC":
+                mac.update(value)
+        annotations = {**annotations, "HMAC": mac.digest()}
     chunks = b"".join(_ANNOTATION.pack(name.encode("ascii"), len(value)) + value for name, value in annotations.items())
     size = len(chunks)
-    checksum = (kind + _VERSION + len(data) + size + serializer_id + flags + seq + _MAGIC) & 0xFFFF
-    if 0 < Pyro4.config.MAX_MESSAGE_SIZE < len(data) + size:
+    if 0 < Pyro4.config.MAX_MESSAGE_SIZE < length + size:
         raise Pyro4.errors.MessageTooLargeError(
-            f"max message size exceeded ({len(data) + size} where max={Pyro4.config.MAX_MESSAGE_SIZE})"
+            f"max message size exceeded ({length + size} where max={Pyro4.config.MAX_MESSAGE_SIZE})"
         )
-    header = _HEADER.pack(b"PYRO", _VERSION, kind, flags, seq, len(data), serializer_id, size, 0, checksum)
-    return header + chunks + data
+    checksum = (kind + _VERSION + length + size + serializer_id + flags + seq + _MAGIC) & 0xFFFF
+    header = _HEADER.pack(b"PYRO", _VERSION, kind, flags, seq, length, serializer_id, size, 0, checksum)
+    if len(data) == 1 and isinstance(data[0], bytes) and len(data[0]) < JOIN_BELOW:
+        return [header + chunks + data[0]]  # the usual small message: one buffer, one system call
+    return [header + chunks, *data]
+
+
+def _serialized(serializer: Any, value: Any, call: tuple[str, str] | None = None) -> tuple[list[Part], bool]:
+    """value (or, with call (object id, method), a call with value as its arguments) serialized: (parts, compressed).
+
+    pyrodist's own serializer gives parts (big bytes values apart, not copied into one message); others one."""
+    if not Pyro4.config.COMPRESSION and hasattr(serializer, "dumps_parts"):
+        if call is None:
+            return serializer.dumps_parts(value), False
+        return serializer.dumps_call_parts(call[0], call[1], value, {}), False
+    if call is None:
+        data, compressed = serializer.serializeData(value, compress=Pyro4.config.COMPRESSION)
+    else:
+        data, compressed = serializer.serializeCall(call[0], call[1], value, {}, compress=Pyro4.config.COMPRESSION)
+    return [data], compressed
+
+
+def send_parts(conn: Any, parts: list[Part]) -> None:
+    """Send a message's parts on conn, as Pyro4's `conn.send` would send them joined (and raising its errors).
+
+    Parts are gathered by the kernel (`sendmsg`) on a plain blocking socket: a big value is not copied into a
+    message first. On a TLS socket or one with a timeout, they are joined and sent by Pyro4."""
+    sock = conn.sock
+    if len(parts) == 1 or sock.gettimeout() is not None or isinstance(sock, ssl.SSLSocket):
+        conn.send(parts[0] if len(parts) == 1 else b"".join(parts))
+        return
+    views = [memoryview(part).cast("B") for part in parts]
+    first = 0
+    try:
+        while first < len(views):
+            sent = sock.sendmsg(views[first : first + _MOST_PARTS])
+            while sent and sent >= views[first].nbytes:
+                sent -= views[first].nbytes
+                first += 1
+            if sent:
+                views[first] = views[first][sent:]
+    except TimeoutError:
+        raise Pyro4.errors.TimeoutError("sending: timeout") from None
+    except OSError as exc:
+        raise Pyro4.errors.ConnectionClosedError(f"sending: connection lost: {exc}") from None
 
 
 def handle_request(daemon: Any, conn: Any) -> None:
@@ -165,13 +232,15 @@ def handle_request(daemon: Any, conn: Any) -> None:
                         flags=Pyro4.message.FLAGS_ITEMSTREAMRESULT,
                     )  # fmt: skip
                     return
-        payload, compressed = serializer.serializeData(result, compress=Pyro4.config.COMPRESSION)
+        payload, compressed = _serialized(serializer, result)
         reply = dict(_context.response_annotations)
         if correlation is not None:
             reply["CORR"] = correlation
         reply.update(daemon.annotations())
         _context.response_annotations = {}
-        conn.send(message_bytes(_RESULT, payload, serializer_id, _COMPRESSED if compressed else 0, seq, reply, key))
+        send_parts(
+            conn, message_parts(_RESULT, payload, serializer_id, _COMPRESSED if compressed else 0, seq, reply, key)
+        )
     except Exception as exc:
         log.debug("exception while handling a call: %r", exc)
         answered = isinstance(exc, Pyro4.errors.SerializeError) or not isinstance(exc, Pyro4.errors.CommunicationError)
@@ -219,15 +288,13 @@ def invoke(proxy: Any, method_name: str, args: tuple[Any, ...]) -> Any:
         _context.response_annotations = {}
         serializer = Pyro4.util.get_serializer(proxy._pyroSerializer or Pyro4.config.SERIALIZER)
         annotations = proxy._Proxy__annotations()
-        data, compressed = serializer.serializeCall(
-            conn.objectId, method_name, args, {}, compress=Pyro4.config.COMPRESSION
-        )
+        data, compressed = _serialized(serializer, args, (conn.objectId, method_name))
         proxy._pyroSeq = seq = (proxy._pyroSeq + 1) & 0xFFFF
         key = proxy._pyroHmacKey
         flags = _COMPRESSED if compressed else 0
-        message = message_bytes(_INVOKE, data, serializer.serializer_id, flags, seq, annotations, key)
+        message = message_parts(_INVOKE, data, serializer.serializer_id, flags, seq, annotations, key)
         try:
-            conn.send(message)
+            send_parts(conn, message)
             reply = Pyro4.message.Message.recv(conn, [_RESULT], hmac_key=key)
             if reply.seq != seq:
                 raise Pyro4.errors.ProtocolError(f"invoke: reply sequence out of sync, got {reply.seq} expected {seq}")

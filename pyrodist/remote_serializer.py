@@ -41,6 +41,14 @@ class PackedSerializer(Pyro4.util.JsonSerializer):  # type: ignore[misc]
         """A value as one packed message."""
         return rawjson.pack(data, self.default)
 
+    def dumps_parts(self, data: Any) -> list[bytes | memoryview]:
+        """A value as a packed message in parts to send one after the other (big bytes values not copied)."""
+        return rawjson.pack_parts(data, self.default)
+
+    def dumps_call_parts(self, obj: str, method: str, vargs: Any, kwargs: Any) -> list[bytes | memoryview]:
+        """A call as a packed message in parts."""
+        return rawjson.pack_parts({"object": obj, "method": method, "params": vargs, "kwargs": kwargs}, self.default)
+
     def loadsCall(self, data: Any) -> tuple[str, str, Any, Any]:  # noqa: N802 - Pyro4's name
         """A call from a packed message; ValueError naming what is wrong when it is not one."""
         call = self.loads(data)

@@ -18,7 +18,7 @@ import Pyro4.message
 import pytest
 
 from pyrodist.remote import configure
-from pyrodist.remote_requests import handle_request, invoke, message_bytes
+from pyrodist.remote_requests import handle_request, invoke, message_bytes, message_parts
 from pyrodist.remote_serializer import PACKED
 from tests.conftest import wait_until
 
@@ -201,3 +201,22 @@ def test_a_call_too_long_to_send_keeps_the_proxy(served: Any, monkeypatch: pytes
             invoke(proxy, "echo", ("x" * 2000,))
         assert proxy._pyroConnection is not None  # refused before sending, as Pyro4 does: the connection is fine
         assert invoke(proxy, "echo", ("short",)) == "short"
+
+
+def test_big_and_many_bytes_values_travel_in_parts_both_ways(served: Any) -> None:
+    uri, _, key, _ = served
+    with proxy_for(uri, key) as proxy:
+        big = bytes(range(256)) * 12_000  # about 3 MB: its own part, not copied into the message
+        assert invoke(proxy, "echo", (big,)) == big
+        many = [bytes([i % 256]) * (i % 50) for i in range(2000)]  # more parts than one sendmsg takes
+        assert invoke(proxy, "echo", (many,)) == many
+
+
+def test_a_message_in_parts_is_the_message_pyro4_would_write() -> None:
+    parts = [b"J[", memoryview(b"abc"), b"]"]
+    joined = b"".join(bytes(p) for p in parts)
+    for key in (None, b"k"):
+        expected = Pyro4.message.Message(Pyro4.message.MSG_RESULT, joined, 80, 0, 9, {"CORR": b"c" * 16}, key)
+        assert b"".join(message_parts(Pyro4.message.MSG_RESULT, parts, 80, 0, 9, {"CORR": b"c" * 16}, key)) == (
+            expected.to_bytes()
+        )
