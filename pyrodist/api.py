@@ -90,8 +90,9 @@ class MasterAPI(Protocol):
     def lookup(self, task_ids: Sequence[str], client_secret: str | None = None) -> list[TaskRecord | None]:
         """The records of these tasks; None for ids the master does not know, or of another client's tasks."""
 
-    def cancel(self, task_id: str, client_secret: str | None = None) -> bool:
-        """Cancel a task that has not finished (a client's task: with its secret); False when it had."""
+    def cancel(self, task_id: str, client_secret: str | None = None, force: bool = True) -> bool:
+        """Cancel a task no worker holds yet, or with force a running one too (a client's task: with its secret);
+        False when it could not be cancelled."""
 
     def forget(self, task_ids: Sequence[str], client_secret: str | None = None) -> int:
         """Drop the kept results of these finished tasks (a client's: with its secret); how many were dropped."""

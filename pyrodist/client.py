@@ -21,10 +21,10 @@ from . import progressbar, protocol
 from .callbacks import Callback, CallbackChannel
 from .collector import Collector, batches
 from .config import Settings
-from .connection import Connect
+from .connection import Connect, Connection
 from .errors import MasterRejected, PyrodistError
 from .futures import Future, FutureTable
-from .protocol import MAX_BATCH, admin_secret, client_id_of, in_messages, wire_estimate
+from .protocol import MAX_BATCH, TaskState, admin_secret, client_id_of, in_messages, wire_estimate
 from .remote_connection import PyroConnection
 from .retry import retrying
 from .transfer import upload
@@ -78,6 +78,7 @@ class Client:
         self._max_value = max(limits.max_value, limits.max_payload)  # an older master takes no big values
         self._settled = threading.Condition()  # shared by this client's futures (see futures.py)
         self._futures = FutureTable()
+        self._asks = _Asks(self._conn, self._secret, self._futures)
         self._callbacks = CallbackChannel(self.id, self._secret, self._conn)
         self._collector = Collector(self.id, self._secret, collecting, self._futures, limits,
                                     self._callbacks.resubscribe, self._callbacks.recovered)  # fmt: skip
@@ -169,7 +170,7 @@ class Client:
         """Send calls as tasks; with wait_when_full, wait (capped backoff) while the master's queue is full."""
         # Encode everything first: a bad value is an error here, before anything is sent.
         encoded = [encode_big_call(args, kwargs, self._max_value, self._max_payload) for args, kwargs in calls]
-        futures = [Future(self._settled, f"{self.id}.{next(self._ids)}", self._cancel) for _ in encoded]
+        futures = [Future(self._settled, f"{self.id}.{next(self._ids)}", self._asks) for _ in encoded]
         payloads = [
             upload(self._conn, f.task_id, "a", value) if isinstance(value, BigValue) else value
             for f, value in zip(futures, encoded, strict=True)
@@ -238,14 +239,18 @@ class Client:
         ids = [t.task_id if isinstance(t, Future) else t for t in tasks]
         return sum(self._conn.forget(chunk, self._secret) for chunk in batches(ids))
 
-    def _cancel(self, task_id: str) -> bool:
-        try:
-            cancelled = self._conn.cancel(task_id, self._secret)
-        except PyrodistError as exc:
-            log.warning("could not cancel task %s: %s", task_id, exc)
-            return False
-        if cancelled:
-            self._futures.pop(task_id)
+    def cancel(self, tasks: Iterable[Future | str], force: bool = False) -> int:
+        """Cancel these tasks (futures or ids): those no worker holds yet, and with force=True running ones too
+        (their child processes are killed on their workers: `Future.cancel()` never stops a running task).
+        How many were cancelled."""
+        cancelled = 0
+        for task in tasks:
+            task_id = task.task_id if isinstance(task, Future) else task
+            if self._conn.cancel(task_id, self._secret, force):
+                cancelled += 1
+                future = self._futures.pop(task_id)
+                if future is not None:
+                    future.cancel_here(running=True)
         return cancelled
 
     def close(self) -> None:
@@ -267,6 +272,33 @@ class Client:
             if not future.done():
                 message = f"the client was closed before task {future.task_id} finished (it may still run)"
                 future.set_exception(PyrodistError(message))
+
+
+class _Asks:
+    """What a client's futures ask of the master (`futures.Remote`): a connection failure is an answer, not an error."""
+
+    def __init__(self, conn: Connection, secret: str, futures: FutureTable) -> None:
+        self._conn, self._secret, self._futures = conn, secret, futures
+
+    def cancel_queued(self, task_id: str) -> bool | None:
+        """Cancel the task if no worker holds it (None: the master could not be asked)."""
+        try:
+            cancelled = self._conn.cancel(task_id, self._secret, force=False)
+        except PyrodistError as exc:
+            log.warning("could not cancel task %s: %s", task_id, exc)
+            return None
+        if cancelled:
+            self._futures.pop(task_id)
+        return cancelled
+
+    def held(self, task_id: str) -> bool:
+        """Whether a worker holds the task now (False when the master could not be asked)."""
+        try:
+            (record,) = self._conn.lookup([task_id], self._secret)
+        except PyrodistError as exc:
+            log.warning("could not look task %s up: %s", task_id, exc)
+            return False
+        return record is not None and record.state is TaskState.RUNNING
 
 
 class TaskOptions:

@@ -125,9 +125,9 @@ class WireConnection(MasterAPI):
         records = self._invoke(MasterAPI.lookup, list(task_ids), client_secret)
         return [None if r is None else TaskRecord.from_wire(r) for r in records]
 
-    def cancel(self, task_id: str, client_secret: str | None = None) -> bool:
-        """Cancel a task that has not finished."""
-        return bool(self._invoke(MasterAPI.cancel, task_id, client_secret))
+    def cancel(self, task_id: str, client_secret: str | None = None, force: bool = True) -> bool:
+        """Cancel a task no worker holds yet (with force: one that runs too)."""
+        return bool(self._invoke(MasterAPI.cancel, task_id, client_secret, force))
 
     def forget(self, task_ids: Sequence[str], client_secret: str | None = None) -> int:
         """Drop the kept results of these finished tasks."""

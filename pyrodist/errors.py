@@ -15,6 +15,8 @@
     ├── StoreUnavailable        the master's task store cannot write (disk full, read-only, I/O error):
     │                           nothing of the call was recorded; try again once the store is back
     ├── TaskError               a task failed on its worker; carries the remote type, message, traceback
+    │                           (and is an instance of the remote exception's class too when that class is
+    │                           known here: `task_error`)
     │   └── TaskLost            the master no longer knows the task (for example it restarted in memory)
     │       └── ResultExpired   the master dropped the result (--result-ttl passed, or client.forget)
     └── RemoteTraceback         a task's traceback on its worker, the `__cause__` of its TaskError
@@ -24,6 +26,11 @@ Remote methods raise builtin exceptions only (they must cross the wire to plain 
 """
 
 from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
 
 
 class PyrodistError(Exception):
@@ -79,16 +86,69 @@ class TaskError(PyrodistError):
     """A task failed; carries the remote exception's type name, message and traceback."""
 
     def __init__(self, task_id: str, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(task_id, type_name, message, remote_traceback)
+        self._fill(task_id, type_name, message, remote_traceback)
+
+    def _fill(self, task_id: str, type_name: str, message: str, remote_traceback: str) -> None:
         self.task_id = task_id
         self.type_name = type_name
         self.message = message
         self.remote_traceback = remote_traceback
-        super().__init__(task_id, type_name, message, remote_traceback)
         if remote_traceback:  # shown above this error, as concurrent.futures shows a process pool's
             self.__cause__ = RemoteTraceback(remote_traceback)
 
     def __str__(self) -> str:
         return f"task {self.task_id} failed: {self.type_name}: {self.message}"
+
+
+def task_error(task_id: str, record: Mapping[str, Any]) -> TaskError:
+    """The error a failed task raises in its caller, from its error record.
+
+    When the remote exception's class can be found without importing anything (a builtin, or a class of a
+    module this process has imported already), the error is an instance of that class *and* of `TaskError`, so
+    `except ZeroDivisionError:` catches it as it would locally. Nothing is unpickled: the class is found by
+    name, and only subclasses of `Exception` are taken (a remote SystemExit never exits the caller).
+    """
+    type_name, message = str(record.get("type", "")), str(record.get("message", ""))
+    traceback = str(record.get("traceback", ""))
+    kind = _rebuilt(_exception_class(type_name, str(record.get("module") or "builtins")))
+    if kind is None:
+        return TaskError(task_id, type_name, message, traceback)
+    error = kind.__new__(kind, message)  # the original's own __init__ may want other arguments: not called
+    error.args = (message,)  # (OSError's __new__ leaves them to an __init__)
+    error._fill(task_id, type_name, message, traceback)
+    return error
+
+
+def _exception_class(name: str, module_name: str) -> type[Exception] | None:
+    """The Exception subclass of that name in that module, if the module is imported here already."""
+    module = sys.modules.get(module_name)
+    found = getattr(module, name, None) if module is not None and name.isidentifier() else None
+    if isinstance(found, type) and issubclass(found, Exception) and not issubclass(found, TaskError):
+        return found
+    return None
+
+
+_rebuilt_classes: dict[type[Exception], type[TaskError] | None] = {}
+_rebuilt_lock = threading.Lock()
+
+
+def _rebuilt(cls: type[Exception] | None) -> type[TaskError] | None:
+    """A class that is both cls and TaskError, made once per cls (None when cls cannot be subclassed so)."""
+    if cls is None:
+        return None
+    with _rebuilt_lock:
+        if cls not in _rebuilt_classes:
+            namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": _own_message}
+            try:
+                _rebuilt_classes[cls] = type(cls.__name__, (TaskError, cls), namespace)
+            except TypeError:  # a class that forbids subclasses, or whose layout cannot be combined
+                _rebuilt_classes[cls] = None
+        return _rebuilt_classes[cls]
+
+
+def _own_message(self: TaskError) -> str:
+    return self.message  # as the remote exception printed itself
 
 
 class RemoteTraceback(PyrodistError):

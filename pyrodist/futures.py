@@ -11,10 +11,10 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
-from .errors import ResultExpired, TaskError
+from .errors import ResultExpired, task_error
 from .protocol import TaskState
 from .values import decode_value
 from .wire import Finished
@@ -24,23 +24,55 @@ log = logging.getLogger(__name__)
 _WAITING = ("PENDING", "RUNNING")  # concurrent.futures' states of a future that is not done
 
 
-class Future(concurrent.futures.Future[Any]):
-    """A `concurrent.futures.Future` for one task; `task_id` is the master's id for it."""
+class Remote(Protocol):
+    """What a future asks of its client's master."""
 
-    def __init__(self, condition: threading.Condition, task_id: str, cancel: Callable[[str], bool]) -> None:
+    def cancel_queued(self, task_id: str) -> bool | None:
+        """Cancel the task if no worker holds it: True, False (one does, or it finished), None (no answer)."""
+
+    def held(self, task_id: str) -> bool:
+        """Whether a worker holds the task now."""
+
+
+class Future(concurrent.futures.Future[Any]):
+    """A `concurrent.futures.Future` for one task; `task_id` is the master's id for it.
+
+    As the standard library's: a future is running once a worker holds its task (the master leased it),
+    and only a future that is not running can be cancelled. `Client.cancel(..., force=True)` stops a
+    running task (its child process is killed on its worker).
+    """
+
+    def __init__(self, condition: threading.Condition, task_id: str, remote: Remote) -> None:
         super().__init__()
         self._condition = condition  # shared by the client's futures, which wait in a loop (see the module)
         self.task_id = task_id
-        self._cancel_remote = cancel
+        self._remote = remote
         self._sent = False  # the master confirmed it has the task
 
     def cancel(self) -> bool:
-        """Cancel the task (a running one is killed on its worker); False when it finished or the master is away."""
-        if self.done():
-            return self.cancelled()
-        if not self._cancel_remote(self.task_id):
+        """Cancel the task unless a worker holds it already; False when it runs or finished (or the master is away)."""
+        with self._condition:
+            if self._state != "PENDING":
+                return self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+        if not self._remote.cancel_queued(self.task_id):  # a worker holds it, it finished, or no answer
             return False
         return self.cancel_here()
+
+    def running(self) -> bool:
+        """Whether a worker holds the task (the master is asked while the future is pending)."""
+        with self._condition:
+            if self._state != "PENDING":
+                return self._state == "RUNNING"
+        if self._remote.held(self.task_id):
+            self.set_running()
+        with self._condition:
+            return self._state == "RUNNING"
+
+    def set_running(self) -> None:
+        """A worker holds the task: the future is running (from now on it cannot be cancelled)."""
+        with self._condition:
+            if self._state == "PENDING":
+                self.set_running_or_notify_cancel()
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's value; raises its error, CancelledError, or TimeoutError after timeout seconds."""
@@ -62,9 +94,12 @@ class Future(concurrent.futures.Future[Any]):
                     return
                 self._condition.wait(remaining)
 
-    def cancel_here(self) -> bool:
-        """Mark cancelled and wake wait()/as_completed(); safe to call from several threads."""
+    def cancel_here(self, running: bool = False) -> bool:
+        """Mark cancelled (with running: also when running, its task stopped by force) and wake wait() and
+        as_completed(); safe to call from several threads."""
         with self._condition:
+            if running and self._state == "RUNNING":
+                self._state = "PENDING"  # the standard library cancels only pending futures
             if not super().cancel():
                 return False
             if self._state == "CANCELLED":  # not yet notified: do it once
@@ -91,7 +126,7 @@ def settle(future: Future, record: Finished) -> None:
     elif record.state is TaskState.EXPIRED:
         future.set_exception(ResultExpired(record.id, "ResultExpired", error.get("message", "expired"), ""))
     else:
-        future.set_exception(TaskError(record.id, error["type"], error["message"], error.get("traceback", "")))
+        future.set_exception(task_error(record.id, error))
 
 
 class FutureTable:

@@ -36,7 +36,7 @@ from .errors import StoreUnavailable
 from .memstore import MemoryStore
 from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
 from .outbox import Outboxes
-from .protocol import FINISHED_STATES, MAX_BATCH, TaskState, client_id_of
+from .protocol import ACTIVE_STATES, FINISHED_STATES, MAX_BATCH, QUEUED_STATES, TaskState, client_id_of
 from .reaper import REAP_EVERY, Reaper
 from .registry import WorkerRegistry
 from .retry import Periodic
@@ -267,12 +267,13 @@ class Master(MasterAPI):
         with self._lock:
             return [t.record() if (t := self._access.visible(self._store.get(i), caller)) else None for i in task_ids]
 
-    def cancel(self, task_id: str, client_secret: str | None = None) -> bool:
-        """Cancel a task that has not finished (a running one is killed on its worker); False when it finished."""
+    def cancel(self, task_id: str, client_secret: str | None = None, force: bool = True) -> bool:
+        """Cancel a task no worker holds yet, or with force one that runs too (killed on its worker); False when
+        it finished (or, without force, a worker holds it)."""
         caller = self._access.caller(client_secret)
         with self._lock:
             self._known(task_id, caller)
-            task = self._store.cancel(task_id, self._clock())
+            task = self._store.cancel(task_id, self._clock(), ACTIVE_STATES if force else QUEUED_STATES)
             if task is not None:
                 if task.worker is not None and task.started is not None:
                     self._workers.kill(task.worker, task.id)

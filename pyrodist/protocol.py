@@ -34,6 +34,8 @@ class TaskState(enum.StrEnum):
 
 FINISHED_STATES = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED})
 ACTIVE_STATES = frozenset({TaskState.PENDING, TaskState.RUNNING, TaskState.RETRYING})
+QUEUED_STATES = frozenset({TaskState.PENDING, TaskState.RETRYING})
+"""Active states of a task no worker holds: what cancelling without force may stop."""
 WORKER_STATES = ("live", "stopping", "stopped")
 """What a worker may say it is in its heartbeat."""
 
@@ -148,20 +150,23 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 
 class ErrorRecord(TypedDict):
-    """An exception that crossed the wire: its type name, message, traceback text and base class names."""
+    """An exception that crossed the wire: its type name, message, traceback text, base class names and module."""
 
     type: str
     message: str
     traceback: NotRequired[str]
     bases: NotRequired[str]
+    module: NotRequired[str]
 
 
 def error_info(exc: BaseException, tb: str | None = None) -> ErrorRecord:
     """The record of an exception that crosses the wire: type name, message, traceback text."""
     if tb is None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    bases = " ".join(c.__name__ for c in type(exc).__mro__[1:-1])  # all but the type itself and object
-    return {"type": type(exc).__name__, "message": _printable(str(exc)), "traceback": _printable(tb), "bases": bases}
+    kind = type(exc)
+    bases = " ".join(c.__name__ for c in kind.__mro__[1:-1])  # all but the type itself and object
+    return {"type": kind.__name__, "message": _printable(str(exc)), "traceback": _printable(tb), "bases": bases,
+            "module": kind.__module__}  # fmt: skip
 
 
 def _printable(text: str) -> str:
@@ -329,7 +334,10 @@ def check_error(value: Any, what: str, optional: bool = True) -> ErrorRecord | N
         return None
     if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("type", "message")):
         raise TypeError(f"{what} must be a dict with 'type' and 'message' strings")
-    return {k: str(value.get(k, ""))[:MAX_ERROR_TEXT] for k in ERROR_FIELDS}  # type: ignore[return-value]
+    record = {k: str(value.get(k, ""))[:MAX_ERROR_TEXT] for k in ERROR_FIELDS}
+    if isinstance(value.get("module"), str):  # the exception class's module (from pyrodist's own workers)
+        record["module"] = value["module"][:MAX_ERROR_TEXT]
+    return record  # type: ignore[return-value]
 
 
 def check_strings(value: Any, what: str) -> list[str]:

@@ -151,7 +151,7 @@ def run_task(
         return False, protocol.error_info(exc, tb="")
     try:
         value = func(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - the task's own error: keep its traceback for the client
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the task's own error (sys.exit() too): the child goes on
         return False, protocol.error_info(exc, _task_traceback(exc))
     try:
         what = f"the result of {func_ref}"

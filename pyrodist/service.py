@@ -183,9 +183,12 @@ class MasterService:
         records = self._master.lookup(check_ids(task_ids, "task_ids"), _secret(client_secret))
         return [None if record is None else record.to_wire() for record in records]
 
-    def cancel(self, task_id: Any, client_secret: Any = None) -> bool:
-        """Cancel a task that has not finished (a running one is killed on its worker); False when it finished."""
-        return self._master.cancel(check_task_id(task_id), _secret(client_secret))
+    def cancel(self, task_id: Any, client_secret: Any = None, force: Any = True) -> bool:
+        """Cancel a task no worker holds yet; with force (the default here) a running one too, killed on its
+        worker. False when it finished (or, without force, a worker holds it)."""
+        if not isinstance(force, bool):
+            raise TypeError(f"force must be true or false, not {type(force).__name__}")
+        return self._master.cancel(check_task_id(task_id), _secret(client_secret), force)
 
     def forget(self, task_ids: Any, client_secret: Any = None) -> int:
         """Drop the kept results of these finished tasks now; returns how many were forgotten."""

@@ -236,10 +236,10 @@ class TaskStore(Undoable[Snapshot]):
         return due
 
     @atomic
-    def cancel(self, task_id: str, now: float) -> Task | None:
-        """Cancel a task that has not finished; returns it (its `worker` says who runs it), or None."""
+    def cancel(self, task_id: str, now: float, states: frozenset[TaskState] = ACTIVE_STATES) -> Task | None:
+        """Cancel a task in one of these states; returns it (its `worker` says who runs it), or None."""
         task = self.get(task_id)
-        if task is None or task.state not in ACTIVE_STATES:
+        if task is None or task.state not in states:
             return None
         if task.state is TaskState.RUNNING:
             del self._running[task.id]

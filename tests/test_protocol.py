@@ -541,7 +541,8 @@ def test_error_info_records_type_message_and_traceback_of_a_raised_exception() -
 
 def test_error_info_uses_the_given_traceback_text() -> None:
     info = error_info(ValueError("boom"), tb="")
-    assert info == {"type": "ValueError", "message": "boom", "traceback": "", "bases": "Exception BaseException"}
+    assert info == {"type": "ValueError", "message": "boom", "traceback": "", "bases": "Exception BaseException",
+                    "module": "builtins"}  # fmt: skip
 
 
 def test_error_info_names_the_base_classes_for_retry_on() -> None:
@@ -556,7 +557,7 @@ def test_error_info_of_an_exception_never_raised_has_only_its_last_line() -> Non
 def test_error_info_values_are_all_strings() -> None:
     info = error_info(ValueError(1, 2))
     assert all(isinstance(v, str) for v in info.values())
-    assert set(info) == {"type", "message", "traceback", "bases"}
+    assert set(info) == {"type", "message", "traceback", "bases", "module"}
 
 
 # ---- task states -------------------------------------------------------------------------------

@@ -121,14 +121,18 @@ def test_time_limit_then_retry_says_it_ran_out_of_time(inproc: InProcess) -> Non
 # ---- cancelling, forgetting, expiry, status --------------------------------------------------
 
 
-def test_cancelling_a_running_task_kills_its_process_and_the_worker_goes_on(inproc: InProcess, tmp_path: Path) -> None:
+def test_cancelling_a_running_task_with_force_kills_its_process_and_the_worker_goes_on(
+    inproc: InProcess, tmp_path: Path
+) -> None:
     for name in ("one", "two"):
         inproc.start_worker(worker_id=name)
     client = inproc.client()
     log = tmp_path / "runs"
     future = client.submit(tasks.hold, str(log), str(tmp_path / "never"))
     pid = wait_until(lambda: started_pids(log), what="the task to start")[0]
-    assert future.cancel() is True
+    assert future.running() and future.cancel() is False  # as the standard library: a running call goes on
+    assert process_alive(pid)
+    assert client.cancel([future], force=True) == 1
     assert future.cancelled()
     wait_until(lambda: not process_alive(pid), timeout=10, what="the cancelled task's process to be killed")
     record = client.lookup([future.task_id])[0]
