@@ -177,6 +177,7 @@ def _printable(text: str) -> str:
 TASK_OPTIONS: dict[str, type] = {
     "priority": int, "timeout": float, "max_attempts": int, "worker": str,
     "retries": int, "retry_backoff": float, "retry_backoff_max": float, "retry_on": list, "keep": bool,
+    "chunk": bool,
 }  # fmt: skip
 """The per-task options the master understands, with their types."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .api import MasterAPI
+from .chunks import CHUNK_OPTION
 from .errors import ConnectionFailed, PyrodistError, StoreUnavailable
 from .protocol import ErrorRecord, error_info
 from .retry import retrying
@@ -124,8 +125,8 @@ class Slots:
     def _run_calls(
         self, child: ChildProcess, batch: list[FetchedTask], files: dict[str, str | None], ready: list[Outcome]
     ) -> ChildProcess:
-        calls = [TaskCall(t.id, t.func, "" if files[t.id] else t.payload, t.options.get("timeout"), files[t.id])
-                 for t in batch]  # fmt: skip
+        calls = [TaskCall(t.id, t.func, "" if files[t.id] else t.payload, t.options.get("timeout"), files[t.id],
+                          bool(t.options.get(CHUNK_OPTION))) for t in batch]  # fmt: skip
         if log.isEnabledFor(logging.DEBUG):
             for call in calls:
                 log.debug("task %s (%s) starting", call.task_id, call.func)

@@ -271,7 +271,12 @@ def _big_text(text: str, inline: int) -> Payload | BigValue:
 
 def decode_call(payload: Payload) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Decode a payload made by `encode_call`."""
-    args, kwargs = decode_value(payload)
+    return as_call(decode_value(payload))
+
+
+def as_call(arguments: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A decoded call payload as (args, kwargs)."""
+    args, kwargs = arguments
     return tuple(args), kwargs
 
 

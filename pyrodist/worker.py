@@ -27,12 +27,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from .allowlist import AllowList
 from .config import Settings
 from .connection import Connect, Connection, wait_for_master
 from .fetcher import Fetcher
 from .remote_connection import PyroConnection
 from .reporter import Reporter
-from .runner import AllowList, Spool
+from .runner import Spool
 from .slots import Slots
 from .workstate import WorkerState
 

@@ -12,8 +12,9 @@ import types
 import pytest
 
 from pyrodist import values
+from pyrodist.allowlist import AllowList
+from pyrodist.child import run_task
 from pyrodist.errors import ConfigError, FunctionNotAllowed
-from pyrodist.runner import AllowList, run_task
 
 # Task functions for run_task: this test module is itself allowed, by its import name.
 HERE = __name__
@@ -231,7 +232,7 @@ def test_refused_function_fails_the_task_with_function_not_allowed(allow: AllowL
 def test_undecodable_arguments_fail_the_task(allow: AllowList) -> None:
     ok, error = run_task(allow, "math:sqrt", "this is ((( not serpent")
     assert ok is False
-    assert set(error) == {"type", "message", "traceback", "bases"}
+    assert set(error) == {"type", "message", "traceback", "bases", "module"}
 
 
 def test_result_over_the_payload_limit_fails_the_task(allow: AllowList) -> None:

@@ -1,0 +1,99 @@
+"""Calls packed into one task (`map(..., chunksize=N)`): their arguments, how a child runs them, their results.
+
+A chunk is a task with the option `chunk` whose payload is the list of its calls, `[[args, kwargs], ...]`.
+A worker's child runs them in order, one failing call failing only its own result, and answers
+`[seconds, values, errors]`: the time the calls took, their values in order (None where a call failed)
+and the failed calls' error records by position (`{"3": record}`). One value for the whole chunk is
+encoded and decoded at once: a few microseconds per call, where a task each cost tens. A chunk that
+fails as a whole (lost worker, time limit, a result too big) fails every call in it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from . import protocol, values
+from .errors import TaskError, ValueEncodingError, task_error
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]
+CHUNK_OPTION = "chunk"
+"""The task option that marks a chunk."""
+MAX_AUTO_CHUNK = 1000
+"""Most calls `Client.map` packs into one task by itself."""
+CHUNK_SECONDS = 0.05
+"""About how long a chunk `Client.map` packs by itself should run, once a call's time is known."""
+CHUNKS_PER_SLOT = 4
+"""Without a measured time, `Client.map` cuts the calls into this many chunks per worker slot (as
+`multiprocessing.Pool.map` does), so that slots finish together."""
+
+
+def encode(calls: Sequence[Call], limit: int, inline: int) -> values.Payload | values.BigValue:
+    """The payload of a chunk of calls (a BigValue over inline bytes, as a task's arguments)."""
+    for _, kwargs in calls:
+        for key in kwargs:
+            if not isinstance(key, str):
+                raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
+    return values.encode_big([[list(args), kwargs] for args, kwargs in calls], "the chunk's arguments", limit, inline)
+
+
+def run(func: Callable[..., Any], calls: Any, traceback_of: Callable[[BaseException], str]) -> list[Any]:
+    """Run a chunk's calls in order (in a worker's child): `[seconds, values, errors]`."""
+    if not isinstance(calls, list) or not all(isinstance(c, list | tuple) and len(c) == 2 for c in calls):
+        raise TypeError("a chunk's arguments must be a list of [args, kwargs] pairs")
+    results: list[Any] = []
+    errors: dict[str, protocol.ErrorRecord] = {}
+    started = time.perf_counter()
+    for args, kwargs in calls:
+        try:
+            results.append(func(*args, **kwargs))
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - that call's failure only (sys.exit() too)
+            errors[str(len(results))] = protocol.error_info(exc, traceback_of(exc))
+            results.append(None)
+    return [time.perf_counter() - started, results, errors]
+
+
+def encoded_result(outcome: list[Any], what: str, encode: Callable[[Any], Any]) -> Any:
+    """A chunk's outcome encoded by encode; a value that cannot be sent fails only its own call."""
+    try:
+        return encode(outcome)
+    except ValueEncodingError:
+        seconds, results, errors = outcome
+        for i, value in enumerate(results):
+            try:
+                values.encode_value(value, what)
+            except ValueEncodingError as exc:
+                errors[str(i)], results[i] = protocol.error_info(exc, tb=""), None
+        return encode([seconds, results, errors])  # still too big as a whole: the chunk fails
+
+
+def outcomes(task_id: str, result: Any) -> Iterator[tuple[bool, Any]]:
+    """A chunk's decoded result as (True, value) or (False, the call's error) per call, in order."""
+    try:
+        _, results, errors = result
+        if not isinstance(results, list) or not isinstance(errors, dict):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise TaskError(task_id, "ValueError", "the chunk's result is not [seconds, values, errors]") from None
+    for i, value in enumerate(results):
+        error = errors.get(str(i))
+        yield (True, value) if error is None else (False, task_error(task_id, error))
+
+
+def seconds_per_call(result: Any) -> float | None:
+    """How long one call of a chunk took on average, from its decoded result (None when it says nothing)."""
+    try:
+        seconds, results, _ = result
+        return float(seconds) / len(results) if results else None
+    except (TypeError, ValueError):
+        return None
+
+
+def auto_size(calls: int, slots: int, per_call: float | None) -> int:
+    """Calls per task for `Client.map` by itself: CHUNKS_PER_SLOT chunks a slot, shorter once a call's time
+    is known (about CHUNK_SECONDS each), at most MAX_AUTO_CHUNK."""
+    size = -(-calls // (max(1, slots) * CHUNKS_PER_SLOT))
+    if per_call is not None:
+        size = min(size, max(1, int(CHUNK_SECONDS / max(per_call, 1e-7))))
+    return max(1, min(MAX_AUTO_CHUNK, size))
