@@ -9,6 +9,7 @@ and the CPU of the master, the workers with their children, and this client per 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import time
@@ -16,6 +17,8 @@ import time
 from pyrodist.cluster import LocalCluster
 
 INC = "tests.tasks:inc"
+# A task per call: since chunks.py, map's chunksize is calls per task (before, calls per submit; default there).
+PER_TASK = {"chunksize": 1} if importlib.util.find_spec("pyrodist.chunks") else {}
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
@@ -42,7 +45,7 @@ def main() -> None:
             spent = sum(cpu_seconds(w.pid, True) for w in workers)
             return cpu_seconds(master.pid), spent, time.process_time(), time.perf_counter()
 
-        client.gather(client.map(INC, range(2000)), timeout=60)  # warm: connections, children, imports
+        client.gather(client.map(INC, range(2000), **PER_TASK), timeout=60)  # warm: connections, children, imports
         before, times = sample(), []
         for i in range(args.round_trips):
             started = time.perf_counter()
@@ -53,7 +56,7 @@ def main() -> None:
         print(f"round trip: p50 {statistics.median(times) * 1000:.3f} ms; CPU per round trip: master {us[0]} us, "
               f"workers {us[1]} us, client {us[2]} us")  # fmt: skip
         before = sample()
-        client.gather(client.map(INC, range(args.tasks)), timeout=600)
+        client.gather(client.map(INC, range(args.tasks), **PER_TASK), timeout=600)
         after = sample()
         per_task = [round((a - b) / args.tasks * 1e6, 1) for a, b in zip(after[:3], before[:3], strict=True)]
         print(f"map: {args.tasks / (after[3] - before[3]):,.0f} tasks/s; CPU per task: master {per_task[0]} us, "

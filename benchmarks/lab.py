@@ -207,11 +207,11 @@ def run_callbacks(tasks: int = 20_000, workers: int = 2) -> Figures:
     """Results per second through map, and on_result callbacks per second in the same run."""
     figures = Figures(f"on_result callbacks for {tasks:,} x inc(x), {workers} workers x 1 slot")
     with LocalCluster(workers, imports=[benchtasks.__name__]) as cluster, Client(settings=cluster.settings) as client:
-        client.gather(client.map(benchtasks.inc, range(WARMUP_TASKS)), RESULT_TIMEOUT)
+        client.gather(client.map(benchtasks.inc, range(WARMUP_TASKS), chunksize=1), RESULT_TIMEOUT)
         arrived = threading.Semaphore(0)
         client.on_result(lambda record: arrived.release())
         start = time.perf_counter()
-        client.gather(client.map(benchtasks.inc, range(tasks)), RESULT_TIMEOUT + 0.01 * tasks)
+        client.gather(client.map(benchtasks.inc, range(tasks), chunksize=1), RESULT_TIMEOUT + 0.01 * tasks)
         results_done = time.perf_counter()
         got = sum(arrived.acquire(timeout=RESULT_TIMEOUT) for _ in range(tasks))
         callbacks_done = time.perf_counter()
@@ -229,7 +229,7 @@ def run_queue(tasks: int = 1_000_000, store: str | None = None) -> Figures:
     args = ["--max-pending", str(tasks + 1)] + (["--store", store] if store else [])
     with LocalCluster(0, master_args=args) as cluster, Client(settings=cluster.settings) as client:
         start = time.perf_counter()
-        futures = client.map(benchtasks.inc, range(tasks))
+        futures = client.map(benchtasks.inc, range(tasks), chunksize=1)
         took = time.perf_counter() - start
         pending = client.stats()["counts"]["pending"]
         rss, peak = memory_mb(_master_pid(cluster))
@@ -255,11 +255,11 @@ def run_scaling(
         try:
             queued = 0
             for depth in sorted(depths):
-                fillers.map(benchtasks.inc, range(depth - queued))  # never run: the quota lets no worker reach them
+                fillers.map(benchtasks.inc, range(depth - queued), chunksize=1)  # never run: no worker may reach them
                 queued = depth
                 before = cpu_seconds(_master_pid(cluster))
                 # All measured tasks wait ahead of the fillers before the workers may take exactly that many.
-                futures = client.map(benchtasks.inc, range(tasks))
+                futures = client.map(benchtasks.inc, range(tasks), chunksize=1)
                 quota.allow(tasks)
                 client.gather(futures, RESULT_TIMEOUT + 0.01 * tasks)
                 after = cpu_seconds(_master_pid(cluster))

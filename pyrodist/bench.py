@@ -122,14 +122,14 @@ def run_bench(
                 f"the master {settings.master_name!r} has no live workers; start some with -I {TASK_MODULE}"
             )
         log.info("bench: %d workers; warming up", served_by)
-        client.gather(client.map(func, args[:WARMUP_TASKS]), RESULT_TIMEOUT)
+        client.gather(client.map(func, args[:WARMUP_TASKS], chunksize=1), RESULT_TIMEOUT)
         _latencies(client, WARMUP_CALLS)
         log.info("bench: %d sequential round trips", LATENCY_CALLS)
         latencies = _latencies(client, LATENCY_CALLS)
         log.info("bench: %d tasks through map", tasks)
         cpu_before = cpu_seconds(master_pid)
         start = time.perf_counter()
-        futures = client.map(func, args)
+        futures = client.map(func, args, chunksize=1)  # a task per call, as Pool.map(chunksize=1) below
         submitted = time.perf_counter()
         client.gather(futures, RESULT_TIMEOUT + 0.01 * tasks)
         finished = time.perf_counter()

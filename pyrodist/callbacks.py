@@ -43,6 +43,11 @@ class CallbackChannel:
         self._subscription: str | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def used(self) -> bool:
+        """Whether a callback was added (its functions see each task's record)."""
+        return bool(self._functions)
+
     def add(self, fn: Callback) -> None:
         """Call fn(record) for each of this client's tasks that finishes from now on."""
         with self._lock:

@@ -1,6 +1,7 @@
 """Calls packed into one task (`map(..., chunksize=N)`): their arguments, how a child runs them, their results.
 
-A chunk is a task with the option `chunk` whose payload is the list of its calls, `[[args, kwargs], ...]`.
+A chunk is a task with the option `chunk` whose payload is the list of its calls' arguments, `[[args], ...]`
+(`map` passes no keyword arguments).
 A worker's child runs them in order, one failing call failing only its own result, and answers
 `[seconds, values, errors]`: the time the calls took, their values in order (None where a call failed)
 and the failed calls' error records by position (`{"3": record}`). One value for the whole chunk is
@@ -10,6 +11,7 @@ fails as a whole (lost worker, time limit, a result too big) fails every call in
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -17,37 +19,41 @@ from typing import Any
 from . import protocol, values
 from .errors import TaskError, ValueEncodingError, task_error
 
-Call = tuple[tuple[Any, ...], dict[str, Any]]
+Args = tuple[Any, ...]
 CHUNK_OPTION = "chunk"
 """The task option that marks a chunk."""
 MAX_AUTO_CHUNK = 1000
 """Most calls `Client.map` packs into one task by itself."""
 CHUNK_SECONDS = 0.05
 """About how long a chunk `Client.map` packs by itself should run, once a call's time is known."""
+PACKED_FROM = 64
+"""`Client.map` packs calls by itself only when it has at least this many."""
+PROBE_CALLS = 8
+"""Calls `Client.map` sends first, as one task, to learn a function's time."""
+PROBE_WAIT = 0.2
+"""Seconds `Client.map` waits for that task's result before it sends the other calls one per task."""
 CHUNKS_PER_SLOT = 4
 """Without a measured time, `Client.map` cuts the calls into this many chunks per worker slot (as
 `multiprocessing.Pool.map` does), so that slots finish together."""
 
 
-def encode(calls: Sequence[Call], limit: int, inline: int) -> values.Payload | values.BigValue:
-    """The payload of a chunk of calls (a BigValue over inline bytes, as a task's arguments)."""
-    for _, kwargs in calls:
-        for key in kwargs:
-            if not isinstance(key, str):
-                raise ValueEncodingError(f"keyword argument names must be strings, not {key!r}")
-    return values.encode_big([[list(args), kwargs] for args, kwargs in calls], "the chunk's arguments", limit, inline)
+def encode(calls: Sequence[Args], limit: int, inline: int) -> values.Payload | values.BigValue:
+    """The payload of a chunk of calls, given by their positional arguments (a BigValue over inline bytes)."""
+    arguments = [list(args) for args in calls]
+    exact = values.json_exact_items(itertools.chain.from_iterable(calls))  # one pass, not one per call
+    return values.encode_known(arguments, exact, "the chunk's arguments", limit, inline)
 
 
 def run(func: Callable[..., Any], calls: Any, traceback_of: Callable[[BaseException], str]) -> list[Any]:
     """Run a chunk's calls in order (in a worker's child): `[seconds, values, errors]`."""
-    if not isinstance(calls, list) or not all(isinstance(c, list | tuple) and len(c) == 2 for c in calls):
-        raise TypeError("a chunk's arguments must be a list of [args, kwargs] pairs")
+    if not isinstance(calls, list) or not all(isinstance(args, list | tuple) for args in calls):
+        raise TypeError("a chunk's arguments must be a list of argument lists")
     results: list[Any] = []
     errors: dict[str, protocol.ErrorRecord] = {}
     started = time.perf_counter()
-    for args, kwargs in calls:
+    for args in calls:
         try:
-            results.append(func(*args, **kwargs))
+            results.append(func(*args))
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - that call's failure only (sys.exit() too)
             errors[str(len(results))] = protocol.error_info(exc, traceback_of(exc))
             results.append(None)
@@ -79,6 +85,11 @@ def outcomes(task_id: str, result: Any) -> Iterator[tuple[bool, Any]]:
     for i, value in enumerate(results):
         error = errors.get(str(i))
         yield (True, value) if error is None else (False, task_error(task_id, error))
+
+
+def all_done(result: Any) -> bool:
+    """Whether a chunk's decoded result is well formed and no call in it failed."""
+    return type(result) is list and len(result) == 3 and type(result[1]) is list and result[2] == {}
 
 
 def seconds_per_call(result: Any) -> float | None:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from . import chunks
 from .client import MAP_CHUNK, Client
 from .futures import Future
 
@@ -67,34 +67,35 @@ class ClusterExecutor(concurrent.futures.Executor):
         return future
 
     def map(
-        self,
-        fn: Callable[..., Any] | str,
-        *iterables: Iterable[Any],
-        timeout: float | None = None,
-        chunksize: int | None = None,
+        self, fn: Callable[..., Any] | str, *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
     ) -> Iterator[Any]:
         """Like `Executor.map`: submit every call now; yield the results in input order as they are reached.
 
-        The iterator raises TimeoutError when a result is not there `timeout` seconds after this call, and a
-        failed call's TaskError at its turn; when it ends early that way or is closed, the rest are cancelled.
+        chunksize calls travel and run as one task, as in `ProcessPoolExecutor.map` (a call's failure raises
+        at its turn; the calls of a task share its retries and time limit). The iterator raises TimeoutError
+        when a result is not there `timeout` seconds after this call; when it ends early or is closed, the
+        tasks not yet started are cancelled.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        size = MAP_CHUNK if chunksize is None else chunksize
-        if size < 1:
-            raise ValueError(f"chunksize must be at least 1, not {size}")
-        calls = zip(*iterables, strict=False)
-        futures: list[Future] = []
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        calls = list(zip(*iterables, strict=False))
         with self._submit_window():
+            futures: list[Future] = []
             try:
-                while chunk := list(itertools.islice(calls, size)):
-                    batch = self._submitter.map(fn, *zip(*chunk, strict=True), chunksize=size)
+                for start in range(0, len(calls), MAP_CHUNK * chunksize):
+                    part = calls[start : start + MAP_CHUNK * chunksize]
+                    if chunksize == 1:
+                        batch = self._submitter.tasks(fn, part)
+                    else:
+                        batch = self._submitter.chunk_tasks(fn, part, chunksize)
                     self._track(batch)
                     futures += batch
             except BaseException:
                 for future in futures:  # the caller never gets an iterator for them
                     future.cancel()
                 raise
-        return _results(futures, deadline)
+        return _results(futures, deadline) if chunksize == 1 else _chunk_results(futures, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new calls; cancel the pending ones if asked; wait for the rest if asked.
@@ -149,17 +150,53 @@ class ClusterExecutor(concurrent.futures.Executor):
         self.client.close()
 
 
+def _result_or_cancel(future: AnyFuture, deadline: float | None) -> Any:
+    """The future's result; a future left unfinished (a timeout) is cancelled, so its task is not left behind."""
+    try:
+        return future.result(None if deadline is None else deadline - time.monotonic())
+    finally:
+        future.cancel()  # a no-op when done
+
+
 def _results(futures: list[Future], deadline: float | None) -> Iterator[Any]:
-    """Yield the futures' results in order, cancelling the unfinished ones when stopped early."""
-    futures.reverse()  # pop from the end: a result handed out is not kept alive here
+    """Yield the futures' results in order, cancelling the unfinished ones when stopped early.
+
+    Nothing here holds a result once it is handed out (nor its future), as the standard library's map."""
+    futures.reverse()
     try:
         while futures:
-            future = futures.pop()
-            try:
-                result = future.result(None if deadline is None else deadline - time.monotonic())
-            finally:
-                future.cancel()  # a no-op when done; a timed-out task is not left behind
-            yield result
+            yield _result_or_cancel(futures.pop(), deadline)
     finally:
         for future in futures:
             future.cancel()
+
+
+def _chunk_results(futures: list[Future], deadline: float | None) -> Iterator[Any]:
+    """Yield the calls' results of chunk tasks in order (a failed call raises at its turn)."""
+    futures.reverse()
+    try:
+        while futures:
+            future = futures.pop()
+            result = _result_or_cancel(future, deadline)
+            if chunks.all_done(result):  # no call failed: the values as they are
+                values = result[1]
+                del future, result
+                values.reverse()  # popped: a value handed out is not held here
+                while values:
+                    yield values.pop()
+                continue
+            pairs = list(chunks.outcomes(future.task_id, result))
+            del future, result
+            pairs.reverse()
+            while pairs:
+                yield _value(pairs.pop())
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _value(pair: tuple[bool, Any]) -> Any:
+    ok, value = pair
+    if not ok:
+        raise value
+    return value

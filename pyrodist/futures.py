@@ -11,10 +11,11 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from .errors import ResultExpired, task_error
+from . import chunks
+from .errors import ResultExpired, TaskError, task_error
 from .protocol import TaskState
 from .values import decode_value
 from .wire import Finished
@@ -108,6 +109,58 @@ class Future(concurrent.futures.Future[Any]):
 
     def __repr__(self) -> str:
         return f"<pyrodist.Future {self.task_id} {self._state.lower()}>"
+
+
+class CallFuture(Future):
+    """The future of one call that `map` packed with others into one task (a chunk), settled from its result.
+
+    Its `task_id` is the chunk's. Cancelling it cancels the chunk's task, and so every call in it, while no
+    worker holds it; it is running while a worker holds the chunk.
+    """
+
+    def __init__(self, chunk: Future, index: int) -> None:
+        super().__init__(chunk._condition, chunk.task_id, chunk._remote)
+        self.chunk = chunk
+        self.index = index
+        """Its place in the chunk."""
+        self._sent = chunk._sent
+
+    def cancel(self) -> bool:
+        """Cancel the chunk's task (all its calls) unless a worker holds it already."""
+        self.chunk.cancel()
+        return self.cancelled()
+
+    def running(self) -> bool:
+        """Whether a worker holds the chunk."""
+        if self.chunk.running():
+            self.set_running()
+        with self._condition:
+            return self._state == "RUNNING"
+
+
+def settle_calls(chunk: Future, calls: Sequence[CallFuture], timed: Callable[[float], None]) -> None:
+    """Settle the futures of a chunk's calls from the chunk's own (done) future; timed learns a call's time."""
+    if chunk.cancelled():
+        for call in calls:
+            call.cancel_here(running=True)
+        return
+    try:
+        result = chunk.result(0)
+        if (seconds := chunks.seconds_per_call(result)) is not None:
+            timed(seconds)
+        pairs = list(chunks.outcomes(chunk.task_id, result))
+    except Exception as exc:  # noqa: BLE001 - the chunk failed as a whole: so does each of its calls
+        pairs = [(False, exc)] * len(calls)
+    if len(pairs) < len(calls):
+        missing = TaskError(chunk.task_id, "ValueError", "the chunk's result holds fewer values than it had calls")
+        pairs += [(False, missing)] * (len(calls) - len(pairs))
+    for call, (ok, value) in zip(calls, pairs, strict=False):
+        if call.done():
+            continue
+        if ok:
+            call.set_result(value)
+        else:
+            call.set_exception(value)
 
 
 def settle(future: Future, record: Finished) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
 
@@ -137,7 +138,20 @@ def encode_value(value: Any, what: str = "value", limit: int = MAX_PAYLOAD) -> P
 
 def encode_big(value: Any, what: str, limit: int, inline: int) -> Payload | BigValue:
     """Like encode_value, up to limit bytes; a payload over inline bytes comes back as a BigValue."""
-    if _json_exact(value) and not _long_text(value):
+    return encode_known(value, _json_exact(value) and not _long_text(value), what, limit, inline)
+
+
+def json_exact_items(items: Iterable[Any]) -> bool:
+    """Whether lists of these items, in a list, would be `_json_exact`, none a long text (checked in one loop)."""
+    for item in items:  # noqa: SIM110 - a generator for all() cost as much as the checks (per call)
+        if type(item) is not int and (not _json_exact(item, 2) or _long_text(item)):
+            return False
+    return True
+
+
+def encode_known(value: Any, json_exact: bool, what: str, limit: int, inline: int) -> Payload | BigValue:
+    """Like encode_big, for a value whose `_json_exact` (and no long text at its top) is known already."""
+    if json_exact:
         text = _as_json(value, what, limit)
         return text if len(text) <= inline // 4 else _big_text(text, inline)
     if value is None or type(value) is bool:

@@ -234,13 +234,13 @@ def test_a_clients_options_count_toward_its_calls_length(bounded: tuple[Cluster,
     cluster, _, _ = bounded
     with Client(settings=Settings(ns_host="127.0.0.1", ns_port=cluster.ns_port, key=KEY)) as client:
         retry_on = ["E" + "x" * 999] * 32
-        futures = client.options(retry_on=retry_on).map(tasks.inc, range(200), chunksize=200)
+        futures = client.options(retry_on=retry_on).map(tasks.inc, range(200))  # a task each: retry_on is per task
         assert client.gather(futures, timeout=120) == list(range(1, 201))
 
 
 def test_a_map_chunk_over_the_batch_limit_is_sent_in_several_calls(inproc: InProcess) -> None:
     client = inproc.client()
-    futures = client.map(tasks.inc, range(MAX_BATCH + 500), chunksize=MAX_BATCH + 500)
+    futures = client.options().tasks(tasks.inc, [(i,) for i in range(MAX_BATCH + 500)])  # one submit of them all
     assert len(futures) == MAX_BATCH + 500
     assert client.stats()["counts"]["pending"] == MAX_BATCH + 500
 

@@ -39,7 +39,7 @@ def test_many_short_lived_threads_do_not_exhaust_the_masters_threads(procs: Proc
 
 def test_another_client_that_knows_a_clients_id_cannot_take_its_results(inproc: InProcess) -> None:
     victim = inproc.client()
-    futures = victim.map(tasks.inc, range(300))
+    futures = victim.map(tasks.inc, range(300), chunksize=1)
     assert all(f.task_id.startswith(victim.id + ".") for f in futures)  # the id is no secret: it is in every task id
     thief = inproc.connect()
     with pytest.raises(MasterRejected, match="not one of this client's"):  # nor can it add tasks as the victim
@@ -60,7 +60,7 @@ def test_another_client_that_knows_a_clients_id_cannot_take_its_results(inproc: 
 
 def test_cancel_storm_never_raises_and_settles_every_future(inproc: InProcess) -> None:
     client = inproc.client()  # no worker: every task stays pending until cancelled
-    futures = client.map(tasks.inc, range(400))
+    futures = client.map(tasks.inc, range(400), chunksize=1)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         outcomes = list(pool.map(lambda f: f.cancel(), futures + futures))
     assert all(isinstance(o, bool) for o in outcomes)

@@ -73,14 +73,14 @@ def test_submit_keyword(executor: ClusterExecutor) -> None:
         executor.submit(a=1)  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("chunksize", [None, 1, 3])
-def test_map(executor: ClusterExecutor, chunksize: int | None) -> None:
+@pytest.mark.parametrize("chunksize", [1, 3, 10, 100])
+def test_map(executor: ClusterExecutor, chunksize: int) -> None:
     results = executor.map(operator.pow, range(10), range(10), chunksize=chunksize)
     assert isinstance(results, Iterator)
     assert list(results) == list(map(pow, range(10), range(10)))
 
 
-def test_chunksize_is_the_number_of_calls_per_submit(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunksize_is_the_number_of_calls_per_task(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[int] = []
     submit_encoded = client._conn.submit_encoded
 
@@ -92,7 +92,8 @@ def test_chunksize_is_the_number_of_calls_per_submit(client: Client, monkeypatch
     with ClusterExecutor(client) as ex:
         assert list(ex.map(operator.pow, range(10), range(10), chunksize=3)) == list(map(pow, range(10), range(10)))
         assert list(ex.map(tasks.inc, range(10))) == list(range(1, 11))
-    assert sent == [3, 3, 3, 1, 10]  # each call is still its own task; the default sends up to MAP_CHUNK at once
+    # 3 + 3 + 3 + 1 calls in 4 tasks, sent 2 at first, then more per submit; the default: a task per call
+    assert sent == [2, 2, 10]
 
 
 def test_map_stops_at_the_shortest_iterable(executor: ClusterExecutor) -> None:

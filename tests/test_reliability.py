@@ -360,7 +360,7 @@ def test_master_killed_and_restarted_on_its_store_loses_nothing(procs: Processes
         finished = client.submit(tasks.inc, 0)
         cluster.start_worker("--max-tasks", "1")  # runs exactly that one, then leaves
         assert finished.result(timeout=30) == 1
-        waiting = client.map(tasks.inc, range(1, 201))
+        waiting = client.map(tasks.inc, range(1, 201), chunksize=1)
         assert client.stats()["counts"]["pending"] == 200
         master.send_signal(signal.SIGKILL)
         master.wait(timeout=10)

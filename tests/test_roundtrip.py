@@ -92,7 +92,7 @@ def test_nan_comes_back_as_nan(client: Client) -> None:
 
 def test_map_of_10000_tasks_loses_and_duplicates_nothing(client: Client) -> None:
     before = client.stats()
-    futures = client.map(tasks.inc, range(10_000))
+    futures = client.map(tasks.inc, range(10_000), chunksize=1)
     assert len({f.task_id for f in futures}) == 10_000
     assert client.gather(futures, timeout=120) == [i + 1 for i in range(10_000)]
     after = client.stats()
@@ -101,6 +101,14 @@ def test_map_of_10000_tasks_loses_and_duplicates_nothing(client: Client) -> None
     done_before = {w["id"]: w["done"] for w in before["workers"]}
     workers = {w["id"]: w["done"] - done_before[w["id"]] for w in after["workers"]}
     assert len(workers) == 2 and all(n > 0 for n in workers.values()), workers
+
+
+def test_map_packs_tiny_calls_by_itself_and_every_call_gets_its_result(client: Client) -> None:
+    before = client.stats()
+    futures = client.map(tasks.inc, range(10_000))  # tiny calls: the first ones measure them, the rest are packed
+    assert client.gather(futures, timeout=120) == [i + 1 for i in range(10_000)]
+    tasks_sent = client.stats()["submitted"] - before["submitted"]
+    assert len({f.task_id for f in futures}) == tasks_sent < 1000, tasks_sent
 
 
 def test_map_zips_several_iterables_like_the_builtin(client: Client) -> None:

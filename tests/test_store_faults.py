@@ -260,7 +260,7 @@ def fill_disk(path: Path, leave: int) -> None:
 def test_a_full_disk_loses_no_result_and_the_master_catches_up_by_itself(small_disk: Path, procs: Processes) -> None:
     cluster = start_cluster(procs, workers=0, master_args=("--store", str(small_disk / "state.db")))
     with cluster.client() as client:
-        futures = client.map(tasks.big_result, [20_000] * 120)  # 120 results of 27 KB: more than is left
+        futures = client.map(tasks.big_result, [20_000] * 120, chunksize=1)  # 120 results of 27 KB: more than is left
         fill_disk(small_disk / "filler", leave=64 * 1024)
         workers = [cluster.start_worker() for _ in range(2)]
 

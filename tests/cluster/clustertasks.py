@@ -91,7 +91,7 @@ def _job(args: argparse.Namespace) -> dict[str, Any]:
         before = client.stats()
         xs = list(range(args.start, args.start + args.tasks))
         started = time.time()
-        futures = client.map(SQUARE, xs, [args.seconds] * len(xs))
+        futures = client.map(SQUARE, xs, [args.seconds] * len(xs), chunksize=1)  # each call its own task
         _emit("submitted", tasks=len(futures))
         expected = {future: x * x for future, x in zip(futures, xs, strict=True)}
         finish_times: list[float] = []
@@ -146,7 +146,7 @@ def _callbacks(args: argparse.Namespace) -> dict[str, Any]:
         callback_seconds = time.time() - asked
         _emit("callbacks", error=callback_error)
         xs = list(range(args.start, args.start + args.tasks))
-        futures = client.map(SQUARE, xs, [0.0] * len(xs))
+        futures = client.map(SQUARE, xs, [0.0] * len(xs), chunksize=1)
         values = client.gather(futures, timeout=args.timeout)
         ids = {f.task_id for f in futures}
         with arrived:
