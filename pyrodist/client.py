@@ -8,7 +8,6 @@ its own that settles them, and, once `on_result` is used, a `CallbackChannel`.
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import itertools
 import json
 import logging
@@ -18,27 +17,24 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from . import chunks, progressbar, protocol
+from . import progressbar, protocol
 from .callbacks import Callback, CallbackChannel
-from .chunks import CHUNK_OPTION, Args
+from .chunks import Args
 from .collector import Collector, batches
 from .config import Settings
 from .connection import Connect, Connection
 from .errors import MasterRejected, PyrodistError
-from .futures import CallFuture, Future, FutureTable, settle_calls
+from .futures import Future, FutureTable, Remote
+from .mapper import Encoded, Held, Mapper, live_slots
 from .protocol import MAX_BATCH, TaskState, admin_secret, client_id_of, in_messages, wire_estimate
 from .remote_connection import PyroConnection
 from .retry import retrying
 from .transfer import upload
-from .values import BigValue, Payload, encode_big_call
+from .values import BigValue, encode_big_call
 from .wire import SubmittedTask
 
 log = logging.getLogger(__name__)
 
-MAP_CHUNK = 1000
-"""Tasks sent per submit call by `map`."""
-PER_TASK_OPTIONS = frozenset({"timeout", "retries", "retry_on", "max_attempts", "worker"})
-"""Options that mean something per task: with them, `map` packs no calls together unless told to."""
 RECONNECT_WAIT = 60.0
 """Seconds a call waits for a lost master to come back (restarted, or its network restored) before failing."""
 
@@ -83,7 +79,8 @@ class Client:
         self._settled = threading.Condition()  # shared by this client's futures (see futures.py)
         self._futures = FutureTable()
         self._asks = _Asks(self._conn, self._secret, self._futures)
-        self._call_seconds: dict[str, float] = {}  # a call's measured time, per function (chunks' results)
+        self.limits = (self._max_value, self._max_payload)
+        self._mapper = Mapper(self)
         self._callbacks = CallbackChannel(self.id, self._secret, self._conn)
         self._collector = Collector(self.id, self._secret, collecting, self._futures, limits,
                                     self._callbacks.resubscribe, self._callbacks.recovered)  # fmt: skip
@@ -126,7 +123,7 @@ class Client:
         client whose `on_result` callbacks see each task's record.
         With progress=True a progress bar (rate, ETA) follows them on the terminal, from a background thread.
         """
-        futures = self._map(func, iterables, chunksize, {})
+        futures = self._mapper.map(protocol.function_ref(func), list(zip(*iterables, strict=False)), chunksize, {})
         if progress:
             label = func if isinstance(func, str) else getattr(func, "__name__", "map")
             threading.Thread(target=progressbar.progress, args=(futures,), kwargs={"label": label}, daemon=True).start()
@@ -165,95 +162,41 @@ class Client:
                 raise TimeoutError(f"{not_done} of {len(futures)} tasks not finished within {timeout} s") from None
         return results
 
-    def _map(
-        self, func: Any, iterables: Sequence[Iterable[Any]], chunksize: int | None, options: dict[str, Any]
-    ) -> list[Future]:
-        ref = protocol.function_ref(func)
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
-        calls = list(zip(*iterables, strict=False))
-        futures: list[Future] = []
-        size = chunksize
-        if size is None:
-            size, futures = self._measured_size(ref, calls, options)
-        if size == 1:
-            for start in range(len(futures), len(calls), MAP_CHUNK):
-                futures += self._submit_args(ref, calls[start : start + MAP_CHUNK], options)
-            return futures
-        return futures + self._chunked(ref, calls[len(futures) :], size, options)
-
-    def _chunked(self, ref: str, calls: Sequence[Args], size: int, options: dict[str, Any]) -> list[Future]:
-        """Send calls size to a task; a future per call (`CallFuture`), settled from its task's result."""
-        timed = functools.partial(self._timed, ref)
-        futures: list[Future] = []
-        starts = range(0, len(calls), size)
-        for chunk, start in zip(self._submit_chunks(ref, calls, size, options), starts, strict=True):
-            parts = [CallFuture(chunk, i) for i in range(min(size, len(calls) - start))]
-            chunk.add_done_callback(functools.partial(settle_calls, calls=parts, timed=timed))
-            futures += parts
-        return futures
-
-    def _measured_size(self, ref: str, calls: Sequence[Args], options: dict[str, Any]) -> tuple[int, list[Future]]:
-        """Calls per task for map when the caller did not say, and the futures of the calls sent to find out.
-
-        One call per task for few calls, with per-task options, or when callbacks see each task's record; else
-        the measured time of a call decides (`chunks.auto_size`). Unknown, the first PROBE_CALLS calls go as one
-        task and its result is awaited up to PROBE_WAIT seconds: calls too slow for that gain nothing from
-        being packed."""
-        if len(calls) < chunks.PACKED_FROM or PER_TASK_OPTIONS & set(options) or self._callbacks.used:
-            return 1, []
-        try:
-            slots = sum(w.concurrency for w in self._conn.stats().workers if w.state == "live")
-        except PyrodistError as exc:
-            log.info("client %s: no worker count for map's chunks (%s)", self.id, exc)
-            slots = 0
-        if not slots:  # nothing to measure with: a task per call, as ever
-            return 1, []
-        probe: list[Future] = []
-        if ref not in self._call_seconds:
-            probe = self._chunked(ref, calls[: chunks.PROBE_CALLS], chunks.PROBE_CALLS, options)
-            concurrent.futures.wait([probe[0]], timeout=chunks.PROBE_WAIT)
-        per_call = self._call_seconds.get(ref)
-        if per_call is None:
-            return 1, probe
-        return chunks.auto_size(len(calls) - len(probe), slots, per_call), probe
-
-    def _submit_args(self, ref: str, calls: Sequence[Args], options: dict[str, Any]) -> list[Future]:
-        """Send calls of these positional arguments as tasks, one each (waiting while the master's queue is full)."""
-        return self._submit(ref, [(args, {}) for args in calls], options, wait_when_full=True)
-
-    def _submit_chunks(self, ref: str, calls: Sequence[Args], size: int, options: dict[str, Any]) -> list[Future]:
-        """Send calls as tasks of size calls each (`chunks.py`); the tasks' own futures.
-
-        Encoded and sent a few tasks at first, then more per call: workers start on the first while the
-        rest are encoded."""
-        chunk_options = {**options, CHUNK_OPTION: True}
-        futures: list[Future] = []
-        starts = range(0, len(calls), size)
-        at, group = 0, 2
-        while at < len(starts):  # at most MAP_CHUNK tasks per call, fewer at first
-            encoded = [chunks.encode(calls[start : start + size], self._max_value, self._max_payload)
-                       for start in starts[at : at + group]]  # fmt: skip
-            futures += self._send_tasks(ref, encoded, chunk_options, wait_when_full=True)
-            at, group = at + len(encoded), min(2 * group, MAP_CHUNK)
-        return futures
-
-    def _timed(self, ref: str, seconds: float) -> None:
-        """A chunk of ref's calls took seconds per call: remembered (a moving average) for the next map's size."""
-        known = self._call_seconds.get(ref)
-        self._call_seconds[ref] = seconds if known is None else 0.7 * known + 0.3 * seconds
-
     def _submit(self, ref: str, calls: Calls, options: dict[str, Any], wait_when_full: bool = False) -> list[Future]:
         """Send calls as tasks; with wait_when_full, wait (capped backoff) while the master's queue is full."""
         # Encode everything first: a bad value is an error here, before anything is sent.
         encoded = [encode_big_call(args, kwargs, self._max_value, self._max_payload) for args, kwargs in calls]
         return self._send_tasks(ref, encoded, options, wait_when_full)
 
-    def _send_tasks(
-        self, ref: str, encoded: Sequence[Payload | BigValue], options: dict[str, Any], wait_when_full: bool
+    def new_future(self, remote: Remote | None = None) -> Future:
+        """A future for a task of this client (with a new id), asking remote (the client's own by default)."""
+        return Future(self._settled, f"{self.id}.{next(self._ids)}", remote or self._asks)
+
+    def send(
+        self, ref: str, encoded: Sequence[Encoded], options: dict[str, Any], futures: list[Future] | None = None
     ) -> list[Future]:
-        """Send tasks of these encoded arguments (big ones uploaded first); their futures."""
-        futures = [Future(self._settled, f"{self.id}.{next(self._ids)}", self._asks) for _ in encoded]
+        """Send tasks (waiting while the master's queue is full); their futures (new ones unless given)."""
+        return self._send_tasks(ref, encoded, options, True, futures)
+
+    def live_slots(self) -> int:
+        """How many task slots the live workers have together (0 when the master cannot say)."""
+        return live_slots(self._conn.stats, self.id)
+
+    def sees_each_task(self) -> bool:
+        """Whether on_result callbacks see each task's record."""
+        return self._callbacks.used
+
+    def _send_tasks(
+        self,
+        ref: str,
+        encoded: Sequence[Encoded],
+        options: dict[str, Any],
+        wait_when_full: bool,
+        futures: list[Future] | None = None,
+    ) -> list[Future]:
+        """Send tasks of these encoded arguments (big ones uploaded first); their futures (new ones unless given)."""
+        if futures is None:
+            futures = [self.new_future() for _ in encoded]
         payloads = [
             upload(self._conn, f.task_id, "a", value) if isinstance(value, BigValue) else value
             for f, value in zip(futures, encoded, strict=True)
@@ -403,14 +346,18 @@ class TaskOptions:
         self, func: Callable[..., Any] | str, *iterables: Iterable[Any], chunksize: int | None = None
     ) -> list[Future]:
         """Like `Client.map`, with these options."""
-        return self._client._map(func, iterables, chunksize, self._options)
+        return self._client._mapper.map(protocol.function_ref(func), list(zip(*iterables, strict=False)), chunksize,
+                                        self._options)  # fmt: skip
 
     def tasks(self, func: Callable[..., Any] | str, calls: Sequence[Args]) -> list[Future]:
-        """Send calls of these positional arguments as tasks, one each, with these options (waiting while the
-        master's queue is full)."""
-        return self._client._submit_args(protocol.function_ref(func), calls, self._options)
+        """Send calls of these positional arguments as tasks, one each, with these options."""
+        return self._client._mapper.map(protocol.function_ref(func), calls, 1, self._options)
 
     def chunk_tasks(self, func: Callable[..., Any] | str, calls: Sequence[Args], size: int) -> list[Future]:
-        """Send calls as tasks of size calls each (`chunks.py`), with these options; the tasks' own futures,
-        each resolving to the chunk's result (`chunks.outcomes` reads it)."""
-        return self._client._submit_chunks(protocol.function_ref(func), calls, size, self._options)
+        """Send calls as tasks of size calls each, with these options; the tasks' own futures, each resolving
+        to the chunk's result (`chunks.outcomes` reads it)."""
+        return self._client._mapper.chunk_tasks(protocol.function_ref(func), calls, size, self._options)
+
+    def held(self, func: Callable[..., Any] | str, calls: Calls, size: int, remote: Remote) -> list[Held]:
+        """Tasks of these calls (size to a task), with these options, encoded now and sent later (`Mapper.held`)."""
+        return self._client._mapper.held(protocol.function_ref(func), calls, size, self._options, remote)

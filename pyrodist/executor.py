@@ -5,19 +5,25 @@ Code written for `ProcessPoolExecutor` runs on the cluster once the line that ma
     with ClusterExecutor(ns_host="10.0.0.5", ns_port=9090) as executor:  # was ProcessPoolExecutor()
         for number, prime in zip(PRIMES, executor.map(is_prime, PRIMES)): ...
 
-What differs, because tasks run in other processes on other machines:
+It behaves as the standard library's: a failed call raises its own exception type (also a
+`pyrodist.TaskError`, with the remote traceback as `__cause__`), `map(chunksize=N)` runs N calls as one
+task, `cancel()` stops only calls no worker holds yet, `max_workers` caps the calls in flight, and nothing
+can be submitted after shutdown or once the interpreter is exiting. What differs, because tasks run in other
+processes on other machines and nothing is pickled:
 
-- Functions must be module-level functions from modules the workers allow (`-I MODULE`), and values must be
-  ones serpent carries (no pickle).
-- A call that raises fails with `pyrodist.TaskError` carrying the remote type name (`type_name`, e.g.
-  "ZeroDivisionError"), message and traceback, not with the remote exception's own class.
-- `map(chunksize=n)` sends n calls to the master per submit call (default `client.MAP_CHUNK`); each call
-  stays its own task, with its own future, retries and time limit. `ProcessPoolExecutor` packs n calls into
-  one task instead, which would need a helper that every worker imports.
+- Functions must be module-level functions from modules the workers allow (`-I MODULE`): lambdas, closures
+  and `__main__` functions are refused at submit. Values must be ones pyrodist carries (JSON-like values,
+  bytes, datetimes, Decimal, UUID, registered classes, NumPy arrays; no arbitrary objects).
+- A remote exception comes back as its class only when that class is a builtin or its module is already
+  imported in the caller (nothing is imported to rebuild it), else as `TaskError`; it is rebuilt from its
+  message, not its arguments.
+- `max_workers` is not a process count (the cluster's workers decide that): calls beyond it wait in this
+  process, encoded, and are sent as earlier ones finish.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import threading
@@ -26,8 +32,21 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import chunks
-from .client import MAP_CHUNK, Client
-from .futures import Future
+from .client import Client
+from .futures import Future, Remote
+from .mapper import MAP_CHUNK, Held
+
+_exiting = False
+"""Set once the interpreter begins to exit: submitting then is refused, as by the standard library's executors."""
+
+
+def _interpreter_exiting() -> None:
+    global _exiting
+    _exiting = True
+
+
+# Before atexit handlers and thread joins, as concurrent.futures registers its own (a private hook it uses too).
+getattr(threading, "_register_atexit", lambda fn: None)(_interpreter_exiting)
 
 AnyFuture = concurrent.futures.Future[Any]
 
@@ -36,8 +55,21 @@ class ClusterExecutor(concurrent.futures.Executor):
     """A `concurrent.futures.Executor` that runs calls as tasks on a pyrodist cluster, through `self.client`."""
 
     def __init__(
-        self, client: Client | None = None, *, options: dict[str, Any] | None = None, **client_kwargs: Any
+        self,
+        max_workers: int | None = None,
+        client: Client | None = None,
+        *,
+        options: dict[str, Any] | None = None,
+        **client_kwargs: Any,
     ) -> None:
+        """max_workers: at most this many of this executor's tasks in flight at once (None: no cap); client: the
+        Client to use (else one is made from client_kwargs, and closed with the executor); options: task options
+        for every call (`Client.options`)."""
+        given: object = max_workers
+        if isinstance(given, Client):  # ClusterExecutor(client), as before max_workers came first
+            max_workers, client = None, given
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
         if client is not None and client_kwargs:
             raise TypeError(f"give either a client or Client arguments, not both: {', '.join(client_kwargs)}")
         self._owns_client = client is None
@@ -54,6 +86,7 @@ class ClusterExecutor(concurrent.futures.Executor):
         self._futures: set[AnyFuture] = set()  # submitted here and not finished yet
         self._shutdown = False
         self._closing = False
+        self._cap = None if max_workers is None else _Cap(max_workers, self.client._asks)
 
     def __repr__(self) -> str:
         state = "shut down" if self._shutdown else "running"
@@ -62,9 +95,14 @@ class ClusterExecutor(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Future:
         """Run fn(*args, **kwargs) on the cluster; returns its Future."""
         with self._submit_window():
-            future = self._submitter.submit(fn, *args, **kwargs)
-            self._track([future])
-        return future
+            if self._cap is None:
+                future = self._submitter.submit(fn, *args, **kwargs)
+                self._track([future])
+                return future
+            held = self._submitter.held(fn, [(args, kwargs)], 1, self._cap)
+            self._track([future for future, _ in held])
+            self._cap.add(held)
+            return held[0][0]
 
     def map(
         self, fn: Callable[..., Any] | str, *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
@@ -85,11 +123,17 @@ class ClusterExecutor(concurrent.futures.Executor):
             try:
                 for start in range(0, len(calls), MAP_CHUNK * chunksize):
                     part = calls[start : start + MAP_CHUNK * chunksize]
-                    if chunksize == 1:
+                    if self._cap is not None:
+                        held = self._submitter.held(fn, [(args, {}) for args in part], chunksize, self._cap)
+                        batch = [future for future, _ in held]
+                        self._track(batch)
+                        self._cap.add(held)
+                    elif chunksize == 1:
                         batch = self._submitter.tasks(fn, part)
                     else:
                         batch = self._submitter.chunk_tasks(fn, part, chunksize)
-                    self._track(batch)
+                    if self._cap is None:
+                        self._track(batch)
                     futures += batch
             except BaseException:
                 for future in futures:  # the caller never gets an iterator for them
@@ -111,8 +155,12 @@ class ClusterExecutor(concurrent.futures.Executor):
         if cancel_futures:
             for future in futures:
                 future.cancel()  # False for tasks already running: they finish
+        if self._cap is not None:
+            self._cap.stop()  # its thread leaves once no call waits (all sent or cancelled)
         if wait:
             concurrent.futures.wait(futures)
+            if self._cap is not None:
+                self._cap.join()
         if close and wait:
             self.client.close()
         elif close:  # not here, which may be a done callback on the client's collector thread: close() from it
@@ -124,6 +172,8 @@ class ClusterExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if _exiting:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             self._submitting += 1
         try:
             yield
@@ -148,6 +198,82 @@ class ClusterExecutor(concurrent.futures.Executor):
             futures += self._futures
         concurrent.futures.wait(futures)
         self.client.close()
+
+
+class _Cap:
+    """At most `most` of an executor's tasks in flight; the others wait here, encoded, in order, and a thread
+    of its own sends them as earlier ones finish. Their futures ask it first (`futures.Remote`): a call still
+    waiting here is cancelled here."""
+
+    def __init__(self, most: int, asks: Remote) -> None:
+        self._most = most
+        self._asks = asks
+        self._changed = threading.Condition()
+        self._waiting: collections.OrderedDict[str, Held] = collections.OrderedDict()
+        self._flying: set[str] = set()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, held: list[Held]) -> None:
+        """Send these tasks once there is room (in order, after those waiting already)."""
+        with self._changed:
+            for future, send in held:
+                self._waiting[future.task_id] = (future, send)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._feed, name="executor-cap", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+        for future, _ in held:
+            future.add_done_callback(self._landed)
+
+    def cancel_queued(self, task_id: str) -> bool | None:
+        """Cancel a call waiting here; else ask the master."""
+        with self._changed:
+            if self._waiting.pop(task_id, None) is not None:
+                return True
+        return self._asks.cancel_queued(task_id)
+
+    def held(self, task_id: str) -> bool:
+        """Whether a worker holds the task (never one waiting here)."""
+        with self._changed:
+            if task_id in self._waiting:
+                return False
+        return self._asks.held(task_id)
+
+    def stop(self) -> None:
+        """No more calls will come: the thread leaves once none waits."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+
+    def join(self) -> None:
+        """Wait for the thread (after stop and once nothing waits)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _landed(self, future: AnyFuture) -> None:
+        with self._changed:
+            self._flying.discard(future.task_id)  # type: ignore[attr-defined]
+            self._changed.notify_all()
+
+    def _feed(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: (self._stopping and not self._waiting)
+                                       or (self._waiting and len(self._flying) < self._most))  # fmt: skip
+                if not self._waiting:
+                    return
+                batch: list[Held] = []
+                while self._waiting and len(self._flying) + len(batch) < self._most:
+                    batch.append(self._waiting.popitem(last=False)[1])
+                self._flying.update(future.task_id for future, _ in batch)
+            for future, send in batch:
+                try:
+                    send()
+                except Exception as exc:  # noqa: BLE001 - this call could not be sent: its future says why
+                    with contextlib.suppress(concurrent.futures.InvalidStateError):  # settled meanwhile
+                        future.set_exception(exc)
 
 
 def _result_or_cancel(future: AnyFuture, deadline: float | None) -> Any:

@@ -157,3 +157,32 @@ def hold(log: str, release: str, value: Any = None, limit: float = 60.0) -> Any:
     with open(log, "a") as out:
         out.write(f"{os.getpid()}\n")
     return wait_for_file(release, value, limit)
+
+
+class Refused(Exception):
+    """An exception class of this module: a caller that imported it catches it by its class."""
+
+
+def refuse(message: str) -> None:
+    """Raise Refused(message)."""
+    raise Refused(message)
+
+
+def lookup_key(mapping: dict[str, Any], key: str) -> Any:
+    """mapping[key]: a KeyError for a missing key."""
+    return mapping[key]
+
+
+def leave(code: int = 3) -> None:
+    """sys.exit(code) inside a task."""
+    sys.exit(code)
+
+
+def overlap(folder: str, seconds: float) -> int:
+    """Note this call's start and end as files in folder and return how many calls were running at its start."""
+    mark = os.path.join(folder, f"{os.getpid()}-{time.monotonic_ns()}")
+    open(mark + ".run", "w").close()
+    running = sum(name.endswith(".run") for name in os.listdir(folder))
+    time.sleep(seconds)
+    os.rename(mark + ".run", mark + ".end")
+    return running
