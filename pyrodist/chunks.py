@@ -29,9 +29,9 @@ CHUNK_SECONDS = 0.05
 PACKED_FROM = 64
 """`Client.map` packs calls by itself only when it has at least this many."""
 PROBE_CALLS = 8
-"""Calls `Client.map` sends first, as one task, to learn a function's time."""
+"""Most calls `Client.map` sends first, a task each (at most one a worker slot), to learn a function's time."""
 PROBE_WAIT = 0.2
-"""Seconds `Client.map` waits for that task's result before it sends the other calls one per task."""
+"""Seconds `Client.map` waits for the first of their results before it sends the other calls one per task."""
 CHUNKS_PER_SLOT = 4
 """Without a measured time, `Client.map` cuts the calls into this many chunks per worker slot (as
 `multiprocessing.Pool.map` does), so that slots finish together."""
@@ -68,7 +68,7 @@ def encoded_result(outcome: list[Any], what: str, encode: Callable[[Any], Any]) 
         seconds, results, errors = outcome
         for i, value in enumerate(results):
             try:
-                values.encode_value(value, what)
+                encode(value)  # as the child encodes a task's result: its limits, big values allowed
             except ValueEncodingError as exc:
                 errors[str(i)], results[i] = protocol.error_info(exc, tb=""), None
         return encode([seconds, results, errors])  # still too big as a whole: the chunk fails

@@ -224,11 +224,11 @@ def submit(func: str, args: tuple[str, ...], no_wait: bool, timeout: float | Non
         try:
             with Spinner(f"waiting for task {future.task_id}"):
                 value = future.result(timeout)
-        except TimeoutError:
-            raise click.ClickException(f"task {future.task_id} not finished after {timeout} s; it goes on") from None
-        except TaskError as exc:
+        except TaskError as exc:  # first: a task's own TimeoutError is a TaskError too
             click.echo(describe_failure(exc), err=True)
             sys.exit(1)
+        except TimeoutError:
+            raise click.ClickException(f"task {future.task_id} not finished after {timeout} s; it goes on") from None
     click.echo(value if isinstance(value, str) else repr(value))
 
 

@@ -22,7 +22,7 @@ from .callbacks import Callback, CallbackChannel
 from .chunks import Args
 from .collector import Collector, batches
 from .config import Settings
-from .connection import Connect, Connection
+from .connection import Connect, Connection, at_once
 from .errors import MasterRejected, PyrodistError
 from .futures import Future, FutureTable, Remote
 from .mapper import Encoded, Held, Mapper, live_slots
@@ -271,6 +271,9 @@ class Client:
         How many were cancelled."""
         cancelled = 0
         for task in tasks:
+            if isinstance(task, Future) and task._remote is not self._asks and task.cancel():
+                cancelled += 1  # a call an executor held back (max_workers): cancelled where it waited
+                continue
             task_id = task.task_id if isinstance(task, Future) else task
             if self._conn.cancel(task_id, self._secret, force):
                 cancelled += 1
@@ -309,7 +312,8 @@ class _Asks:
     def cancel_queued(self, task_id: str) -> bool | None:
         """Cancel the task if no worker holds it (None: the master could not be asked)."""
         try:
-            cancelled = self._conn.cancel(task_id, self._secret, force=False)
+            with at_once():  # cancel() must not wait out a lost master
+                cancelled = self._conn.cancel(task_id, self._secret, force=False)
         except PyrodistError as exc:
             log.warning("could not cancel task %s: %s", task_id, exc)
             return None
@@ -320,7 +324,8 @@ class _Asks:
     def held(self, task_id: str) -> bool:
         """Whether a worker holds the task now (False when the master could not be asked)."""
         try:
-            (record,) = self._conn.lookup([task_id], self._secret)
+            with at_once():
+                (record,) = self._conn.lookup([task_id], self._secret)
         except PyrodistError as exc:
             log.warning("could not look task %s up: %s", task_id, exc)
             return False

@@ -9,8 +9,9 @@ round trip (the wire's own packing), so the in-process seam carries exactly what
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import rawjson
@@ -53,6 +54,27 @@ class Connection(MasterAPI, Protocol):
 
 
 Connect = Callable[["Settings"], Connection]
+
+_thread_calls = threading.local()
+
+
+@contextlib.contextmanager
+def at_once() -> Iterator[None]:
+    """The calls this thread makes inside fail at once when the master cannot be reached, whatever a
+    connection's reconnect_for (what must not block, as `Future.cancel()`)."""
+    before = getattr(_thread_calls, "at_once", False)
+    _thread_calls.at_once = True
+    try:
+        yield
+    finally:
+        _thread_calls.at_once = before
+
+
+def may_reconnect() -> bool:
+    """Whether this thread's calls may wait for a lost master to come back (see `at_once`)."""
+    return not getattr(_thread_calls, "at_once", False)
+
+
 """How a client or worker gets its connection (`remote_connection.PyroConnection`, or an in-process one)."""
 
 

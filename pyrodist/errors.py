@@ -85,6 +85,8 @@ class StoreUnavailable(PyrodistError):
 class TaskError(PyrodistError):
     """A task failed; carries the remote exception's type name, message and traceback."""
 
+    _module = "builtins"  # of the remote exception's class, once rebuilt as that class (`task_error`)
+
     def __init__(self, task_id: str, type_name: str, message: str, remote_traceback: str = "") -> None:
         super().__init__(task_id, type_name, message, remote_traceback)
         self._fill(task_id, type_name, message, remote_traceback)
@@ -111,20 +113,31 @@ def task_error(task_id: str, record: Mapping[str, Any]) -> TaskError:
     """
     type_name, message = str(record.get("type", "")), str(record.get("message", ""))
     traceback = str(record.get("traceback", ""))
-    kind = _rebuilt(_exception_class(type_name, str(record.get("module") or "builtins")))
-    if kind is None:
-        return TaskError(task_id, type_name, message, traceback)
-    error = kind.__new__(kind, message)  # the original's own __init__ may want other arguments: not called
-    error.args = (message,)  # (OSError's __new__ leaves them to an __init__)
-    error._fill(task_id, type_name, message, traceback)
-    return error
+    module = str(record.get("module") or "builtins")
+    original = _exception_class(type_name, module)
+    kind = _rebuilt(original)
+    if original is not None and kind is not None:
+        try:
+            error = kind.__new__(kind, message)  # the original's own __init__ may want other arguments: not run
+            error.args = (message,)  # (OSError's __new__ leaves them to an __init__)
+            error._fill(task_id, type_name, message, traceback)
+            error._module = module
+            return error
+        except Exception:  # noqa: BLE001 - a class with a __new__ of its own: the plain TaskError below
+            with _rebuilt_lock:
+                _rebuilt_classes[original] = None  # not tried again
+    return TaskError(task_id, type_name, message, traceback)
 
 
 def _exception_class(name: str, module_name: str) -> type[Exception] | None:
     """The Exception subclass of that name in that module, if the module is imported here already."""
     module = sys.modules.get(module_name)
     found = getattr(module, name, None) if module is not None and name.isidentifier() else None
-    if isinstance(found, type) and issubclass(found, Exception) and not issubclass(found, TaskError):
+    if (
+        isinstance(found, type)
+        and issubclass(found, Exception)
+        and not issubclass(found, TaskError | BaseExceptionGroup)  # a group's __new__ wants its exceptions
+    ):
         return found
     return None
 
@@ -139,12 +152,20 @@ def _rebuilt(cls: type[Exception] | None) -> type[TaskError] | None:
         return None
     with _rebuilt_lock:
         if cls not in _rebuilt_classes:
-            namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": _own_message}
+            namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": _own_message,
+                         "__reduce__": _rebuild_again}  # fmt: skip
             try:
                 _rebuilt_classes[cls] = type(cls.__name__, (TaskError, cls), namespace)
             except TypeError:  # a class that forbids subclasses, or whose layout cannot be combined
                 _rebuilt_classes[cls] = None
         return _rebuilt_classes[cls]
+
+
+def _rebuild_again(self: TaskError) -> tuple[Any, ...]:
+    """Pickle and copy: made again by task_error from the same record (the class is made, not importable)."""
+    record = {"type": self.type_name, "message": self.message, "traceback": self.remote_traceback,
+              "module": self._module}  # fmt: skip
+    return task_error, (self.task_id, record)
 
 
 def _own_message(self: TaskError) -> str:

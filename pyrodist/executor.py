@@ -28,6 +28,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -40,9 +41,17 @@ _exiting = False
 """Set once the interpreter begins to exit: submitting then is refused, as by the standard library's executors."""
 
 
+_caps: weakref.WeakSet[_Cap] = weakref.WeakSet()
+"""The executors' caps (max_workers) that may still hold calls back."""
+
+
 def _interpreter_exiting() -> None:
+    """Refuse submits from now on, and send what caps still hold, as a process pool runs its queued calls."""
     global _exiting
     _exiting = True
+    for cap in list(_caps):
+        cap.stop()
+        cap.join()
 
 
 # Before atexit handlers and thread joins, as concurrent.futures registers its own (a private hook it uses too).
@@ -213,13 +222,14 @@ class _Cap:
         self._flying: set[str] = set()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        _caps.add(self)
 
     def add(self, held: list[Held]) -> None:
         """Send these tasks once there is room (in order, after those waiting already)."""
         with self._changed:
             for future, send in held:
                 self._waiting[future.task_id] = (future, send)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # (a stopped one left once nothing waited)
                 self._thread = threading.Thread(target=self._feed, name="executor-cap", daemon=True)
                 self._thread.start()
             self._changed.notify_all()

@@ -8,6 +8,7 @@ before its task is sent until its finished record settles it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from . import chunks
-from .errors import ResultExpired, TaskError, task_error
+from .errors import PyrodistError, ResultExpired, TaskError, task_error
 from .protocol import TaskState
 from .values import decode_value
 from .wire import Finished
@@ -120,19 +121,23 @@ class CallFuture(Future):
 
     def __init__(self, chunk: Future, index: int) -> None:
         super().__init__(chunk._condition, chunk.task_id, chunk._remote)
-        self.chunk = chunk
+        self.chunk: Future | None = chunk
+        """The chunk's own future, until it is settled (then None: a kept call does not keep its chunk)."""
         self.index = index
         """Its place in the chunk."""
         self._sent = chunk._sent
 
     def cancel(self) -> bool:
         """Cancel the chunk's task (all its calls) unless a worker holds it already."""
-        self.chunk.cancel()
+        chunk = self.chunk
+        if chunk is not None and not self.done():
+            chunk.cancel()
         return self.cancelled()
 
     def running(self) -> bool:
         """Whether a worker holds the chunk."""
-        if self.chunk.running():
+        chunk = self.chunk
+        if chunk is not None and not self.done() and chunk.running():
             self.set_running()
         with self._condition:
             return self._state == "RUNNING"
@@ -140,6 +145,8 @@ class CallFuture(Future):
 
 def settle_calls(chunk: Future, calls: Sequence[CallFuture], timed: Callable[[float], None]) -> None:
     """Settle the futures of a chunk's calls from the chunk's own (done) future; timed learns a call's time."""
+    for call in calls:
+        call.chunk = None
     if chunk.cancelled():
         for call in calls:
             call.cancel_here(running=True)
@@ -221,8 +228,10 @@ class FutureTable:
             if future is not None and not future.done():
                 try:
                     settle(future, record)
-                except Exception:
+                except Exception as exc:  # a bug of ours: the future must still end, saying so
                     log.exception("could not settle task %s", record.id)
+                    with contextlib.suppress(concurrent.futures.InvalidStateError):
+                        future.set_exception(PyrodistError(f"the record of task {record.id} could not be read: {exc}"))
 
 
 def as_completed(futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None) -> Any:

@@ -124,18 +124,18 @@ class Mapper:
         """Calls per task when the caller did not say, and the futures of the calls sent to find out.
 
         A task per call for few calls, with per-task options, when callbacks see each task's record, or with
-        no live worker; else the measured time of a call decides (`chunks.auto_size`). Unknown, the first
-        PROBE_CALLS calls go as one task and its result is awaited up to PROBE_WAIT seconds: calls too slow
-        for that gain nothing from being packed."""
+        no live worker; else the measured time of a call decides (`chunks.auto_size`). Unknown, the first calls
+        (PROBE_CALLS, at most one a slot) go as tasks of one call each and the first result is awaited up to
+        PROBE_WAIT seconds: calls too slow for that gain nothing from being packed."""
         if len(calls) < chunks.PACKED_FROM or PER_TASK_OPTIONS & set(options) or self._sender.sees_each_task():
             return 1, []
         slots = self._sender.live_slots()
         if not slots:  # nothing to measure with: a task per call, as ever
             return 1, []
         probe: list[Future] = []
-        if ref not in self._call_seconds:
-            probe = self._per_call(ref, calls[: chunks.PROBE_CALLS], chunks.PROBE_CALLS, options)
-            concurrent.futures.wait([probe[0]], timeout=chunks.PROBE_WAIT)
+        if ref not in self._call_seconds:  # a call per task, side by side: slow calls are not made to queue
+            probe = self._per_call(ref, calls[: min(chunks.PROBE_CALLS, slots)], 1, options)
+            concurrent.futures.wait(probe, timeout=chunks.PROBE_WAIT, return_when=concurrent.futures.FIRST_COMPLETED)
         per_call = self._call_seconds.get(ref)
         if per_call is None:
             return 1, probe

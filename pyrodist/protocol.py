@@ -165,8 +165,11 @@ def error_info(exc: BaseException, tb: str | None = None) -> ErrorRecord:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     kind = type(exc)
     bases = " ".join(c.__name__ for c in kind.__mro__[1:-1])  # all but the type itself and object
-    return {"type": kind.__name__, "message": _printable(str(exc)), "traceback": _printable(tb), "bases": bases,
-            "module": kind.__module__}  # fmt: skip
+    record: ErrorRecord = {"type": kind.__name__, "message": _printable(str(exc)), "traceback": _printable(tb),
+                           "bases": bases}  # fmt: skip
+    if kind.__qualname__ == kind.__name__:  # a class its module names (a nested one is not found by name)
+        record["module"] = kind.__module__
+    return record
 
 
 def _printable(text: str) -> str:

@@ -22,7 +22,7 @@ import Pyro4.errors
 from . import remote
 from .api import MasterAPI, Sink
 from .config import Settings
-from .connection import WireConnection
+from .connection import WireConnection, may_reconnect
 from .errors import ConnectionFailed, MasterRejected, StoreUnavailable
 from .remote_requests import invoke
 from .remote_servers import Server
@@ -88,7 +88,7 @@ class PyroConnection(WireConnection):
         try:
             return self._call_once(method, args)
         except ConnectionFailed as exc:
-            if not self.reconnect_for or self._closed.is_set():
+            if not self.reconnect_for or self._closed.is_set() or not may_reconnect():
                 raise
             log.warning("%s; retrying for up to %g s", exc, self.reconnect_for)
         return retrying(lambda: self._call_once(method, args), ConnectionFailed, stop=self._closed,

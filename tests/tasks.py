@@ -186,3 +186,42 @@ def overlap(folder: str, seconds: float) -> int:
     time.sleep(seconds)
     os.rename(mark + ".run", mark + ".end")
     return running
+
+
+class Coded(Exception):
+    """An exception whose __new__ wants arguments of its own (as some libraries' do)."""
+
+    def __new__(cls, code: int, text: str) -> Coded:
+        error = super().__new__(cls, code, text)
+        error.code = code  # type: ignore[attr-defined]
+        return error
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(code, text)
+
+
+def raise_coded(code: int = 7) -> None:
+    """Raise Coded(code, "bad")."""
+    raise Coded(code, "bad")
+
+
+def raise_group() -> None:
+    """Raise an ExceptionGroup."""
+    raise ExceptionGroup("grouped", [ValueError("inner")])
+
+
+class Parser:
+    """A class with an exception class of its own (nested: not found by its name in this module)."""
+
+    class Error(Exception):
+        """Parser's error."""
+
+
+def parse_fails() -> None:
+    """Raise Parser.Error."""
+    raise Parser.Error("cannot parse")
+
+
+def big_or_unsendable(x: int, size: int) -> Any:
+    """object() (which cannot be sent) for x == 1, else size bytes."""
+    return object() if x == 1 else b"x" * size

@@ -61,6 +61,12 @@ def test_submit_of_a_failing_task_shows_the_remote_error(cluster: Cluster) -> No
     assert "ValueError: math domain error" in result.stderr
 
 
+def test_submit_of_a_task_raising_its_own_timeout_error_shows_it_as_the_tasks_failure(cluster: Cluster) -> None:
+    result = pyrodist("submit", "tests.tasks:wait_for_file", "'/nonexistent/gate'", "None", "0.05", *cluster.ns_args)
+    assert result.returncode == 1  # before: "not finished after 30 s; it goes on" (a TimeoutError is one now)
+    assert "TimeoutError: /nonexistent/gate did not appear" in result.stderr
+
+
 def test_status_json_lists_live_workers_and_counts(cluster: Cluster) -> None:
     result = pyrodist("status", "--json", *cluster.ns_args)
     assert result.returncode == 0, result.stderr
