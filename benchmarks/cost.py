@@ -9,16 +9,18 @@ and the CPU of the master, the workers with their children, and this client per 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import inspect
 import os
 import statistics
 import time
 
+from pyrodist import Client
 from pyrodist.cluster import LocalCluster
 
 INC = "tests.tasks:inc"
-# A task per call: since chunks.py, map's chunksize is calls per task (before, calls per submit; default there).
-PER_TASK = {"chunksize": 1} if importlib.util.find_spec("pyrodist.chunks") else {}
+# A task per call: since map packs calls by itself (its chunksize defaults to None), chunksize is calls per task;
+# before, it was calls per submit, and the default gave a task per call.
+PER_TASK = {"chunksize": 1} if inspect.signature(Client.map).parameters["chunksize"].default is None else {}
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
