@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,6 +236,20 @@ def check_submitted(blobs: BlobStore, tasks: list[SubmittedTask]) -> None:
     for task in tasks:
         if is_blob_ref(task.payload) and (ref := BlobRef.parse(task.payload)) is not None:
             blobs.check(ref, task.task_id, "a")
+
+
+def kept_results(blobs: BlobStore, outcomes: Sequence[Outcome], room: int) -> list[Outcome]:
+    """Reported outcomes as the master keeps them: big results' blobs checked, and results over SPILLED_ABOVE
+    beyond room bytes of memory written to the blob folder (`recorded`)."""
+    kept = []
+    for outcome in outcomes:
+        result = outcome.result
+        size = 0 if result is None else len(result)
+        if size > SPILLED_ABOVE or is_blob_ref(result):  # else (most results): nothing to do
+            outcome = recorded(blobs, outcome, spill=size > room)
+        kept.append(outcome)
+        room -= size
+    return kept
 
 
 def recorded(blobs: BlobStore, outcome: Outcome, spill: bool) -> Outcome:

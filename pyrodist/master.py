@@ -11,9 +11,10 @@
                                        └─▶ Notifier ──▶ subscribers' sinks (own threads, never blocking report)
     reaper thread: expired leases back to pending, silent workers lost (WorkerRegistry), idle outboxes dropped.
 
-The master never decodes arguments or results: they stay serpent text (`payload`) from the client to
-the worker and back. It takes typed records (`wire.py`), checked on arrival by `service.MasterService`,
-and knows nothing of Pyro4. One lock guards the store, the registry and the outboxes.
+The master never decodes arguments or results: they stay encoded (`payload`) from the client to the
+worker and back. It takes typed records (`wire.py`), checked on arrival by `service.MasterService`,
+and knows nothing of Pyro4. One lock guards the store, the registry and the outboxes. What clients read
+(results, outboxes, records, cancels, subscriptions) is its `desk.ClientDesk`'s.
 """
 
 from __future__ import annotations
@@ -27,23 +28,23 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .access import ADMIN, Access
+from .access import Access
 from .api import MasterAPI, Sink
-from .blobs import SPILLED_ABOVE, BlobStore, check_submitted, recorded
+from .blobs import BlobStore, check_submitted, kept_results
 from .blobs import task_of as blob_task
 from .config import Settings
+from .desk import ClientDesk
 from .errors import StoreUnavailable
 from .memstore import MemoryStore
-from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT, Notifier
-from .outbox import Outboxes
-from .protocol import ACTIVE_STATES, FINISHED_STATES, MAX_BATCH, QUEUED_STATES, TaskState, client_id_of
+from .notify import MAX_SUBSCRIPTIONS_PER_CLIENT
+from .protocol import FINISHED_STATES, MAX_BATCH, TaskState
 from .reaper import REAP_EVERY, Reaper
 from .registry import WorkerRegistry
 from .retry import Periodic
 from .store import TaskStore
 from .tally import Totals
-from .task import Task, new_task, plain_task_ids
-from .values import encode_call, is_blob_ref
+from .task import Task, fitting, new_task, plain_task_ids
+from .values import encode_call
 from .wire import (
     FetchedTask,
     Finished,
@@ -63,14 +64,6 @@ from .wire import (
 log = logging.getLogger(__name__)
 
 
-def unknown_task(task_id: str, epoch: str, durable: bool) -> ValueError:
-    """The error for a task id the master does not have, with the likely reasons."""
-    lost = "" if durable else ", or lost it when it restarted (it keeps tasks in memory: use --store)"
-    return ValueError(
-        f"unknown task id {task_id!r}: this master (epoch {epoch}) never had it{lost}, or its result expired long ago"
-    )
-
-
 class Master(MasterAPI):
     """The master's state and rules behind its remote API (see the module docstring for the flow)."""
 
@@ -87,16 +80,16 @@ class Master(MasterAPI):
         self._clock = clock
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
-        self._finished = threading.Condition(self._lock)
-        self._outboxes = Outboxes(self._lock)
         self._workers = WorkerRegistry()
-        self._notifier = Notifier()
         self._access = Access(settings.admin_key)
         self.epoch = secrets.token_hex(3)
         self._ids = itertools.count(1)
         self._totals = Totals(clock())
         self._stop = threading.Event()
         self._ending = self._stop.is_set
+        self._desk = ClientDesk(self._lock, self._store, self._access, self._workers, self._totals, clock, self.epoch,
+                                settings.max_payload, self._ending)  # fmt: skip
+        self._outboxes, self._notifier, self._completed = self._desk.outboxes, self._desk.notifier, self._desk.completed
         self._housekeeping = Reaper(settings, self._store, self._workers, self._outboxes, self._notifier, self._work,
                                     self._completed, self._totals.started)  # fmt: skip
         self._reaper = Periodic(REAP_EVERY, self.reap, "master-reaper")
@@ -150,7 +143,10 @@ class Master(MasterAPI):
             if self._ending() or stopping(worker):  # a stopping worker's long-poll ends at once, empty
                 return []
             leased = self._store.lease(worker, max_tasks, self._clock(), self._settings.lease_timeout)
-            leased = self._within_a_message(worker, leased)
+            keep = fitting(leased, self._settings.max_payload)
+            if keep < len(leased):  # the others go back at once, keeping their place
+                self._store.release(worker, [(t.id, t.token) for t in leased[keep:]])
+                leased = leased[:keep]
             if self._store.broken:  # tasks whose stored arguments were damaged: failed by lease(), for their clients
                 broken, self._store.broken = self._store.broken, []
                 self._completed(broken)
@@ -158,31 +154,12 @@ class Master(MasterAPI):
                 self._work.notify()  # more work is left for the next waiting worker
         return [FetchedTask(t.id, t.func, t.payload or "", t.token, t.options) for t in leased]
 
-    def _within_a_message(self, worker: str, leased: list[Task]) -> list[Task]:
-        """The first leased tasks whose arguments fit in max_payload bytes (at least one); the others are given
-        back at once, keeping their place (lock held)."""
-        size, most = 0, self._settings.max_payload
-        for count, task in enumerate(leased):
-            size += len(task.payload or "")
-            if count and size > most:
-                self._store.release(worker, [(t.id, t.token) for t in leased[count:]])
-                return leased[:count]
-        return leased
-
     def report(self, worker: str, outcomes: Sequence[Outcome]) -> ReportReply:
         """Record a worker's results; the first report with a valid lease token wins, others are ignored."""
         # Values held: in a memory store (outboxes refer to the same ones), else in the outboxes. Beyond
         # max_held, results wait on disk.
         room = self._settings.max_held - max(self._store.results_held, self._outboxes.held_bytes)
-        kept = []
-        for outcome in outcomes:
-            result = outcome.result
-            size = 0 if result is None else len(result)
-            if size > SPILLED_ABOVE or is_blob_ref(result):  # else (most results): nothing to do
-                outcome = recorded(self.blobs, outcome, spill=size > room)
-            kept.append(outcome)
-            room -= size
-        outcomes = kept
+        outcomes = kept_results(self.blobs, outcomes, room)
         with self._lock:
             row = self._workers.seen(worker, self._clock())
             accepted, ignored = self._store.finish(worker, outcomes, self._clock())
@@ -229,90 +206,45 @@ class Master(MasterAPI):
             self._work.notify(len(released))
         return len(released)
 
-    # ---- results
+    # ---- results (the client desk's)
 
     def result(self, task_id: str, timeout: float = 0.0, client_secret: str | None = None) -> TaskRecord:
         """The task's record, waiting up to timeout seconds for it to finish (a client's task: its secret)."""
-        caller = self._access.caller(client_secret)
-        with self._lock:  # a durable store hands out copies: each look reads the task again
-            finished = lambda: self._ending() or self._known(task_id, caller).state in FINISHED_STATES  # noqa: E731
-            self._finished.wait_for(finished, timeout)
-            return self._known(task_id, caller).record()
+        return self._desk.result(task_id, timeout, client_secret)
 
     def collect(
         self, client_secret: str, timeout: float = 0.0, max_items: int = 10_000, sequence: int | None = None
     ) -> list[Finished]:
         """Finished records of this client's tasks, waiting up to timeout for the first (the client's path)."""
-        owner = client_id_of(client_secret)
-        with self._lock:
-            received = self._outboxes.acknowledged(owner, sequence)
-            if received and not self._store.durable:  # the client has them: free memory (a store keeps them on disk)
-                try:
-                    self._store.release_results(received)
-                except StoreUnavailable as exc:  # they stay until --result-ttl
-                    log.warning("could not release %d collected results: %s", len(received), exc)
-            most_bytes = self._settings.max_payload
-            return self._outboxes.take(owner, timeout, max_items, most_bytes, self._clock(), sequence)
+        return self._desk.collect(client_secret, timeout, max_items, sequence)
 
     def disconnect(self, client_secret: str) -> None:
         """The client is leaving: drop its undelivered records and subscriptions now, end its collect."""
-        owner = client_id_of(client_secret)
-        with self._lock:
-            self._outboxes.drop(owner)
-        self._notifier.unsubscribe_owner(owner)
+        self._desk.disconnect(client_secret)
 
     def lookup(self, task_ids: Sequence[str], client_secret: str | None = None) -> list[TaskRecord | None]:
         """Records of these tasks, None for ids this master does not know (or of another client's tasks)."""
-        caller = self._access.caller(client_secret)
-        with self._lock:
-            return [t.record() if (t := self._access.visible(self._store.get(i), caller)) else None for i in task_ids]
+        return self._desk.lookup(task_ids, client_secret)
 
     def cancel(self, task_id: str, client_secret: str | None = None, force: bool = True) -> bool:
-        """Cancel a task no worker holds yet, or with force one that runs too (killed on its worker); False when
-        it finished (or, without force, a worker holds it)."""
-        caller = self._access.caller(client_secret)
-        with self._lock:
-            self._known(task_id, caller)
-            task = self._store.cancel(task_id, self._clock(), ACTIVE_STATES if force else QUEUED_STATES)
-            if task is not None:
-                if task.worker is not None and task.started is not None:
-                    self._workers.kill(task.worker, task.id)
-                    log.info("task %s cancelled while running on worker %s", task.id, task.worker)
-                self._completed([task])
-        return task is not None
+        """Cancel a task no worker holds yet, or with force one that runs too; False when it could not be."""
+        return self._desk.cancel(task_id, client_secret, force)
 
     def forget(self, task_ids: Sequence[str], client_secret: str | None = None) -> int:
         """Drop the kept results of these finished tasks now (a client's: with its secret); how many were forgotten."""
-        caller = self._access.caller(client_secret)
-        with self._lock:
-            mine = [i for i in task_ids if self._access.visible(self._store.get(i), caller)]
-            return len(self._store.forget(mine, self._clock()))
+        return self._desk.forget(task_ids, client_secret)
 
     def subscribe(self, sink: Sink, task_ids: Sequence[str] | None = None, client_secret: str | None = None) -> str:
-        """Deliver finished records to sink: those listed (finished ones at once), this client's (with its
-        secret), or all from now on (tasks of no client; of every client with the admin key)."""
-        self.check_subscription(task_ids, client_secret)
-        caller = self._access.caller(client_secret)
-        owner = caller if task_ids is None and caller not in (None, ADMIN) else None
-        with self._lock:
-            tasks = [self._known(task_id, caller) for task_id in task_ids or ()]
-            done = [t.record() for t in tasks if t.state in FINISHED_STATES]
-            sub_id = self._notifier.subscribe(sink, task_ids, owner, everything=caller == ADMIN)
-            self._notifier.publish([(record, None) for record in done], only=sub_id)
-        return sub_id
+        """Deliver finished records to sink (those listed, a client's, or all); the subscription's id."""
+        return self._desk.subscribe(sink, task_ids, client_secret)
 
     def check_subscription(self, task_ids: Sequence[str] | None, client_secret: str | None) -> None:
         """Refuse a subscription beyond the limits or naming unknown tasks (before its sink is built)."""
-        self._notifier.check_room(None if client_secret is None else client_id_of(client_secret))
-        caller = self._access.caller(client_secret)
-        with self._lock:
-            for task_id in task_ids or ():
-                self._known(task_id, caller)
+        self._desk.check_subscription(task_ids, client_secret)
 
     def unsubscribe(self, subscription_id: str) -> None:
         """Stop a subscription."""
-        if not self._notifier.unsubscribe(subscription_id):
-            raise ValueError(f"unknown subscription {subscription_id!r}")
+        self._desk.unsubscribe(subscription_id)
 
     def stats(self) -> Stats:
         """Workers, tasks per state, totals and the master's own details."""
@@ -338,25 +270,6 @@ class Master(MasterAPI):
     def ping(self) -> str:
         """Answer 'pong' (used to tell a live master from a stale name server entry)."""
         return "pong"
-
-    # ---- internals (called with the lock held)
-
-    def _known(self, task_id: str, caller: str | None) -> Task:
-        task = self._access.visible(self._store.get(task_id), caller)
-        if task is None:
-            raise unknown_task(task_id, self.epoch, self._store.durable)
-        return task
-
-    def _completed(self, tasks: list[Task]) -> None:
-        """Hand finished tasks to their client's outbox, result() waiters and subscribers."""
-        if not tasks:
-            return
-        now = self._clock()
-        self._totals.finished(tasks, now)
-        self._outboxes.put(tasks, now)
-        self._finished.notify_all()
-        if self._notifier.count():
-            self._notifier.publish([(t.record(), t.owner) for t in tasks])
 
     # ---- running
 
@@ -385,7 +298,7 @@ class Master(MasterAPI):
         self._stop.set()
         with self._lock:
             self._work.notify_all()
-            self._finished.notify_all()
+            self._desk.finished.notify_all()
             self._outboxes.close()
         self._reaper.stop()
         self._notifier.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .protocol import FINISHED_STATES, ErrorRecord, TaskState, check_options, normalized_ref
@@ -123,6 +123,16 @@ def lease_tokens(count: int) -> list[int]:
 
 NO_OPTIONS: dict[str, Any] = {}
 """Shared by every task without options (a dict each would cost 64 bytes a task); never mutated."""
+
+
+def fitting(tasks: Sequence[Task], most: int) -> int:
+    """How many of the first tasks' arguments fit in most bytes (at least one): what one fetch answer carries."""
+    size = 0
+    for count, task in enumerate(tasks):
+        size += len(task.payload or "")
+        if count and size > most:
+            return count
+    return len(tasks)
 
 
 def new_task(task_id: str, func: str, payload: Payload, options: Any, owner: str | None = None) -> Task:
