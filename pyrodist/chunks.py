@@ -32,6 +32,8 @@ PROBE_CALLS = 8
 """Most calls `Client.map` sends first, a task each (at most one a worker slot), to learn a function's time."""
 PROBE_WAIT = 0.2
 """Seconds `Client.map` waits for the first of their results before it sends the other calls one per task."""
+CHUNK_BYTES = 64 * 1024
+"""Most bytes of arguments, or of results, a chunk `Client.map` packs by itself should carry (measured per call)."""
 CHUNKS_PER_SLOT = 4
 """Without a measured time, `Client.map` cuts the calls into this many chunks per worker slot (as
 `multiprocessing.Pool.map` does), so that slots finish together."""
@@ -101,10 +103,12 @@ def seconds_per_call(result: Any) -> float | None:
         return None
 
 
-def auto_size(calls: int, slots: int, per_call: float | None) -> int:
+def auto_size(calls: int, slots: int, per_call: float | None, call_bytes: float = 0.0) -> int:
     """Calls per task for `Client.map` by itself: CHUNKS_PER_SLOT chunks a slot, shorter once a call's time
-    is known (about CHUNK_SECONDS each), at most MAX_AUTO_CHUNK."""
+    is known (about CHUNK_SECONDS each), at most CHUNK_BYTES of a call's arguments or result each (packing big
+    values saves nothing and moves them as one), at most MAX_AUTO_CHUNK."""
     size = -(-calls // (max(1, slots) * CHUNKS_PER_SLOT))
     if per_call is not None:
         size = min(size, max(1, int(CHUNK_SECONDS / max(per_call, 1e-7))))
+    size = min(size, max(1, int(CHUNK_BYTES // max(call_bytes, 1.0))))
     return max(1, min(MAX_AUTO_CHUNK, size))

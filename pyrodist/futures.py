@@ -50,6 +50,8 @@ class Future(concurrent.futures.Future[Any]):
         self.task_id = task_id
         self._remote = remote
         self._sent = False  # the master confirmed it has the task
+        self.result_bytes = 0
+        """Bytes of its encoded result, once it arrived."""
 
     def cancel(self) -> bool:
         """Cancel the task unless a worker holds it already; False when it runs or finished (or the master is away)."""
@@ -143,8 +145,9 @@ class CallFuture(Future):
             return self._state == "RUNNING"
 
 
-def settle_calls(chunk: Future, calls: Sequence[CallFuture], timed: Callable[[float], None]) -> None:
-    """Settle the futures of a chunk's calls from the chunk's own (done) future; timed learns a call's time."""
+def settle_calls(chunk: Future, calls: Sequence[CallFuture], timed: Callable[[float, float], None]) -> None:
+    """Settle the futures of a chunk's calls from the chunk's own (done) future; timed learns a call's time and
+    its result's bytes."""
     for call in calls:
         call.chunk = None
     if chunk.cancelled():
@@ -154,7 +157,7 @@ def settle_calls(chunk: Future, calls: Sequence[CallFuture], timed: Callable[[fl
     try:
         result = chunk.result(0)
         if (seconds := chunks.seconds_per_call(result)) is not None:
-            timed(seconds)
+            timed(seconds, chunk.result_bytes / max(1, len(calls)))
         pairs = list(chunks.outcomes(chunk.task_id, result))
     except Exception as exc:  # noqa: BLE001 - the chunk failed as a whole: so does each of its calls
         pairs = [(False, exc)] * len(calls)
@@ -175,6 +178,7 @@ def settle(future: Future, record: Finished) -> None:
     error = record.error or {"type": "?", "message": ""}
     payload = record.payload
     if record.state is TaskState.DONE and payload is not None:
+        future.result_bytes = len(payload)
         try:
             future.set_result(decode_value(payload))
         except Exception as exc:  # noqa: BLE001 - an undecodable result fails this future, not the collector

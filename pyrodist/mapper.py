@@ -60,6 +60,7 @@ class Mapper:
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
         self._call_seconds: dict[str, float] = {}  # a call's measured time, per function (chunks' results)
+        self._result_bytes: dict[str, float] = {}  # and its result's size
 
     def map(self, ref: str, calls: Sequence[Args], chunksize: int | None, options: dict[str, Any]) -> list[Future]:
         """Send calls of these positional arguments, chunksize to a task (chosen when None); a future per call."""
@@ -124,7 +125,8 @@ class Mapper:
         """Calls per task when the caller did not say, and the futures of the calls sent to find out.
 
         A task per call for few calls, with per-task options, when callbacks see each task's record, or with
-        no live worker; else the measured time of a call decides (`chunks.auto_size`). Unknown, the first calls
+        no live worker; else the measured time of a call, and the bytes of its arguments and result, decide
+        (`chunks.auto_size`). Unknown, the first calls
         (PROBE_CALLS, at most one a slot) go as tasks of one call each and the first result is awaited up to
         PROBE_WAIT seconds: calls too slow for that gain nothing from being packed."""
         if len(calls) < chunks.PACKED_FROM or PER_TASK_OPTIONS & set(options) or self._sender.sees_each_task():
@@ -139,12 +141,17 @@ class Mapper:
         per_call = self._call_seconds.get(ref)
         if per_call is None:
             return 1, probe
-        return chunks.auto_size(len(calls) - len(probe), slots, per_call), probe
+        first = self._call(calls[0])
+        call_bytes = max(self._result_bytes.get(ref, 0.0), first.size if isinstance(first, BigValue) else len(first))
+        return chunks.auto_size(len(calls) - len(probe), slots, per_call, call_bytes), probe
 
-    def _timed(self, ref: str, seconds: float) -> None:
-        """A chunk of ref's calls took seconds per call: remembered (a moving average) for the next map's size."""
+    def _timed(self, ref: str, seconds: float, result_bytes: float) -> None:
+        """A chunk of ref's calls took seconds, and its result result_bytes, per call: remembered (moving
+        averages) for the next map's size."""
         known = self._call_seconds.get(ref)
         self._call_seconds[ref] = seconds if known is None else 0.7 * known + 0.3 * seconds
+        size = self._result_bytes.get(ref)
+        self._result_bytes[ref] = result_bytes if size is None else 0.7 * size + 0.3 * result_bytes
 
 
 def live_slots(stats: Callable[[], Any], client_id: str) -> int:

@@ -13,7 +13,7 @@ import weakref
 
 import pytest
 
-from pyrodist import ClusterExecutor, TaskError, values
+from pyrodist import ClusterExecutor, TaskError, chunks, values
 from pyrodist.client import _Asks
 from pyrodist.config import Settings
 from pyrodist.errors import task_error
@@ -101,3 +101,19 @@ def test_a_submit_racing_shutdown_without_wait_is_still_sent(cluster: InProcess)
     late = executor.submit(tasks.inc, 2)  # that submit lands after the cap's thread left
     assert late.result(timeout=30) == 3
     executor.shutdown()
+
+
+def test_the_automatic_chunk_size_follows_time_slots_and_bytes() -> None:
+    assert chunks.auto_size(100_000, 2, 1e-6) == chunks.MAX_AUTO_CHUNK  # tiny calls: as many as allowed
+    assert chunks.auto_size(100_000, 2, 0.01) == 5  # 10 ms calls: about CHUNK_SECONDS a task
+    assert chunks.auto_size(100, 2, 1e-6) == 13  # few calls: 4 tasks a slot
+    assert chunks.auto_size(100_000, 2, 1e-6, call_bytes=1 << 20) == 1  # big values: a task each
+    assert chunks.auto_size(100_000, 2, 1e-6, call_bytes=1024) == 64
+
+
+def test_map_does_not_pack_calls_with_big_results(cluster: InProcess) -> None:
+    client = cluster.client()
+    before = client.stats()["submitted"]
+    futures = client.map(tasks.big_result, [100_000] * 80)  # a result each over CHUNK_BYTES
+    assert all(len(f.result(timeout=60)) == 100_000 for f in futures)
+    assert client.stats()["submitted"] - before == 80  # before: packed 50 to a task, each chunk a big value
