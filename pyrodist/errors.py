@@ -152,8 +152,8 @@ def _rebuilt(cls: type[Exception] | None) -> type[TaskError] | None:
         return None
     with _rebuilt_lock:
         if cls not in _rebuilt_classes:
-            namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": _own_message,
-                         "__reduce__": _rebuild_again}  # fmt: skip
+            # TaskError's __str__ comes first: "task ID failed: Type: message", as every TaskError reads.
+            namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__reduce__": _rebuild_again}
             try:
                 _rebuilt_classes[cls] = type(cls.__name__, (TaskError, cls), namespace)
             except TypeError:  # a class that forbids subclasses, or whose layout cannot be combined
@@ -166,10 +166,6 @@ def _rebuild_again(self: TaskError) -> tuple[Any, ...]:
     record = {"type": self.type_name, "message": self.message, "traceback": self.remote_traceback,
               "module": self._module}  # fmt: skip
     return task_error, (self.task_id, record)
-
-
-def _own_message(self: TaskError) -> str:
-    return self.message  # as the remote exception printed itself
 
 
 class RemoteTraceback(PyrodistError):

@@ -40,7 +40,8 @@ def test_raising_task_carries_type_message_and_remote_traceback(client: Client) 
     error = failure(client, tasks.boom, "no luck")
     assert (error.type_name, error.message) == ("ValueError", "no luck")
     assert "tasks.py" in error.remote_traceback and "raise ValueError(message)" in error.remote_traceback
-    assert isinstance(error, ValueError) and str(error) == "no luck"  # as the task's own exception prints
+    assert isinstance(error, ValueError) and error.args == ("no luck",)  # the task's own exception's message
+    assert str(error) == f"task {error.task_id} failed: ValueError: no luck"
     assert isinstance(error.__cause__, RemoteTraceback)  # printed above it, as concurrent.futures does
     assert "raise ValueError(message)" in str(error.__cause__)
     assert error.task_id
