@@ -117,10 +117,10 @@ class Client:
 
         chunksize calls travel and run as one task (`chunks.py`: a call's failure is its own; the calls of a
         task share its id, are cancelled together, and retried and timed together). By default the client
-        packs tiny calls by itself once it knows their time (the first calls are sent as one task to learn it):
-        tasks of about CHUNK_SECONDS, several per worker slot, at most MAX_AUTO_CHUNK calls; a task per call for
-        fewer than PACKED_FROM calls, slow calls, no live worker, options that mean something per task, or a
-        client whose `on_result` callbacks see each task's record.
+        packs tiny calls by itself once it knows their time and size (the first calls go a task each to learn
+        them; `Mapper`): tasks of about CHUNK_SECONDS and CHUNK_BYTES, several per worker slot; a task per call
+        for few, slow or big calls, no live worker, options that mean something per task, or a client whose
+        `on_result` callbacks see each task's record.
         With progress=True a progress bar (rate, ETA) follows them on the terminal, from a background thread.
         """
         futures = self._mapper.map(protocol.function_ref(func), list(zip(*iterables, strict=False)), chunksize, {})
